@@ -1,0 +1,3 @@
+from befori_tui.cli import main
+
+raise SystemExit(main())

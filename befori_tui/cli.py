@@ -1,0 +1,118 @@
+"""`befori-tui`: the entry point. Subcommands import what they need lazily, so start-up stays light."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from befori_tui.cliargs import OneLineParser, add_run_flags, config_from_args
+from befori_tui.core.config import ConfigError
+
+USAGE = """befori-tui — what your self-hosted LLM costs per input and output token, measured live.
+
+  befori-tui                       the demo: the built-in simulated 8×H100 DBRX server, measured
+  befori-tui bench [flags]         headless benchmark: levels of concurrency, Ori's table, a TOML session
+  befori-tui cost [flags]          the befori cost method from means, or re-price a saved session
+  befori-tui sim [flags]           the simulated OpenAI-compatible server on 127.0.0.1
+
+Each takes --help.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if argv and argv[0] in ("-V", "--version"):
+        import befori_tui
+
+        print(f"befori-tui {befori_tui.__version__}")
+        return 0
+    command, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("demo", argv)
+    try:
+        if command == "sim":
+            from befori_tui.core.sim.cli import main as sim_main
+
+            return sim_main(rest)
+        if command in ("bench", "demo"):
+            return bench_command(command, rest)
+        if command == "cost":
+            return cost_command(rest)
+    except ConfigError as exc:
+        print(f"befori-tui {command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(f"befori-tui: unknown command {command!r} (see befori-tui --help)", file=sys.stderr)
+    return 2
+
+
+def bench_command(command: str, argv: list[str]) -> int:
+    from befori_tui.headless import bench_main
+
+    p = OneLineParser(prog=f"befori-tui {command}", description="Headless benchmark, one level per concurrency.")
+    add_run_flags(p)
+    args = p.parse_args(argv)
+    if command == "demo" and not args.url:
+        # Until the live monitor lands, the demo is a short headless sweep against the simulator.
+        args.concurrency = args.concurrency or "1,8,32,64"
+        args.requests_per_level = args.requests_per_level or 48
+        args.input_tokens = args.input_tokens or "550:150"
+        args.output_tokens = args.output_tokens or "150"
+    cfg = config_from_args(args)
+    return bench_main(args, cfg)
+
+
+def cost_command(argv: list[str]) -> int:
+    from befori_tui.core.cost import befori_cost
+    from befori_tui.core.results import read_session, reprice_session, write_toml_atomic
+
+    p = OneLineParser(
+        prog="befori-tui cost",
+        description="The befori method from per-level means, or a saved session re-priced at another hourly price.",
+    )
+    p.add_argument("session", nargs="?", help="a saved session TOML to re-price")
+    p.add_argument("--usd-per-hour", type=float, required=True, metavar="X", help="hourly price of the server")
+    p.add_argument("--concurrency", type=float, metavar="R", help="concurrent requests")
+    p.add_argument("--mean-input-tokens", type=float, metavar="N")
+    p.add_argument("--ttft", type=float, metavar="S", help="mean time to first token, seconds")
+    p.add_argument("--mean-output-tokens", type=float, metavar="N")
+    p.add_argument("--e2e", type=float, metavar="S", help="mean end-to-end latency, seconds")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--out", metavar="PATH", help="with a session: write the re-priced session here")
+    args = p.parse_args(argv)
+    if args.usd_per_hour < 0:
+        raise ConfigError("--usd-per-hour must be ≥ 0")
+    if args.session:
+        from befori_tui.headless import results_table
+
+        data = reprice_session(read_session(args.session), args.usd_per_hour)
+        if args.out:
+            write_toml_atomic(args.out, data)
+            print(f"saved {args.out}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(data["levels"]))
+        else:
+            print(results_table(data["levels"]))
+        return 0
+    needed = {"--concurrency": args.concurrency, "--mean-input-tokens": args.mean_input_tokens, "--ttft": args.ttft,
+              "--mean-output-tokens": args.mean_output_tokens, "--e2e": args.e2e}
+    missing = [k for k, v in needed.items() if v is None]
+    if missing:
+        raise ConfigError(f"missing {', '.join(missing)} (or give a session file)")
+    for k, v in needed.items():
+        if v <= 0:
+            raise ConfigError(f"{k} must be > 0, got {v:g}")
+    if args.e2e <= args.ttft:
+        raise ConfigError(f"--e2e ({args.e2e:g}) must be greater than --ttft ({args.ttft:g})")
+    c = befori_cost(args.usd_per_hour, args.concurrency, args.mean_input_tokens, args.ttft,
+                    args.mean_output_tokens, args.e2e)
+    if args.json:
+        print(json.dumps(c.as_dict()))
+    else:
+        print(f"input:  T_in  = {c.input_tok_per_s:.4f} tok/s · ${c.usd_per_input_token:.6g} per token"
+              f" · ${c.usd_per_million_input:,.2f} per million")
+        print(f"output: T_out = {c.output_tok_per_s:.4f} tok/s · ${c.usd_per_output_token:.6g} per token"
+              f" · ${c.usd_per_million_output:,.2f} per million")
+    return 0

@@ -1,0 +1,126 @@
+"""Flags shared by `bench` and `monitor`, and how they override a config file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from befori_tui.core.config import (
+    ApiPrice,
+    Config,
+    ConfigError,
+    load_config,
+    parse_int_list,
+    parse_mean_sd,
+    validate,
+)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the flag, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("endpoint")
+    g.add_argument("--config", metavar="FILE", help="TOML config (flags override its keys)")
+    g.add_argument("--url", help="OpenAI base URL ending in /v1 (default: start the built-in simulator)")
+    g.add_argument("--model", help="model name (default: the first one at /v1/models)")
+    g.add_argument("--api", choices=["completions", "chat"], help="which streaming API to call")
+    g.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
+    g.add_argument("--server-metrics", metavar="URL|off", help="the server's Prometheus /metrics (default: <root>/metrics)")
+    g.add_argument("--telemetry", metavar="SPEC", help="GPU telemetry: nvml | dcgm:URL | none (default: NVML if it loads)")
+    w = p.add_argument_group("workload")
+    w.add_argument("--input-tokens", metavar="MEAN[:SD]", help="input tokens per request (default 550:150)")
+    w.add_argument("--output-tokens", metavar="MEAN[:SD]", help="output tokens per request (default 150)")
+    w.add_argument("--no-ignore-eos", action="store_true", help="let the model stop early (output lengths vary)")
+    w.add_argument("--prompts", metavar="FILE.jsonl", help='prompts from a JSONL file of {"prompt": ...}')
+    w.add_argument("--seed", type=int, help="random seed for prompts and lengths")
+    ld = p.add_argument_group("load")
+    ld.add_argument("--concurrency", metavar="N[,N…]", help="concurrency levels, e.g. 1,2,4,8")
+    ld.add_argument("--requests-per-level", type=int, metavar="N", help="measured requests per level")
+    ld.add_argument("--seconds-per-level", type=float, metavar="S", help="seconds per level")
+    ld.add_argument("--warmup-requests", type=int, metavar="N", help="warm-up requests per level (default: one per slot)")
+    ld.add_argument("--timeout", type=float, metavar="S", help="per-request timeout in seconds")
+    ld.add_argument("--max-seconds", type=float, metavar="S", help="hard bound on the whole run")
+    pr = p.add_argument_group("pricing")
+    pr.add_argument("--usd-per-hour", type=float, metavar="X", help="hourly price of the whole server")
+    pr.add_argument("--gpu-count", type=int, metavar="N", help="GPUs in that price")
+    pr.add_argument("--usd-per-kwh", type=float, metavar="X", help="electricity price, for energy cost")
+    pr.add_argument("--compare", action="append", metavar="NAME=IN/OUT",
+                    help="an API price to compare, $ per million input/output tokens (repeatable)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", metavar="PATH", help="session TOML (default: befori-results/session-<time>.toml)")
+    o.add_argument("--raw", metavar="PATH", help="raw per-request JSON lines (default: beside --out, .jsonl)")
+    s = p.add_argument_group("built-in simulator (when no --url is given)")
+    s.add_argument("--profile", default="dbrx-8xh100", help="simulator profile (default dbrx-8xh100)")
+    s.add_argument("--time-scale", type=float, default=1.0, metavar="X", help="run the simulator X× faster")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file (or defaults), then every flag given on top. Raises ConfigError."""
+    cfg = load_config(args.config)
+    e, w, ld, pr = cfg.endpoint, cfg.workload, cfg.load, cfg.pricing
+    if args.url is not None:
+        e.url = args.url
+    if args.model is not None:
+        e.model = args.model
+    if args.api is not None:
+        e.api = args.api
+    if args.api_key_env is not None:
+        e.api_key_env = args.api_key_env
+    if args.server_metrics is not None:
+        e.server_metrics = args.server_metrics
+    if args.telemetry is not None:
+        cfg.telemetry = args.telemetry
+    if args.input_tokens is not None:
+        w.input_tokens_mean, w.input_tokens_sd = parse_mean_sd(args.input_tokens, "--input-tokens")
+    if args.output_tokens is not None:
+        w.output_tokens_mean, w.output_tokens_sd = parse_mean_sd(args.output_tokens, "--output-tokens")
+    if args.no_ignore_eos:
+        w.ignore_eos = False
+    if args.prompts is not None:
+        w.prompt_source = args.prompts
+    if args.seed is not None:
+        w.seed = args.seed
+    if args.concurrency is not None:
+        ld.concurrency = parse_int_list(args.concurrency, "--concurrency")
+    if args.requests_per_level is not None:
+        ld.requests_per_level = args.requests_per_level
+    if args.seconds_per_level is not None:
+        ld.seconds_per_level = args.seconds_per_level
+        if args.requests_per_level is None:
+            ld.requests_per_level = 0  # seconds alone decide, unless both are given
+    if args.warmup_requests is not None:
+        ld.warmup_requests = args.warmup_requests
+    if args.timeout is not None:
+        ld.timeout_s = args.timeout
+    if args.max_seconds is not None:
+        ld.max_seconds = args.max_seconds
+    if args.usd_per_hour is not None:
+        pr.usd_per_hour = args.usd_per_hour
+    if args.gpu_count is not None:
+        pr.gpu_count = args.gpu_count
+    if args.usd_per_kwh is not None:
+        pr.usd_per_kwh = args.usd_per_kwh
+    for spec in args.compare or []:
+        pr.compare.append(parse_compare(spec))
+    if args.time_scale <= 0:
+        raise ConfigError(f"--time-scale must be > 0, got {args.time_scale:g}")
+    validate(cfg, "flags" if args.config is None else f"{args.config} + flags")
+    if w.prompt_source != "sonnets" and not Path(w.prompt_source).is_file():
+        raise ConfigError(f"workload.prompt_source: no such file {w.prompt_source!r}")
+    return cfg
+
+
+def parse_compare(spec: str) -> ApiPrice:
+    name, _, prices = spec.partition("=")
+    inp, _, out = prices.partition("/")
+    try:
+        return ApiPrice(name.strip(), float(inp), float(out))
+    except ValueError:
+        raise ConfigError(f"--compare: expected NAME=IN/OUT in $ per million tokens, got {spec!r}") from None

@@ -1,0 +1,253 @@
+"""Streaming OpenAI-compatible requests, measured.
+
+One long-lived httpx.AsyncClient per run, its pool sized to the slots so no request waits for a
+connection. Timestamps are taken in the loop that reads the stream, once per network read. Every
+failure ends up in the record by kind (connect, timeout, http_status, protocol, cancelled); nothing is
+raised out of `send` except the CancelledError the caller asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from befori_tui.core.config import Config, redact_url
+from befori_tui.core.prompts import Prompt
+from befori_tui.core.records import RequestRecord
+from befori_tui.core.sse import SSEError, SSEParser
+
+ERROR_BODY_BYTES = 512  # how much of an error reply to keep in the record
+MAX_ERROR_MESSAGE = 300
+
+
+class ClientSetupError(Exception):
+    """The endpoint cannot be used at all (unreachable, no model): one line for the user."""
+
+
+@dataclass
+class Endpoint:
+    base_url: str  # ends in /v1, no credentials
+    api: str
+    model: str
+    api_key: str  # from the environment; never written anywhere
+
+    @property
+    def root_url(self) -> str:
+        return self.base_url.rstrip("/").removesuffix("/v1")
+
+    @property
+    def path(self) -> str:
+        return "/chat/completions" if self.api == "chat" else "/completions"
+
+
+def api_key_from_env(cfg: Config) -> str:
+    return os.environ.get(cfg.endpoint.api_key_env, "") if cfg.endpoint.api_key_env else ""
+
+
+def make_http_client(endpoint: Endpoint, slots: int, timeout_s: float, connect_timeout_s: float) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+    # Room for every slot plus the odd side request (/tokenize, /v1/models).
+    limits = httpx.Limits(max_connections=slots + 8, max_keepalive_connections=slots + 8)
+    timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
+    return httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout, trust_env=False)
+
+
+async def discover_model(client: httpx.AsyncClient, base_url: str) -> str:
+    """The first model the server lists at /v1/models."""
+    url = base_url.rstrip("/") + "/models"
+    try:
+        resp = await client.get(url)
+    except httpx.HTTPError as exc:
+        raise ClientSetupError(f"{redact_url(url)}: cannot reach the server ({type(exc).__name__})") from None
+    if resp.status_code != 200:
+        raise ClientSetupError(f"{redact_url(url)}: HTTP {resp.status_code}; set endpoint.model or --model")
+    try:
+        models = resp.json()["data"]
+        return str(models[0]["id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise ClientSetupError(f"{redact_url(url)}: no model listed; set endpoint.model or --model") from None
+
+
+def build_payload(endpoint: Endpoint, prompt: Prompt, ignore_eos: bool) -> dict:
+    body: dict = {
+        "model": endpoint.model,
+        "max_tokens": prompt.max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if ignore_eos:
+        body["ignore_eos"] = True  # vLLM, SGLang and llama.cpp honour it; it makes output lengths exact
+    if endpoint.api == "chat":
+        body["messages"] = [{"role": "user", "content": prompt.text}]
+    else:
+        body["prompt"] = prompt.text
+    return body
+
+
+def _chunk_text(obj: dict, chat: bool) -> tuple[str, str | None]:
+    choices = obj.get("choices")
+    if not choices:
+        return "", None  # e.g. the usage-only chunk
+    choice = choices[0]
+    if chat:
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or delta.get("reasoning_content") or ""
+    else:
+        text = choice.get("text") or ""
+    return text, choice.get("finish_reason")
+
+
+class StreamClient:
+    """Sends one streamed request and fills in its RequestRecord."""
+
+    def __init__(self, http: httpx.AsyncClient, endpoint: Endpoint, ignore_eos: bool, timeout_s: float) -> None:
+        self.http = http
+        self.endpoint = endpoint
+        self.ignore_eos = ignore_eos
+        self.timeout_s = timeout_s
+        self.url = endpoint.base_url.rstrip("/") + endpoint.path
+        self.chat = endpoint.api == "chat"
+
+    def _scrub(self, text: str) -> str:
+        if self.endpoint.api_key:
+            text = text.replace(self.endpoint.api_key, "***")
+        return text[:MAX_ERROR_MESSAGE]
+
+    async def send(
+        self,
+        record: RequestRecord,
+        prompt: Prompt,
+        on_first_token: Callable[[RequestRecord], None] | None = None,
+    ) -> RequestRecord:
+        payload = build_payload(self.endpoint, prompt, self.ignore_eos)
+        body = json.dumps(payload).encode()
+        record.input_tokens = prompt.counted_tokens
+        record.input_tokens_source = prompt.count_source
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._stream(record, body, prompt.max_tokens, on_first_token)
+        except asyncio.CancelledError:
+            self._fail(record, "cancelled", "stopped before the request ended")
+            raise
+        except TimeoutError:
+            self._fail(record, "timeout", f"no complete reply within {self.timeout_s:g} s")
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self._fail(record, "connect", f"{type(exc).__name__}: {exc}")
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+            self._fail(record, "timeout", f"{type(exc).__name__}: {exc}")
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.DecodingError, SSEError) as exc:
+            self._fail(record, "protocol", f"{type(exc).__name__}: {exc}")
+        except httpx.HTTPError as exc:
+            self._fail(record, "protocol", f"{type(exc).__name__}: {exc}")
+        return record
+
+    def _fail(self, record: RequestRecord, kind: str, message: str) -> None:
+        if record.error_kind is None:
+            record.error_kind = kind
+            record.error_message = self._scrub(message)
+        if record.t_end_ns is None:
+            record.t_end_ns = time.perf_counter_ns()
+
+    async def _stream(
+        self, record: RequestRecord, body: bytes, max_tokens: int, on_first_token: Callable | None
+    ) -> None:
+        perf = time.perf_counter_ns
+        chat = self.chat
+        parser = SSEParser()
+        # A stream that goes on well past max_tokens is broken; cut it off rather than read forever.
+        chunk_limit = 2 * max_tokens + 16
+        record.t_send_ns = perf()
+        async with self.http.stream(
+            "POST", self.url, content=body, headers={"Content-Type": "application/json"}
+        ) as resp:
+            record.t_headers_ns = perf()
+            record.http_status = resp.status_code
+            if resp.status_code != 200:
+                text = await _read_some(resp, ERROR_BODY_BYTES)
+                retry = resp.headers.get("retry-after")
+                extra = f" (Retry-After: {retry})" if retry else ""
+                self._fail(record, "http_status", f"HTTP {resp.status_code}{extra}: {text}")
+                return
+            ctype = resp.headers.get("content-type", "")
+            if "text/event-stream" not in ctype:
+                text = await _read_some(resp, ERROR_BODY_BYTES)
+                self._fail(record, "protocol", f"expected text/event-stream, got {ctype or 'no content type'}: {text}")
+                return
+            reader = resp.aiter_bytes() if resp.headers.get("content-encoding") else resp.aiter_raw()
+            t_last = 0
+            done = False
+            usage = None
+            async for raw in reader:
+                now = perf()
+                for data in parser.feed(raw):
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    try:
+                        obj = json.loads(data)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        self._fail(record, "protocol", f"malformed JSON in a chunk: {data[:80]!r}")
+                        return
+                    if not isinstance(obj, dict):
+                        self._fail(record, "protocol", f"a chunk is not a JSON object: {data[:80]!r}")
+                        return
+                    if "error" in obj and not obj.get("choices"):
+                        self._fail(record, "protocol", f"error in stream: {json.dumps(obj['error'])[:200]}")
+                        return
+                    text, finish = _chunk_text(obj, chat)
+                    if text:
+                        record.content_chunks += 1
+                        if record.t_first_token_ns is None:
+                            record.t_first_token_ns = now
+                            if on_first_token is not None:
+                                on_first_token(record)
+                        else:
+                            record.itl_ns.append(now - t_last)
+                        t_last = now
+                        if record.content_chunks > chunk_limit:
+                            self._fail(record, "protocol", f"stream ran past {chunk_limit} chunks (max_tokens {max_tokens})")
+                            return
+                    if finish:
+                        record.finish_reason = finish
+                    if obj.get("usage"):
+                        usage = obj["usage"]
+                    if "befori_sim" in obj:
+                        record.server_timing = obj["befori_sim"]
+                if done:
+                    break
+            end = perf()
+            if not done:
+                for data in parser.finish():
+                    if data == b"[DONE]":
+                        done = True
+            record.t_end_ns = end
+            if usage:
+                if isinstance(usage.get("completion_tokens"), int):
+                    record.output_tokens = usage["completion_tokens"]
+                    record.output_tokens_source = "usage"
+                if isinstance(usage.get("prompt_tokens"), int):
+                    record.input_tokens = usage["prompt_tokens"]
+                    record.input_tokens_source = "usage"
+            if record.output_tokens is None:
+                record.output_tokens = record.content_chunks
+                record.output_tokens_source = "estimate"
+            if record.t_first_token_ns is None:
+                self._fail(record, "protocol", "the stream ended without any token")
+            elif record.finish_reason is None and not done:
+                # No [DONE] is tolerated when the last chunk said why it finished; otherwise it was cut.
+                self._fail(record, "protocol", "the stream ended before a finish_reason or [DONE]")
+
+
+async def _read_some(resp: httpx.Response, limit: int) -> str:
+    data = b""
+    async for chunk in resp.aiter_raw():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return data[:limit].decode("utf-8", errors="replace").strip().replace("\n", " ")

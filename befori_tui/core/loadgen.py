@@ -1,0 +1,190 @@
+"""The closed-loop load generator.
+
+N slots; each sends its next request the moment its last one ends. Concurrency can change while running:
+new slots start at once, removed slots finish their request and stop. Every change opens a new level.
+A request belongs to the level it was sent in. A level's first `warmup` requests, and any request still
+running when its level ends, are recorded and counted but kept out of steady-state figures.
+
+Runs on one asyncio loop and never draws anything: displays watch through a RunObserver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from befori_tui.core.client import StreamClient
+from befori_tui.core.observer import NullObserver, RunObserver
+from befori_tui.core.prompts import PromptSource
+from befori_tui.core.records import RequestRecord
+
+
+@dataclass
+class Level:
+    index: int
+    concurrency: int
+    t_start_ns: int
+    warmup_target: int
+    reason: str = "start"  # start | sweep | user | new
+    t_end_ns: int | None = None
+    sent: int = 0
+    records: list[RequestRecord] = field(default_factory=list)  # finished requests sent in this level
+    measured_done: int = 0  # finished, not warm-up, finished before the level ended (any outcome)
+
+    @property
+    def open(self) -> bool:
+        return self.t_end_ns is None
+
+    @property
+    def in_flight(self) -> int:
+        return self.sent - len(self.records)
+
+    def duration_s(self, now_ns: int | None = None) -> float:
+        end = self.t_end_ns if self.t_end_ns is not None else (now_ns or time.perf_counter_ns())
+        return (end - self.t_start_ns) / 1e9
+
+
+class LoadRunner:
+    """Owns the slots. Call its methods from the loop it runs on (RunnerThread does that for other threads)."""
+
+    def __init__(
+        self,
+        client: StreamClient,
+        prompts: PromptSource,
+        observer: RunObserver | None = None,
+        warmup_requests: int = -1,
+    ) -> None:
+        self.client = client
+        self.prompts = prompts
+        self.observer = observer or NullObserver()
+        self.warmup_requests = warmup_requests  # -1: one per slot
+        self.levels: list[Level] = []
+        self.in_flight: dict[int, RequestRecord] = {}
+        self.concurrency = 0
+        self.paused = False
+        self.stopping = False
+        self._ids = itertools.count()
+        self._slots: dict[int, asyncio.Task] = {}
+        self._resume = asyncio.Event()
+        self._resume.set()
+        self._changed = asyncio.Event()  # set whenever a request ends or a level changes
+        self.t_start_ns = 0
+
+    @property
+    def level(self) -> Level:
+        return self.levels[-1]
+
+    def start(self, concurrency: int) -> None:
+        self.t_start_ns = time.perf_counter_ns()
+        self.set_concurrency(concurrency, reason="start")
+
+    def _open_level(self, concurrency: int, reason: str) -> None:
+        now = time.perf_counter_ns()
+        old = self.levels[-1] if self.levels else None
+        if old is not None:
+            old.t_end_ns = now
+        warmup = concurrency if self.warmup_requests < 0 else self.warmup_requests
+        new = Level(len(self.levels), concurrency, now, warmup, reason)
+        self.levels.append(new)
+        self.observer.on_level_change(old, new)
+        self._wake()
+
+    def set_concurrency(self, concurrency: int, reason: str = "user") -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be ≥ 1")
+        if self.stopping:
+            return
+        self.concurrency = concurrency
+        self._open_level(concurrency, reason)
+        for slot in range(concurrency):
+            task = self._slots.get(slot)
+            if task is None or task.done():
+                self._slots[slot] = asyncio.create_task(self._slot(slot), name=f"slot-{slot}")
+
+    def new_level(self, reason: str = "new") -> None:
+        """A new level at the same concurrency (e.g. after a change on the server)."""
+        if not self.stopping and self.levels:
+            self._open_level(self.concurrency, reason)
+
+    def pause(self) -> None:
+        """No new requests; those in flight finish."""
+        self.paused = True
+        self._resume.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resume.set()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _slot(self, slot: int) -> None:
+        while not self.stopping and slot < self.concurrency:
+            if self.paused:
+                await self._resume.wait()
+                continue
+            level = self.level
+            rid = next(self._ids)
+            record = RequestRecord(rid, slot, level.index, level.concurrency)
+            level.sent += 1
+            record.warmup = level.sent <= level.warmup_target
+            prompt = self.prompts.next(rid)
+            record.t_send_ns = time.perf_counter_ns()  # the client sets the exact time again
+            self.in_flight[rid] = record
+            self.observer.on_request_start(record)
+            try:
+                await self.client.send(record, prompt, self.observer.on_first_token)
+            finally:
+                self.in_flight.pop(rid, None)
+                self._finish(record, level, prompt)
+
+    def _finish(self, record: RequestRecord, level: Level, prompt) -> None:
+        if not level.open:
+            record.outlived_level = True
+        if record.input_tokens_source == "usage" and record.input_tokens:
+            self.prompts.observe_usage(prompt, record.input_tokens)
+        level.records.append(record)
+        if not record.warmup and not record.outlived_level:
+            level.measured_done += 1
+        self.observer.on_record(record)
+        self._wake()
+
+    async def wait_level(self, requests: int = 0, seconds: float = 0.0) -> bool:
+        """Wait until the current level has `requests` measured requests or has run `seconds`.
+
+        True when the condition was met; False when the level was ended by someone else first
+        (the user changed concurrency) or the run is stopping.
+        """
+        level = self.level
+        while True:
+            if self.stopping or self.level is not level:
+                return False
+            if requests and level.measured_done >= requests:
+                return True
+            remaining = seconds - level.duration_s() if seconds else None
+            if seconds and remaining <= 0:
+                return True
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=remaining)
+            except TimeoutError:
+                pass
+
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stop sending. Requests in flight get `drain_s` to finish, then are cancelled (recorded as such)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.levels and self.level.open:
+            self.level.t_end_ns = time.perf_counter_ns()
+        self._resume.set()
+        tasks = [t for t in self._slots.values() if not t.done()]
+        if tasks and drain_s > 0:
+            await asyncio.wait(tasks, timeout=drain_s)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._wake()
+        self.observer.on_finish()

@@ -1,0 +1,75 @@
+"""The seam between the load loop and whatever displays it (DESIGN §1).
+
+Observers are called from the load loop's own thread and event loop. They must return quickly: the
+headless printer writes a line now and then, the TUI only puts events on a queue it drains on a timer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from befori_tui.core.loadgen import Level
+    from befori_tui.core.records import RequestRecord
+
+
+class RunObserver(Protocol):
+    def on_request_start(self, record: RequestRecord) -> None: ...
+    def on_first_token(self, record: RequestRecord) -> None: ...
+    def on_record(self, record: RequestRecord) -> None: ...
+    def on_level_change(self, old: Level | None, new: Level) -> None: ...
+    def on_sample(self, sample: Any) -> None: ...
+    def on_finish(self) -> None: ...
+
+
+class NullObserver:
+    """Does nothing; subclass and override what you need."""
+
+    def on_request_start(self, record: RequestRecord) -> None:
+        pass
+
+    def on_first_token(self, record: RequestRecord) -> None:
+        pass
+
+    def on_record(self, record: RequestRecord) -> None:
+        pass
+
+    def on_level_change(self, old: Level | None, new: Level) -> None:
+        pass
+
+    def on_sample(self, sample: Any) -> None:
+        pass
+
+    def on_finish(self) -> None:
+        pass
+
+
+class FanOut(NullObserver):
+    """Calls several observers in order."""
+
+    def __init__(self, *observers: Any) -> None:
+        self.observers = [o for o in observers if o is not None]
+
+    def on_request_start(self, record: RequestRecord) -> None:
+        for o in self.observers:
+            o.on_request_start(record)
+
+    def on_first_token(self, record: RequestRecord) -> None:
+        for o in self.observers:
+            o.on_first_token(record)
+
+    def on_record(self, record: RequestRecord) -> None:
+        for o in self.observers:
+            o.on_record(record)
+
+    def on_level_change(self, old: Level | None, new: Level) -> None:
+        for o in self.observers:
+            o.on_level_change(old, new)
+
+    def on_sample(self, sample: Any) -> None:
+        for o in self.observers:
+            o.on_sample(sample)
+
+    def on_finish(self) -> None:
+        for o in self.observers:
+            o.on_finish()

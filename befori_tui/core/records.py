@@ -1,0 +1,81 @@
+"""What one request was, as measured by the client (DESIGN §2)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# Error kinds stored in RequestRecord.error_kind; never raised out of the load loop.
+ERROR_KINDS = ("connect", "timeout", "http_status", "protocol", "cancelled")
+
+# Where a token count came from.
+COUNT_SOURCES = ("usage", "tokenize", "estimate")
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One request. Times are `time.perf_counter_ns()` taken in the loop that reads the stream."""
+
+    request_id: int
+    slot: int
+    level: int
+    concurrency: int
+    t_send_ns: int = 0
+    t_headers_ns: int | None = None
+    t_first_token_ns: int | None = None
+    t_end_ns: int | None = None
+    # Gaps between consecutive content chunks after the first, in ns (the first token's latency is not an ITL).
+    itl_ns: list[int] = field(default_factory=list)
+    input_tokens: int | None = None
+    input_tokens_source: str = "estimate"
+    output_tokens: int | None = None
+    output_tokens_source: str = "estimate"
+    content_chunks: int = 0
+    finish_reason: str | None = None
+    http_status: int | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    # True when the request was part of its level's warm-up, or was still running when its level ended:
+    # recorded and counted, but kept out of steady-state figures.
+    warmup: bool = False
+    outlived_level: bool = False
+    # Server-side ground truth (the simulator sends it); keys are the server's own.
+    server_timing: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None and self.t_end_ns is not None
+
+    @property
+    def steady(self) -> bool:
+        return self.ok and not self.warmup and not self.outlived_level
+
+    @property
+    def ttft_s(self) -> float | None:
+        if self.t_first_token_ns is None:
+            return None
+        return (self.t_first_token_ns - self.t_send_ns) / 1e9
+
+    @property
+    def e2e_s(self) -> float | None:
+        if self.t_end_ns is None:
+            return None
+        return (self.t_end_ns - self.t_send_ns) / 1e9
+
+    @property
+    def tpot_s(self) -> float | None:
+        """(E2E − TTFT) / (N_out − 1), for N_out > 1."""
+        if self.t_first_token_ns is None or self.t_end_ns is None or not self.output_tokens:
+            return None
+        if self.output_tokens < 2:
+            return None
+        return (self.t_end_ns - self.t_first_token_ns) / 1e9 / (self.output_tokens - 1)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

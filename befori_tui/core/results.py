@@ -1,0 +1,157 @@
+"""Results: the TOML summary (DESIGN §5, written atomically) and the raw JSON-lines records.
+
+Schema and units: docs/results.md. Every `usd_*` figure of a level is linear in the hourly price, which is
+what lets `befori-tui cost session.toml --usd-per-hour X` re-price a saved session exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import aiofiles
+import tomli_w
+
+from befori_tui.core.observer import NullObserver
+from befori_tui.core.records import RequestRecord
+
+SCHEMA_VERSION = 1
+
+
+def clean_for_toml(value: Any) -> Any:
+    """TOML has no null or infinity: drop them (a missing key means 'not known')."""
+    if isinstance(value, dict):
+        return {k: clean_for_toml(v) for k, v in value.items()
+                if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
+    if isinstance(value, (list, tuple)):
+        return [clean_for_toml(v) for v in value if v is not None]
+    return value
+
+
+def write_toml_atomic(path: str | os.PathLike[str], data: dict) -> Path:
+    """Write to a temp file in the same directory, fsync, rename: readers see the old file or the new one."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    payload = tomli_w.dumps(clean_for_toml(data)).encode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def read_session(path: str | os.PathLike[str]) -> dict:
+    from befori_tui.core.config import ConfigError
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read session ({exc.strerror or exc})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not a TOML session file ({exc})") from None
+    if data.get("schema_version") != SCHEMA_VERSION or "levels" not in data:
+        raise ConfigError(f"{p}: not a befori-tui session (schema_version {SCHEMA_VERSION} with [[levels]])")
+    return data
+
+
+def _scale_usd(table: dict, factor: float) -> dict:
+    out = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            v = _scale_usd(v, factor) if k == "occupancy" else v
+        elif k.startswith("usd_") and "energy" not in k and isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = v * factor
+        out[k] = v
+    return out
+
+
+def reprice_session(data: dict, usd_per_hour: float) -> dict:
+    """The same session at another hourly price. Both cost methods are linear in it; energy cost is not."""
+    old = float(data.get("pricing", {}).get("usd_per_hour", 0.0))
+    if old <= 0:
+        from befori_tui.core.config import ConfigError
+
+        raise ConfigError("session: pricing.usd_per_hour is 0, so its costs cannot be scaled")
+    factor = usd_per_hour / old
+    new = dict(data)
+    new["pricing"] = {**data["pricing"], "usd_per_hour": usd_per_hour}
+    new["levels"] = [_scale_usd(level, factor) for level in data["levels"]]
+    return new
+
+
+class JsonlWriter(NullObserver):
+    """Appends each finished request as one JSON line, off the hot path, with aiofiles."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._pending: list[str] = []
+        self._wake = asyncio.Event()
+        self._file = None
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self.written = 0
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = await aiofiles.open(self.path, "w", encoding="utf-8")
+        self._task = asyncio.create_task(self._run(), name="jsonl-writer")
+
+    def on_record(self, record: RequestRecord) -> None:
+        self._pending.append(json.dumps(record.to_json_dict(), separators=(",", ":")) + "\n")
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending or self._file is None:
+            return
+        lines, self._pending = self._pending, []
+        await self._file.write("".join(lines))
+        await self._file.flush()
+        self.written += len(lines)
+
+    def flush_sync(self) -> None:
+        """Last resort on a hard exit: append what is pending with plain blocking I/O."""
+        if self._pending:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write("".join(self._pending))
+            self.written += len(self._pending)
+            self._pending = []
+
+    async def close(self) -> None:
+        if self._task is not None:
+            # Let the writer finish the write it is in (cancelling it could drop the lines it holds).
+            self._closing = True
+            self._wake.set()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._file is not None:
+            await self.flush()
+            await self._file.close()
+            self._file = None
+
+
+def read_records(path: str | os.PathLike[str]) -> list[RequestRecord]:
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                records.append(RequestRecord.from_json_dict(json.loads(line)))
+    return records

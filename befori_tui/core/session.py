@@ -1,0 +1,156 @@
+"""A measuring session: everything one run needs, shared by the headless `bench` and the TUI.
+
+Sets up the HTTP client, the model, the prompts, the raw-record writer and the load runner; turns the
+runner's levels into the results dict (DESIGN §5) and saves it atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import befori_tui
+from befori_tui.core.client import (
+    Endpoint,
+    StreamClient,
+    api_key_from_env,
+    discover_model,
+    make_http_client,
+)
+from befori_tui.core.config import Config, redact_url
+from befori_tui.core.loadgen import LoadRunner
+from befori_tui.core.metrics import api_comparison, summarize_level
+from befori_tui.core.observer import FanOut, RunObserver
+from befori_tui.core.prompts import PromptSource
+from befori_tui.core.results import SCHEMA_VERSION, JsonlWriter, write_toml_atomic
+
+
+def default_out_path(now: datetime | None = None) -> Path:
+    now = now or datetime.now()
+    return Path("befori-results") / f"session-{now:%Y%m%d-%H%M%S}.toml"
+
+
+def raw_path_for(out: Path) -> Path:
+    return out.with_suffix(".jsonl")
+
+
+class Session:
+    def __init__(self, cfg: Config, out_path: Path, raw_path: Path | None = None, max_slots: int | None = None):
+        self.cfg = cfg
+        self.out_path = Path(out_path)
+        self.raw_path = Path(raw_path) if raw_path else raw_path_for(self.out_path)
+        self.max_slots = max_slots or max(cfg.load.concurrency)
+        self.started_at = datetime.now(timezone.utc)
+        self.endpoint: Endpoint | None = None
+        self.runner: LoadRunner | None = None
+        self.writer = JsonlWriter(self.raw_path)
+        self.extra: dict[str, Any] = {}  # e.g. telemetry summaries, filled in by whoever owns them
+        self.level_extras: dict[int, dict[str, Any]] = {}
+        self._http = None
+        self.interrupted = False
+
+    async def open(self, observer: RunObserver | None = None) -> LoadRunner:
+        """Connect, find the model, size prompts; raises ClientSetupError with a one-line reason."""
+        e, ld = self.cfg.endpoint, self.cfg.load
+        self.endpoint = Endpoint(e.url.rstrip("/"), e.api, e.model, api_key_from_env(self.cfg))
+        self._http = make_http_client(self.endpoint, self.max_slots, ld.timeout_s, ld.connect_timeout_s)
+        if not self.endpoint.model:
+            self.endpoint.model = await discover_model(self._http, self.endpoint.base_url)
+        prompts = PromptSource(self.cfg.workload)
+        await prompts.calibrate(self._http, self.endpoint.root_url, self.endpoint.model)
+        self.prompt_count_source = prompts.count_source
+        await self.writer.open()
+        client = StreamClient(self._http, self.endpoint, self.cfg.workload.ignore_eos, ld.timeout_s)
+        self.runner = LoadRunner(client, prompts, FanOut(self.writer, observer), ld.warmup_requests)
+        return self.runner
+
+    async def run_sweep(self, concurrencies: list[int], on_level_done=None) -> bool:
+        """Each concurrency for requests_per_level measured requests or seconds_per_level seconds.
+
+        Returns False when the run was stopped early (by stop(), a signal or load.max_seconds).
+        """
+        ld = self.cfg.load
+        runner = self.runner
+        deadline = time.monotonic() + ld.max_seconds
+        for i, c in enumerate(concurrencies):
+            if i == 0:
+                runner.start(c)
+            else:
+                runner.set_concurrency(c, reason="sweep")
+            level = runner.level
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    finished = await runner.wait_level(ld.requests_per_level, ld.seconds_per_level)
+            except TimeoutError:
+                return False
+            if not finished:
+                return False
+            if on_level_done is not None:
+                on_level_done(level)
+        return True
+
+    def all_records(self):
+        return [r for lv in self.runner.levels for r in lv.records] if self.runner else []
+
+    def level_summaries(self, now_ns: int | None = None) -> list[dict]:
+        if self.runner is None:
+            return []
+        now_ns = now_ns or time.perf_counter_ns()
+        records = self.all_records()
+        out = []
+        for lv in self.runner.levels:
+            summary = summarize_level(lv, self.cfg.pricing, records, now_ns)
+            summary.update(self.level_extras.get(lv.index, {}))
+            out.append(summary)
+        return out
+
+    def results(self) -> dict:
+        cfg = self.cfg
+        workload = dataclasses.asdict(cfg.workload)
+        workload["input_tokens_counted_by"] = getattr(self, "prompt_count_source", "estimate")
+        data = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": "befori-tui",
+            "version": befori_tui.__version__,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "interrupted": self.interrupted,
+            "raw_records": self.raw_path.name if self.raw_path.parent == self.out_path.parent else str(self.raw_path),
+            "endpoint": {
+                "url": redact_url(cfg.endpoint.url),
+                "api": cfg.endpoint.api,
+                "model": self.endpoint.model if self.endpoint else cfg.endpoint.model,
+            },
+            "workload": workload,
+            "load": dataclasses.asdict(cfg.load),
+            "pricing": {
+                "usd_per_hour": cfg.pricing.usd_per_hour,
+                "gpu_count": cfg.pricing.gpu_count,
+                "usd_per_gpu_hour": cfg.pricing.usd_per_hour / cfg.pricing.gpu_count,
+                "usd_per_kwh": cfg.pricing.usd_per_kwh,
+                "blend_input_per_output": cfg.pricing.blend_input_per_output,
+            },
+            "api_compare": api_comparison(cfg.pricing),
+            "levels": self.level_summaries(),
+        }
+        data.update(self.extra)
+        return data
+
+    def save(self) -> Path:
+        return write_toml_atomic(self.out_path, self.results())
+
+    async def stop(self, drain_s: float = 0.0) -> None:
+        if self.runner is not None:
+            await self.runner.stop(drain_s)
+
+    async def close(self) -> None:
+        """Stop the load, flush raw records, close the client. Safe to call twice."""
+        await self.stop()
+        await self.writer.close()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None

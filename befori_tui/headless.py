@@ -1,0 +1,148 @@
+"""`befori-tui bench`: the headless front end. A progress line per level on stderr, Ori's table at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from befori_tui.core.client import ClientSetupError
+from befori_tui.core.config import Config
+from befori_tui.core.loadgen import Level
+from befori_tui.core.observer import NullObserver
+from befori_tui.core.session import Session, default_out_path
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def _ms(x: float | None) -> str:
+    return "—" if x is None else f"{x * 1e3:.0f} ms" if x < 10 else f"{x:.1f} s"
+
+
+def level_line(s: dict) -> str:
+    errors = ", ".join(f"{k} {v}" for k, v in s.get("errors", {}).items())
+    parts = [
+        f"level {s['level']} · c={s['concurrency']}",
+        f"{s['requests_ok']} ok, {s['requests_failed']} failed" + (f" ({errors})" if errors else ""),
+        f"TTFT p50 {_ms(s.get('ttft_s_p50'))}",
+        f"ITL p50 {_ms(s.get('itl_s_p50'))}",
+        f"out {s.get('output_tok_per_s_total', 0):.0f} tok/s",
+    ]
+    if "usd_per_million_input" in s:
+        parts.append(f"$/M in {s['usd_per_million_input']:.2f} out {s['usd_per_million_output']:.2f}")
+    return " · ".join(parts)
+
+
+def _f(v, fmt: str) -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def results_table(levels: list[dict]) -> str:
+    """Ori's two tables (input, output) and the $/M by both methods."""
+    rows = ["Input tokens (befori method)",
+            f"{'conc':>5} {'N_in':>9} {'TTFT s':>9} {'T_in tok/s':>11} {'$/in token':>11}"]
+    for s in levels:
+        rows.append(f"{s['concurrency']:>5} {_f(s.get('input_tokens_mean'), '9.2f')} {_f(s.get('ttft_s_mean'), '9.4f')}"
+                    f" {_f(s.get('input_tok_per_s'), '11.2f')} {_f(s.get('usd_per_input_token'), '11.7f')}")
+    rows += ["", "Output tokens (befori method)",
+             f"{'conc':>5} {'N_out':>9} {'E2E s':>9} {'TTFT s':>9} {'T_out tok/s':>11} {'$/out token':>11}"]
+    for s in levels:
+        rows.append(f"{s['concurrency']:>5} {_f(s.get('output_tokens_mean'), '9.2f')} {_f(s.get('e2e_s_mean'), '9.4f')}"
+                    f" {_f(s.get('ttft_s_mean'), '9.4f')} {_f(s.get('output_tok_per_s'), '11.2f')}"
+                    f" {_f(s.get('usd_per_output_token'), '11.7f')}")
+    rows += ["", "$ per million tokens",
+             f"{'conc':>5} {'befori in':>10} {'befori out':>11} {'occup. in':>10} {'occup. out':>11}"
+             f" {'idle $':>8} {'ok':>6} {'failed':>6}"]
+    for s in levels:
+        occ = s.get("occupancy", {})
+        rows.append(f"{s['concurrency']:>5} {_f(s.get('usd_per_million_input'), '10.2f')}"
+                    f" {_f(s.get('usd_per_million_output'), '11.2f')} {_f(occ.get('usd_per_million_input'), '10.2f')}"
+                    f" {_f(occ.get('usd_per_million_output'), '11.2f')} {_f(occ.get('usd_idle'), '8.4f')}"
+                    f" {s['requests_ok']:>6} {s['requests_failed']:>6}")
+    return "\n".join(rows)
+
+
+class ProgressPrinter(NullObserver):
+    def on_level_change(self, old: Level | None, new: Level) -> None:
+        print(f"level {new.index} · c={new.concurrency} · started", file=sys.stderr, flush=True)
+
+
+async def run_bench(cfg: Config, out: Path, raw: Path | None, sim_url: str | None = None) -> int:
+    session = Session(cfg, out, raw)
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        session.interrupted = True
+        if signals == 1:
+            print(f"\n{signal.Signals(signum).name}: stopping, saving what was measured "
+                  "(again to exit at once)", file=sys.stderr, flush=True)
+            stop_requested.set()
+        else:
+            # Exit at once, but leave valid files: pending lines and an atomic TOML.
+            try:
+                session.writer.flush_sync()
+                session.save()
+            finally:
+                os._exit(EXIT_INTERRUPTED)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        try:
+            await session.open(ProgressPrinter())
+        except ClientSetupError as exc:
+            print(f"befori-tui bench: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"endpoint {session.endpoint.base_url} · model {session.endpoint.model} · api {cfg.endpoint.api}"
+              f" · prompts sized by {session.prompt_count_source}", file=sys.stderr, flush=True)
+
+        def level_done(level: Level) -> None:
+            summary = session.level_summaries()[level.index]
+            print(level_line(summary), file=sys.stderr, flush=True)
+            session.save()  # a crash later loses nothing already summarised
+
+        sweep = asyncio.create_task(session.run_sweep(cfg.load.concurrency, level_done))
+        stopper = asyncio.create_task(stop_requested.wait())
+        await asyncio.wait({sweep, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        completed = sweep.done() and not sweep.cancelled() and sweep.result()
+        if not sweep.done():
+            sweep.cancel()
+        await session.close()
+        path = session.save()
+        levels = session.level_summaries()
+        if not completed and levels and not session.interrupted:
+            print(f"stopped after load.max_seconds ({cfg.load.max_seconds:g} s)", file=sys.stderr)
+        print(results_table(levels))
+        written = session.writer.written
+        print(f"saved {path} and {session.raw_path} ({written} requests)", file=sys.stderr)
+        return EXIT_INTERRUPTED if session.interrupted else EXIT_OK
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await session.close()
+
+
+def bench_main(args, cfg: Config) -> int:
+    out = Path(args.out) if args.out else default_out_path()
+    raw = Path(args.raw) if args.raw else None
+    with ExitStack() as stack:
+        if not cfg.endpoint.url:
+            from befori_tui.core.sim.launch import start_sim
+
+            print(f"no --url: starting the built-in simulator (profile {args.profile}, simulated GPUs)",
+                  file=sys.stderr, flush=True)
+            sim = stack.enter_context(start_sim(profile=args.profile, time_scale=args.time_scale))
+            cfg.endpoint.url = sim.base_url
+        t0 = time.monotonic()
+        code = asyncio.run(run_bench(cfg, out, raw))
+        print(f"took {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        return code
