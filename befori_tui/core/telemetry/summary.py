@@ -34,9 +34,9 @@ def _clip(points: list[Point], t0_ns: int, t1_ns: int) -> list[Point]:
     out = [p for p in points if t0_ns <= p[0] <= t1_ns]
     before = [p for p in points if p[0] < t0_ns][-1:]
     after = [p for p in points if p[0] > t1_ns][:1]
-    if before and (out or after):
+    if before and (out or after) and not (out and out[0][0] == t0_ns):
         out.insert(0, (t0_ns, _lerp(before[0], (out or after)[0], t0_ns)))
-    if after and out:
+    if after and out and out[-1][0] != t1_ns:
         out.append((t1_ns, _lerp(out[-1], after[0], t1_ns)))
     return out
 
