@@ -7,7 +7,7 @@ import time
 from collections import deque
 from typing import Callable, Protocol
 
-from befori_tui.core.telemetry.readings import GpuSource, ServerReading, TelemetrySample
+from befori_tui.core.telemetry.readings import GpuReading, GpuSource, ServerReading, TelemetrySample
 
 
 class _ServerSource(Protocol):
@@ -45,7 +45,8 @@ class TelemetrySampler:
     def sample_once(self) -> TelemetrySample:
         """Take one sample now (the thread's body; also handy in tests)."""
         t_ns = time.perf_counter_ns()
-        gpus, gpu_error = [], None
+        gpus: list[GpuReading] = []
+        gpu_error: str | None = None
         try:
             gpus = self.gpu_source.read()
         except Exception as err:  # a source's failure is stored in the sample, never raised
