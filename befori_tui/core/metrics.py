@@ -131,7 +131,7 @@ def summarize_level(
 
 
 def occupancy_summary(level, steady, all_records, pricing: PricingConfig, t_end_ns: int) -> dict:
-    recs = [r for r in all_records if r.t_end_ns is not None and r.t_send_ns]
+    recs = [r for r in all_records if r.t_end_ns is not None]
     send = np.array([r.t_send_ns for r in recs], dtype=np.int64)
     end = np.array([r.t_end_ns for r in recs], dtype=np.int64)
     first = np.array([r.t_first_token_ns if r.t_first_token_ns is not None else r.t_end_ns for r in recs],

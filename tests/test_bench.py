@@ -1,0 +1,138 @@
+"""`befori-tui bench` end to end against a real `befori-tui sim` on 127.0.0.1, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+
+import numpy as np
+import pytest
+
+from befori_tui.core.cost import befori_cost
+
+
+def run_bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "befori_tui", "bench", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def bench_run(sim, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "run.toml"
+    proc = run_bench("--url", sim.base_url, "--concurrency", "1,4,16", "--requests-per-level", "24",
+                     "--input-tokens", "120:20", "--output-tokens", "24", "--usd-per-hour", "3.24",
+                     "--gpu-count", "1", "--compare", "Llama-3.1-8B Together=0.18/0.18", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return proc, tomllib.loads(out.read_text()), read_jsonl(out.with_suffix(".jsonl"))
+
+
+def test_table_and_progress(bench_run):
+    proc, _, _ = bench_run
+    assert "Input tokens (befori method)" in proc.stdout and "$ per million tokens" in proc.stdout
+    assert proc.stderr.count("· started") == 3
+    assert "level 2 · c=16 ·" in proc.stderr
+
+
+def test_session_toml(bench_run, sim):
+    _, data, records = bench_run
+    assert data["schema_version"] == 1
+    assert data["endpoint"]["model"].endswith("(simulated)")  # discovered from /v1/models
+    assert data["workload"]["input_tokens_counted_by"] == "tokenize"
+    assert [lv["concurrency"] for lv in data["levels"]] == [1, 4, 16]
+    for lv in data["levels"]:
+        assert lv["requests_sent"] == lv["requests_ok"] + lv["requests_failed"] + lv["requests_cancelled"]
+        assert lv["requests_failed"] == 0
+        assert lv["requests_steady"] >= 24
+        assert lv["output_tokens_mean"] == 24  # ignore_eos: exactly max_tokens, counted by the server
+        # The befori method from the level's own means.
+        c = befori_cost(3.24, lv["concurrency"], lv["input_tokens_mean"], lv["ttft_s_mean"],
+                        lv["output_tokens_mean"], lv["e2e_s_mean"])
+        assert lv["usd_per_million_input"] == pytest.approx(c.usd_per_million_input)
+        assert lv["usd_per_million_output"] == pytest.approx(c.usd_per_million_output)
+        occ = lv["occupancy"]
+        assert occ["usd_input"] + occ["usd_output"] + occ["usd_failed"] + occ["usd_idle"] == pytest.approx(occ["usd_bill"])
+        assert occ["usd_bill"] == pytest.approx(3.24 * lv["duration_s"] / 3600)
+    # Prompts hit their target: mean input tokens (server's count) close to 120.
+    assert data["levels"][0]["input_tokens_mean"] == pytest.approx(120, rel=0.15)
+    # More concurrency, cheaper output tokens on an unsaturated server.
+    assert data["levels"][2]["usd_per_million_output"] < data["levels"][0]["usd_per_million_output"]
+    assert data["api_compare"][0]["name"] == "Llama-3.1-8B Together"
+
+
+def test_raw_records_complete(bench_run):
+    _, data, records = bench_run
+    ids = [r["request_id"] for r in records]
+    assert len(ids) == len(set(ids))
+    assert len(ids) == sum(lv["requests_sent"] for lv in data["levels"])
+    assert all(r["error_kind"] in (None, "cancelled") for r in records)
+
+
+def test_client_timing_agrees_with_server_ground_truth(bench_run):
+    _, _, records = bench_run
+    ok = [r for r in records if r["error_kind"] is None and r["server_timing"]]
+    assert len(ok) > 60
+    # Same clock (CLOCK_MONOTONIC) in both processes: the client sees the first token just after the server
+    # wrote it, and sends just before the server receives.
+    lag_ms = np.array([(r["t_first_token_ns"] - r["server_timing"]["t_first_token_ns"]) / 1e6 for r in ok])
+    lead_ms = np.array([(r["server_timing"]["t_received_ns"] - r["t_send_ns"]) / 1e6 for r in ok])
+    assert (lag_ms > 0).all() and (lead_ms > 0).all()
+    assert np.median(lag_ms) < 2.0, np.percentile(lag_ms, [50, 90, 99])
+    # At low load the server's HTTP layer adds little, so client TTFT ≈ the server's own TTFT. (At higher load
+    # this fast sim's single core is busy, and requests wait in its HTTP layer before it stamps them.)
+    low = [r for r in ok if r["concurrency"] == 1]
+    ttft_client = np.array([(r["t_first_token_ns"] - r["t_send_ns"]) / 1e9 for r in low])
+    ttft_server = np.array([(r["server_timing"]["t_first_token_ns"] - r["server_timing"]["t_received_ns"]) / 1e9
+                            for r in low])
+    assert np.median(ttft_client - ttft_server) < 0.004
+
+
+def test_reprice_saved_session(bench_run, tmp_path):
+    _, data, _ = bench_run
+    src = tmp_path / "s.toml"
+    import tomli_w
+
+    src.write_text(tomli_w.dumps(data))
+    out = tmp_path / "s2.toml"
+    proc = subprocess.run([sys.executable, "-m", "befori_tui", "cost", str(src), "--usd-per-hour", "6.48",
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    new = tomllib.loads(out.read_text())
+    assert new["pricing"]["usd_per_hour"] == 6.48
+    for a, b in zip(data["levels"], new["levels"]):
+        assert b["usd_per_million_output"] == pytest.approx(2 * a["usd_per_million_output"])
+        assert b["occupancy"]["usd_bill"] == pytest.approx(2 * a["occupancy"]["usd_bill"])
+        assert b["ttft_s_mean"] == a["ttft_s_mean"]
+
+
+def test_ctrl_c_saves_what_was_measured(sim, tmp_path):
+    out = tmp_path / "int.toml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "befori_tui", "bench", "--url", sim.base_url, "--concurrency", "8",
+         "--requests-per-level", "100000", "--input-tokens", "100", "--output-tokens", "400", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    raw = out.with_suffix(".jsonl")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not raw.exists() or raw.stat().st_size < 2000):
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 5
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    data = tomllib.loads(out.read_text())
+    assert data["interrupted"] is True
+    records = read_jsonl(raw)
+    lv = data["levels"][0]
+    assert len(records) == lv["requests_sent"] == lv["requests_ok"] + lv["requests_failed"] + lv["requests_cancelled"]
+    assert lv["requests_cancelled"] >= 1  # the ones in flight at the stop
+    assert {r["error_kind"] for r in records} <= {None, "cancelled"}

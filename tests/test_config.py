@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from befori_tui.core.config import ConfigError, load_config, redact_url
+
+GOOD = """
+[endpoint]
+url = "http://127.0.0.1:8000/v1"
+api = "chat"
+[workload]
+input_tokens_mean = 128
+output_tokens_mean = 64
+[load]
+concurrency = [1, 2, 4]
+requests_per_level = 10
+[pricing]
+usd_per_hour = 3.24
+gpu_count = 1
+[[pricing.compare]]
+name = "GPT-4o-mini"
+usd_per_million_input = 0.15
+usd_per_million_output = 0.60
+"""
+
+
+def test_good_config(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text(GOOD)
+    cfg = load_config(p)
+    assert cfg.endpoint.api == "chat" and cfg.load.concurrency == [1, 2, 4]
+    assert cfg.pricing.usd_per_hour == 3.24 and cfg.pricing.compare[0].usd_per_million_output == 0.60
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("[endpoint]\nurll = 'x'", "endpoint.urll: unknown key"),
+        ("[load]\nconcurrency = [1, 0]", "load.concurrency must be ≥ 1"),
+        ("[load]\nconcurrency = 'many'", "load.concurrency: expected a list"),
+        ("[load]\nrequests_per_level = 1.5", "load.requests_per_level: expected an integer"),
+        ("[pricing]\nusd_per_hour = 'cheap'", "pricing.usd_per_hour: expected a number"),
+        ("[pricing]\nusd_per_hour = -1", "pricing.usd_per_hour must be ≥ 0"),
+        ("[endpoint]\nurl = 'ftp://x/v1'", "endpoint.url: not an http(s) URL"),
+        ("[endpoint]\nurl = 'http://127.0.0.1:8000'", "must end in /v1"),
+        ("[endpoint]\napi = 'grpc'", "endpoint.api must be"),
+        ("[workload]\nignore_eos = 1", "workload.ignore_eos: expected true or false"),
+        ("[[pricing.compare]]\nname = 'x'", "pricing.compare[0]: missing key"),
+        ("bogus = 1", "unknown key 'bogus'"),
+        ("[load\n", "invalid TOML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path, text, needle):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert needle in str(exc.value)
+    assert str(p) in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="nope.toml: cannot read config"):
+        load_config("nope.toml")
+
+
+def test_redact_url():
+    assert redact_url("http://user:secret@host:8000/v1") == "http://host:8000/v1"
+    assert redact_url("http://host/v1") == "http://host/v1"
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["bench", "--concurrency", "0"], "--concurrency"),
+        (["bench", "--concurrency", "a,b"], "--concurrency"),
+        (["bench", "--url", "localhost:8000"], "not an http(s) URL"),
+        (["bench", "--input-tokens", "x:y"], "--input-tokens"),
+        (["bench", "--config", "/nonexistent/c.toml"], "/nonexistent/c.toml"),
+        (["bench", "--prompts", "/nonexistent/p.jsonl", "--url", "http://127.0.0.1:9/v1"], "p.jsonl"),
+        (["bench", "--requests-per-level", "many"], "--requests-per-level"),
+        (["bench", "--api-key-env", "BEFORI_TEST_UNSET_VAR", "--url", "http://127.0.0.1:9/v1"], "BEFORI_TEST_UNSET_VAR"),
+        (["cost", "--usd-per-hour", "3"], "missing --concurrency"),
+        (["cost", "--usd-per-hour", "3", "--concurrency", "1", "--mean-input-tokens", "5", "--ttft", "2",
+          "--mean-output-tokens", "5", "--e2e", "1"], "--e2e"),
+        (["frobnicate"], "unknown command"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(args, needle):
+    proc = subprocess.run([sys.executable, "-m", "befori_tui", *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
