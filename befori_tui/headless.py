@@ -47,13 +47,13 @@ def results_table(levels: list[dict]) -> str:
             f"{'conc':>5} {'N_in':>9} {'TTFT s':>9} {'T_in tok/s':>11} {'$/in token':>11}"]
     for s in levels:
         rows.append(f"{s['concurrency']:>5} {_f(s.get('input_tokens_mean'), '9.2f')} {_f(s.get('ttft_s_mean'), '9.4f')}"
-                    f" {_f(s.get('input_tok_per_s'), '11.2f')} {_f(s.get('usd_per_input_token'), '11.7f')}")
+                    f" {_f(s.get('input_tok_per_s'), '11.2f')} {_f(s.get('usd_per_input_token'), '11.4g')}")
     rows += ["", "Output tokens (befori method)",
              f"{'conc':>5} {'N_out':>9} {'E2E s':>9} {'TTFT s':>9} {'T_out tok/s':>11} {'$/out token':>11}"]
     for s in levels:
         rows.append(f"{s['concurrency']:>5} {_f(s.get('output_tokens_mean'), '9.2f')} {_f(s.get('e2e_s_mean'), '9.4f')}"
                     f" {_f(s.get('ttft_s_mean'), '9.4f')} {_f(s.get('output_tok_per_s'), '11.2f')}"
-                    f" {_f(s.get('usd_per_output_token'), '11.7f')}")
+                    f" {_f(s.get('usd_per_output_token'), '11.4g')}")
     rows += ["", "$ per million tokens",
              f"{'conc':>5} {'befori in':>10} {'befori out':>11} {'occup. in':>10} {'occup. out':>11}"
              f" {'idle $':>8} {'ok':>6} {'failed':>6}"]
@@ -61,7 +61,7 @@ def results_table(levels: list[dict]) -> str:
         occ = s.get("occupancy", {})
         rows.append(f"{s['concurrency']:>5} {_f(s.get('usd_per_million_input'), '10.2f')}"
                     f" {_f(s.get('usd_per_million_output'), '11.2f')} {_f(occ.get('usd_per_million_input'), '10.2f')}"
-                    f" {_f(occ.get('usd_per_million_output'), '11.2f')} {_f(occ.get('usd_idle'), '8.4f')}"
+                    f" {_f(occ.get('usd_per_million_output'), '11.2f')} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}"
                     f" {s['requests_ok']:>6} {s['requests_failed']:>6}")
     return "\n".join(rows)
 
@@ -103,6 +103,9 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, sim_url: str | Non
             return EXIT_BAD_INPUT
         print(f"endpoint {session.endpoint.base_url} · model {session.endpoint.model} · api {cfg.endpoint.api}"
               f" · prompts sized by {session.prompt_count_source}", file=sys.stderr, flush=True)
+        note = session.start_telemetry()
+        if note:
+            print(note, file=sys.stderr, flush=True)
 
         def level_done(level: Level) -> None:
             summary = session.level_summaries()[level.index]
@@ -142,6 +145,8 @@ def bench_main(args, cfg: Config) -> int:
                   file=sys.stderr, flush=True)
             sim = stack.enter_context(start_sim(profile=args.profile, time_scale=args.time_scale))
             cfg.endpoint.url = sim.base_url
+            # The simulator's /metrics carries DCGM-style series for its simulated GPUs.
+            cfg.telemetry = cfg.telemetry or f"dcgm:{sim.root_url}/metrics"
         t0 = time.monotonic()
         code = asyncio.run(run_bench(cfg, out, raw))
         print(f"took {time.monotonic() - t0:.1f} s", file=sys.stderr)

@@ -184,6 +184,9 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: endpoint.api must be 'completions' or 'chat', got {e.api!r}")
     if e.server_metrics not in ("", "off"):
         check_url(e.server_metrics, f"{where}: endpoint.server_metrics", need_v1=False)
+    kind, _, rest = cfg.telemetry.partition(":")
+    if cfg.telemetry and not (cfg.telemetry in ("nvml", "none") or (kind == "dcgm" and rest)):
+        raise ConfigError(f"{where}: telemetry must be nvml, dcgm:URL or none, got {cfg.telemetry!r}")
     if e.api_key_env and not os.environ.get(e.api_key_env):
         raise ConfigError(f"{where}: endpoint.api_key_env names {e.api_key_env!r}, which is not set in the environment")
     if w.input_tokens_mean < 1:

@@ -52,6 +52,8 @@ class Session:
         self.level_extras: dict[int, dict[str, Any]] = {}
         self._http = None
         self.interrupted = False
+        self.sampler = None  # TelemetrySampler, when start_telemetry() was called
+        self.telemetry_note: str | None = None
 
     async def open(self, observer: RunObserver | None = None) -> LoadRunner:
         """Connect, find the model, size prompts; raises ClientSetupError with a one-line reason."""
@@ -67,6 +69,37 @@ class Session:
         client = StreamClient(self._http, self.endpoint, self.cfg.workload.ignore_eos, ld.timeout_s)
         self.runner = LoadRunner(client, prompts, FanOut(self.writer, observer), ld.warmup_requests)
         return self.runner
+
+    def start_telemetry(self, on_sample=None, interval_s: float = 1.0) -> str | None:
+        """GPU and server telemetry in its own thread (never on the load loop). Returns a one-line note when
+        there is no GPU telemetry, saying why. Call after open()."""
+        from befori_tui.core.telemetry import TelemetrySampler, open_gpu_source, open_server_source
+
+        gpu, note = open_gpu_source(self.cfg.telemetry or None)
+        server = open_server_source(self.cfg.endpoint.server_metrics or None, self.endpoint.base_url)
+        self.sampler = TelemetrySampler(gpu, server, interval_s, on_sample)
+        self.sampler.start()
+        self.telemetry_note = note
+        return note
+
+    def telemetry_summaries(self, level, t_end_ns: int) -> dict[str, Any]:
+        """Per-level GPU and server summaries; energy per output token uses the level's finished requests."""
+        if self.sampler is None:
+            return {}
+        from befori_tui.core.telemetry import summarize_gpus, summarize_server
+
+        pad_ns = 2 * 10**9  # samples just outside the level let the counters be read at its edges
+        around = self.sampler.samples_between(level.t_start_ns - pad_ns, t_end_ns + pad_ns)
+        output_tokens = sum(r.output_tokens or 0 for r in level.records if r.ok)
+        kwh = self.cfg.pricing.usd_per_kwh or None
+        out = {}
+        gpu = summarize_gpus(around, level.t_start_ns, t_end_ns, output_tokens=output_tokens, usd_per_kwh=kwh)
+        if gpu:
+            out["gpu"] = gpu
+        server = summarize_server(around, level.t_start_ns, t_end_ns)
+        if server:
+            out["server"] = server
+        return out
 
     async def run_sweep(self, concurrencies: list[int], on_level_done=None) -> bool:
         """Each concurrency for requests_per_level measured requests or seconds_per_level seconds.
@@ -104,6 +137,7 @@ class Session:
         out = []
         for lv in self.runner.levels:
             summary = summarize_level(lv, self.cfg.pricing, records, now_ns)
+            summary.update(self.telemetry_summaries(lv, lv.t_end_ns or now_ns))
             summary.update(self.level_extras.get(lv.index, {}))
             out.append(summary)
         return out
@@ -135,6 +169,7 @@ class Session:
                 "blend_input_per_output": cfg.pricing.blend_input_per_output,
             },
             "api_compare": api_comparison(cfg.pricing),
+            "telemetry": {"gpu_source": self.cfg.telemetry or "auto", "note": self.telemetry_note or ""},
             "levels": self.level_summaries(),
         }
         data.update(self.extra)
@@ -150,6 +185,8 @@ class Session:
     async def close(self) -> None:
         """Stop the load, flush raw records, close the client. Safe to call twice."""
         await self.stop()
+        if self.sampler is not None:
+            await asyncio.to_thread(self.sampler.stop)
         await self.writer.close()
         if self._http is not None:
             await self._http.aclose()
