@@ -75,23 +75,33 @@ def test_raw_records_complete(bench_run):
     assert all(r["error_kind"] in (None, "cancelled") for r in records)
 
 
-def test_client_timing_agrees_with_server_ground_truth(bench_run):
-    _, _, records = bench_run
-    ok = [r for r in records if r["error_kind"] is None and r["server_timing"]]
-    assert len(ok) > 60
+def test_client_timing_agrees_with_server_ground_truth(sim_factory, tmp_path):
+    # A slower sim than the shared one: its engine steps (≈3.5 ms) stay well above its own event-loop jitter.
+    sim = sim_factory(time_scale=2.0)
+    out = tmp_path / "gt.toml"
+    proc = run_bench("--url", sim.base_url, "--concurrency", "1,4", "--requests-per-level", "16",
+                     "--input-tokens", "120", "--output-tokens", "16", "--server-metrics", "off", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    ok = [r for r in read_jsonl(out.with_suffix(".jsonl")) if r["error_kind"] is None and r["server_timing"]]
+    assert len(ok) >= 32
     # Same clock (CLOCK_MONOTONIC) in both processes: the client sees the first token just after the server
     # wrote it, and sends just before the server receives.
     lag_ms = np.array([(r["t_first_token_ns"] - r["server_timing"]["t_first_token_ns"]) / 1e6 for r in ok])
     lead_ms = np.array([(r["server_timing"]["t_received_ns"] - r["t_send_ns"]) / 1e6 for r in ok])
     assert (lag_ms > 0).all() and (lead_ms > 0).all()
-    assert np.median(lag_ms) < 2.0, np.percentile(lag_ms, [50, 90, 99])
-    # At low load the server's HTTP layer adds little, so client TTFT ≈ the server's own TTFT. (At higher load
-    # this fast sim's single core is busy, and requests wait in its HTTP layer before it stamps them.)
-    low = [r for r in ok if r["concurrency"] == 1]
-    ttft_client = np.array([(r["t_first_token_ns"] - r["t_send_ns"]) / 1e9 for r in low])
+    # Bounds wide enough for a shared 2-core box; a stamp in the wrong place (end of stream, after parsing
+    # everything) is off by tens of ms. Fidelity itself is measured in bench/, not here.
+    assert np.median(lag_ms) < 3.0, np.percentile(lag_ms, [50, 90, 99])
+    # Client TTFT also holds the server's HTTP layer (parsing the request before the handler stamps it): small
+    # alone; under load the sim's one core is shared with the other streams, so compare at c=1.
+    alone = [r for r in ok if r["concurrency"] == 1]
+    ttft_client = np.array([(r["t_first_token_ns"] - r["t_send_ns"]) / 1e9 for r in alone])
     ttft_server = np.array([(r["server_timing"]["t_first_token_ns"] - r["server_timing"]["t_received_ns"]) / 1e9
-                            for r in low])
-    assert np.median(ttft_client - ttft_server) < 0.004
+                            for r in alone])
+    assert np.median(ttft_client - ttft_server) < 0.008
+    # The client's inter-token gaps match the engine's step time at c=1: base + k·1 = 7.07 ms, halved.
+    itl_ms = np.array([g / 1e6 for r in ok if r["concurrency"] == 1 and not r["warmup"] for g in r["itl_ns"]])
+    assert np.median(itl_ms) == pytest.approx(7.07 / 2, abs=0.8)
 
 
 def test_reprice_saved_session(bench_run, tmp_path):
