@@ -96,3 +96,12 @@ def test_cli_bad_input_is_one_line_exit_2(args, needle):
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.toml"))
+    assert len(configs) >= 3
+    for path in configs:
+        load_config(path)
