@@ -221,7 +221,7 @@ class SimServer:
             await _send_bytes(send, status, _error_body(status, f"simulated {fault}", kind), extra_headers=extra)
             return
 
-        ready_s = t_received_ns / 1e9 + self.profile.engine.frontend_ms / 1000.0 / self.time_scale  # same clock
+        ready_s = time.perf_counter() + self.profile.engine.frontend_ms / 1000.0 / self.time_scale
         seq = Seq(request_id, prompt_tokens, target, reason, t_received_ns, ready_s)
         engine.submit(seq)
         disconnected = asyncio.Event()
