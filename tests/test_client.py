@@ -128,3 +128,17 @@ async def test_api_key_is_sent_but_never_recorded(server):
     assert server.headers_seen[-1]["authorization"] == f"Bearer {secret}"
     assert secret not in json.dumps(r.to_json_dict())
     assert "***" in r.error_message
+
+
+async def test_one_enormous_line_fails_with_bounded_memory(server):
+    # 64 MiB in one line with no newline: the parser refuses it at its 4 MiB cap instead of buffering it all.
+    piece = b"x" * (1 << 20)
+    server.script = Script([(0, completion_chunk("a")), (0, b"data: ")] + [(0, piece)] * 64)
+    import tracemalloc
+
+    tracemalloc.start()
+    r = await send(server.base_url)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert r.error_kind == "protocol" and "exceeded" in r.error_message
+    assert peak < 24 * (1 << 20)
