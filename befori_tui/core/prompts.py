@@ -28,6 +28,8 @@ class Prompt:
     counted_tokens: int  # what we believe the prompt is, before the server's usage says
     count_source: str  # "tokenize" or "estimate"
     max_tokens: int
+    # The count before the usage correction: what the correction's running sums must compare usage with.
+    raw_tokens: float = 0.0
 
 
 def bundled_lines() -> list[str]:
@@ -77,7 +79,9 @@ class PromptSource:
 
     def observe_usage(self, prompt: Prompt, usage_prompt_tokens: int) -> None:
         if usage_prompt_tokens > 0 and self._jsonl is None:
-            self._counted_sum += prompt.counted_tokens
+            # The uncorrected count: adding the corrected one would pull the ratio towards usage/target, not
+            # usage/counted, and prompts would stay too long (a chat template's fixed tokens: +30 % at 64 in).
+            self._counted_sum += prompt.raw_tokens or prompt.counted_tokens
             self._usage_sum += usage_prompt_tokens
 
     def next(self, request_id: int) -> Prompt:
@@ -108,7 +112,7 @@ class PromptSource:
             counted += line_tokens
             i = (i + 1) % len(self.lines)
         counted_tokens = max(1, round(counted * self.correction))
-        return Prompt("\n".join(parts), target, counted_tokens, self.count_source, max_tokens)
+        return Prompt("\n".join(parts), target, counted_tokens, self.count_source, max_tokens, counted)
 
 
 async def tokenize_many(
