@@ -10,6 +10,7 @@ responses t_first_token_ns is when the engine produced the first token.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import random
@@ -86,6 +87,7 @@ class SimServer:
         self.faults = FaultPlan(faults, seed)
         self._rng = random.Random(f"eos:{seed}")
         self._counter = 0
+        self._gc_t0 = 0.0
         self.records: deque[dict[str, Any]] = deque(maxlen=DEBUG_KEEP)
         self.engine: Engine | None = None
         self.gpu: GpuModel | None = None
@@ -112,11 +114,29 @@ class SimServer:
         self.engine.start()
         self.gpu = GpuModel(self.engine)
         ticker = asyncio.create_task(self._gpu_ticker(), name="sim-gpu")
+        # Full collections that walk every module object stall the loop for tens of ms under load: keep
+        # what startup made out of the collector's way (as vLLM does) and collect young objects less often.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 50)
+        gc.callbacks.append(self._gc_timer)
         try:
             yield
         finally:
+            gc.callbacks.remove(self._gc_timer)
             ticker.cancel()
             await self.engine.stop()
+
+    def _gc_timer(self, phase: str, info: dict[str, int]) -> None:
+        assert self.engine is not None
+        st = self.engine.stats
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._gc_t0
+        st.gc_pauses += 1
+        st.gc_pause_s_total += pause
+        st.gc_pause_s_max = max(st.gc_pause_s_max, pause)
 
     async def _gpu_ticker(self) -> None:
         assert self.gpu is not None

@@ -74,6 +74,9 @@ class EngineStats:
     late_steps: int = 0  # steps that began more than one step late: the sim could not keep its timing
     lag_s_total: float = 0.0
     max_lag_s: float = 0.0
+    gc_pauses: int = 0  # Python's cyclic GC stops the loop; counted so capacity runs can tell
+    gc_pause_s_total: float = 0.0
+    gc_pause_s_max: float = 0.0
 
 
 class Engine:
