@@ -10,7 +10,9 @@ from befori_tui.core.config import ConfigError
 
 USAGE = """befori-tui — what your self-hosted LLM costs per input and output token, measured live.
 
-  befori-tui                       the demo: the built-in simulated 8×H100 DBRX server, measured
+  befori-tui                       the demo: the live monitor on the built-in simulated 8×H100 DBRX server
+  befori-tui demo --headless       the same demo without the UI (a short headless sweep)
+  befori-tui monitor [flags]       the live monitor against your server (--url or --config)
   befori-tui bench [flags]         headless benchmark: levels of concurrency, Ori's table, a TOML session
   befori-tui cost [flags]          the befori cost method from means, or re-price a saved session
   befori-tui sim [flags]           the simulated OpenAI-compatible server on 127.0.0.1
@@ -35,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
             from befori_tui.core.sim.cli import main as sim_main
 
             return sim_main(rest)
-        if command in ("bench", "demo"):
+        if command == "demo" and "--headless" in rest:
+            return bench_command(command, [a for a in rest if a != "--headless"])
+        if command in ("demo", "monitor"):
+            from befori_tui.ui.monitor import monitor_main  # lazy: Textual only for the UI
+
+            return monitor_main(command, rest)
+        if command == "bench":
             return bench_command(command, rest)
         if command == "cost":
             return cost_command(rest)

@@ -1,0 +1,397 @@
+"""The live monitor: a Textual app that watches a RunnerThread through its event queue.
+
+The load loop runs on its own thread (core/runner_thread.py). This app drains the queue on a timer
+(`fps`, ≤ 10 Hz by default), redraws the timeline and status, and computes the numpy summaries in a
+thread worker at ~2 Hz; it never does work per token.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Container
+from textual.message import Message
+from textual.screen import Screen
+from textual.theme import Theme
+from textual.widgets import Footer
+
+from befori_tui.core.config import Config
+from befori_tui.core.runner_thread import EV_ERROR, EV_NOTE, EV_SWEEP, RunnerThread
+from befori_tui.ui.model import LiveModel, Summaries, SummaryCache
+from befori_tui.ui.screens.concurrency import MAX_CONCURRENCY, ConcurrencyScreen
+from befori_tui.ui.screens.help import HelpScreen
+from befori_tui.ui.themes import DEFAULT_THEME, ThemeError, all_themes
+from befori_tui.ui.widgets.levels import CostChart, LevelsTable
+from befori_tui.ui.widgets.panels import CostPanel, GpuPanel, MetricsPanel, StatusBar
+from befori_tui.ui.widgets.timeline import WINDOWS_S, TimelinePanel
+
+LOWER_PANELS = ("metrics", "cost", "gpus", "levels", "chart")
+PANEL_TITLES = {"metrics": "Metrics", "cost": "Cost", "gpus": "GPUs", "levels": "Levels", "chart": "$/M chart"}
+NARROW_BELOW = (120, 36)  # below this many columns or rows: one lower panel at a time (v switches)
+
+
+@dataclass
+class UiOptions:
+    fps: float = 10.0
+    summary_hz: float = 2.0
+    window_s: float = 60.0
+    step: str = "x2"  # "x2" (double/halve) or "+1" (add/subtract); xN and +N work too
+    theme: str | None = None
+    themes_dir: Path | None = None
+    live: bool = True  # False: fixed data (snapshots, screenshots): one synchronous summary, no timers
+    quit_timeout_s: float = 30.0
+    panel: str = "metrics"  # the lower panel shown first on a small terminal
+
+
+def parse_step(step: str) -> tuple[str, int]:
+    """'x2' → ('x', 2); '+1' → ('+', 1). ValueError otherwise."""
+    text = step.strip().lower().replace("×", "x").replace("*", "x")
+    if text and text[0] in "x+" and text[1:].isdigit() and int(text[1:]) >= 1:
+        if text[0] == "x" and int(text[1:]) < 2:
+            raise ValueError(f"--step {step!r}: a factor must be ≥ 2")
+        return text[0], int(text[1:])
+    raise ValueError(f"--step must be xN (e.g. x2) or +N (e.g. +1), got {step!r}")
+
+
+def step_concurrency(c: int, step: str, up: bool) -> int:
+    op, n = parse_step(step)
+    if op == "x":
+        new = c * n if up else max(1, c // n)
+    else:
+        new = c + n if up else max(1, c - n)
+    return min(new, MAX_CONCURRENCY)
+
+
+class SummariesReady(Message):
+    """Posted by the summary worker; only the newest matters, so a queued one is replaced (toolong)."""
+
+    def __init__(self, summaries: Summaries) -> None:
+        super().__init__()
+        self.summaries = summaries
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, SummariesReady)
+
+
+class MonitorApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "befori-tui"
+    BINDINGS = [
+        Binding("plus,equals_sign", "concurrency_up", "up", id="concurrency.up"),
+        Binding("minus", "concurrency_down", "down", id="concurrency.down"),
+        Binding("c", "set_concurrency", "set", id="concurrency.set"),
+        Binding("p", "pause", "pause", id="run.pause"),
+        Binding("n", "new_level", "level", id="run.new_level"),
+        Binding("s", "save", "save", id="session.save"),
+        Binding("t", "next_theme", "theme", id="view.theme"),
+        Binding("w", "window", "window", id="view.window"),
+        Binding("v", "next_panel", "panel", id="view.panel"),
+        Binding("question_mark,f1", "help", "help", id="app.help"),
+        Binding("q", "quit", "quit", id="app.quit"),
+    ]
+    DESCRIPTIONS = {
+        "concurrency_up": "Concurrency up one step (a new level)",
+        "concurrency_down": "Concurrency down one step (a new level)",
+        "set_concurrency": "Type an exact concurrency",
+        "pause": "Pause / resume new requests (those in flight finish)",
+        "new_level": "New level at the same concurrency",
+        "save": "Save the session now",
+        "next_theme": "Next theme",
+        "window": "Timeline window: 30 / 60 / 120 s",
+        "next_panel": "Next panel (small terminals)",
+        "help": "Keys and how to read the screen",
+        "quit": "Quit: stop, save, exit",
+    }
+
+    def __init__(self, cfg: Config, model: LiveModel, runner: RunnerThread | None = None,
+                 options: UiOptions | None = None) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.runner = runner
+        self.options = options or UiOptions()
+        parse_step(self.options.step)
+        self.summaries: Summaries | None = None
+        self.paused = False
+        self.quitting = False
+        self.exit_note: str | None = None
+        self._target_c: tuple[int, int] | None = None  # (concurrency, levels seen when asked)
+        self._summary_busy = False
+        self._quit_deadline = 0.0
+        self._gpu_seen = -1
+        self._cache = SummaryCache()
+        self._panel = self.options.panel
+        # Themes are data files: validated and registered before the CSS is built; errors shown on mount.
+        self._themes, self._theme_errors = all_themes(self.options.themes_dir)
+        super().__init__()
+        for theme in self._themes:
+            self.register_theme(theme)
+        names = [t.name for t in self._themes]
+        wanted = self.options.theme or DEFAULT_THEME
+        if wanted not in names and wanted not in self.available_themes:
+            self._theme_errors.append(ThemeError(Path(wanted), "no such theme"))
+            wanted = DEFAULT_THEME
+        self.theme = wanted if wanted in self.available_themes else "textual-dark"
+
+    # --- theme ---------------------------------------------------------------------------------------
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        # Any theme (a Textual built-in too) gets our variables, derived from its own colours.
+        cs = self.current_theme.to_color_system().generate()
+        return {
+            "timeline-prefill": cs["primary-lighten-2"],
+            "timeline-decode": cs["primary-darken-1"],
+            "timeline-error": cs["error"],
+            "bar-empty": cs["panel"],
+        }
+
+    @property
+    def theme_names(self) -> list[str]:
+        return [t.name for t in self._themes] or ["textual-dark"]
+
+    # --- layout --------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        self.status = StatusBar(self.model, id="status")
+        self.timeline = TimelinePanel(self.model, self.options.window_s, id="timeline", classes="panel")
+        self.metrics = MetricsPanel(id="metrics", classes="panel lower")
+        self.cost = CostPanel(self.cfg.pricing, id="cost", classes="panel lower")
+        self.gpus = GpuPanel(id="gpus", classes="panel lower")
+        self.levels = LevelsTable(id="levels", classes="panel lower")
+        self.chart = CostChart(id="chart", classes="panel lower")
+        yield self.status
+        with Container(id="body"):
+            yield self.timeline
+            yield self.metrics
+            yield self.cost
+            yield self.gpus
+            yield self.levels
+            yield self.chart
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        for err in self._theme_errors:
+            self.notify(f"theme {err}; using {self.theme}", title="bad theme", severity="error", timeout=10)
+        for name in LOWER_PANELS:
+            getattr(self, name if name != "levels" else "levels").border_title = PANEL_TITLES[name]
+        self.gpus.border_title = "GPUs"
+        self._layout_for(self.size.width, self.size.height)
+        self.gpus.show(self.model, None)
+        if self.options.live:
+            self.set_interval(1 / max(0.5, self.options.fps), self._tick)
+            self.set_interval(1 / max(0.1, self.options.summary_hz), self._request_summaries)
+            self.set_interval(5.0, self.model.prune)
+            if not self.is_headless:
+                loop = __import__("asyncio").get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGHUP):
+                    try:
+                        loop.add_signal_handler(sig, lambda: self.call_later(self.action_quit))
+                    except (NotImplementedError, RuntimeError):
+                        pass
+            if self.runner is not None and not self.runner.alive and not self.runner.finished.is_set():
+                self.runner.start()
+        else:
+            self._show_summaries(self._compute_summaries())
+        self._tick()
+        self.call_after_refresh(self._tick)  # again once the layout has sizes (the axis needs a width)
+
+    def on_resize(self, event) -> None:
+        self._layout_for(event.size.width, event.size.height)
+
+    def _layout_for(self, width: int, height: int) -> None:
+        narrow = width < NARROW_BELOW[0] or height < NARROW_BELOW[1]
+        self.screen.set_class(narrow, "-narrow")
+        for name in LOWER_PANELS:
+            widget = self.query_one(f"#{name}")
+            widget.set_class(name == self._panel, "-current")
+            title = PANEL_TITLES[name] if name != "gpus" else (self.gpus.border_title or "GPUs").split(" · v")[0]
+            if narrow:
+                nxt = LOWER_PANELS[(LOWER_PANELS.index(name) + 1) % len(LOWER_PANELS)]
+                widget.border_subtitle = f"v: {PANEL_TITLES[nxt]} ▸"
+            else:
+                widget.border_subtitle = ""
+            if name != "gpus":
+                widget.border_title = title
+        self.refresh_bindings()
+
+    @property
+    def narrow(self) -> bool:
+        return self.screen.has_class("-narrow")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "next_panel":
+            return self.narrow
+        if action in ("concurrency_up", "concurrency_down", "set_concurrency", "pause", "new_level", "save"):
+            return None if self.runner is None or self.quitting or self.model.finished else True
+        return True
+
+    # --- the frame ---------------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self.runner is not None:
+            self.model.drain(self.runner.events)
+        self._handle_notes()
+        self.timeline.tick()
+        self.status.refresh_status(self.paused, self.quitting)
+        if self.model.gpu_version != self._gpu_seen:
+            self._gpu_seen = self.model.gpu_version
+            self.gpus.show(self.model, self.summaries)
+        if self.runner is not None:
+            if self.model.error and not self.model.levels:
+                self.exit_note = f"befori-tui monitor: {self.model.error}"
+                self.exit(2)
+            elif self.quitting and (self.model.finished or time.monotonic() > self._quit_deadline):
+                self.exit(0 if self.model.finished else 1)
+
+    def _handle_notes(self) -> None:
+        notes, self.model.notes = self.model.notes, []
+        for kind, text in notes:
+            if kind == EV_SWEEP:
+                self.status.sweep_text = text
+                self.notify(text, title="sweep", timeout=4)
+            elif kind == EV_NOTE:
+                self.notify(text, severity="warning", timeout=8)
+            elif kind == EV_ERROR:
+                self.notify(text, title="error", severity="error", timeout=15)
+        saved = self.model.last_saved
+        if saved is not None and saved != getattr(self, "_saved_seen", None):
+            self._saved_seen = saved
+            if not self.quitting:
+                self.notify(f"saved {saved[0]} ({saved[1]} requests recorded)", title="session", timeout=5)
+
+    # --- summaries, off the UI thread ------------------------------------------------------------------
+
+    def _compute_summaries(self) -> Summaries:
+        levels, records, samples = self.model.snapshot()
+        return self._cache.compute(levels, records, samples, self.cfg.pricing, self.model.clock(),
+                                   self.timeline.window_s)
+
+    def _request_summaries(self) -> None:
+        if self._summary_busy or not self.model.levels:
+            return
+        self._summary_busy = True
+        snapshot = self.model.snapshot()
+        self._summaries_worker(snapshot, self.model.clock(), self.timeline.window_s)
+
+    @work(thread=True, exclusive=True, group="summaries")
+    def _summaries_worker(self, snapshot, now_ns: int, window_s: float) -> None:
+        levels, records, samples = snapshot
+        summaries = self._cache.compute(levels, records, samples, self.cfg.pricing, now_ns, window_s)
+        self.post_message(SummariesReady(summaries))
+
+    def on_summaries_ready(self, message: SummariesReady) -> None:
+        self._summary_busy = False
+        self._show_summaries(message.summaries)
+
+    def _show_summaries(self, summaries: Summaries) -> None:
+        self.summaries = summaries
+        if not summaries.levels:
+            return
+        self.metrics.show(summaries)
+        self.cost.show(summaries)
+        self.levels.show(summaries.levels)
+        self.chart.show(summaries.levels)
+        self.gpus.show(self.model, summaries)
+
+    # --- actions -------------------------------------------------------------------------------------
+
+    def _current_c(self) -> int:
+        # A change asked for but not yet seen as a level (fast repeated presses build on it).
+        if self._target_c is not None and len(self.model.levels) <= self._target_c[1]:
+            return self._target_c[0]
+        return self.model.concurrency or 1
+
+    def _set_c(self, c: int) -> None:
+        if self.runner is None:
+            return
+        self._target_c = (c, len(self.model.levels))
+        self.runner.set_concurrency(c)
+        self.notify(f"concurrency {c}: new level", timeout=2)
+
+    def action_concurrency_up(self) -> None:
+        self._set_c(step_concurrency(self._current_c(), self.options.step, up=True))
+
+    def action_concurrency_down(self) -> None:
+        c = self._current_c()
+        new = step_concurrency(c, self.options.step, up=False)
+        if new != c:
+            self._set_c(new)
+
+    def action_set_concurrency(self) -> None:
+        def done(value: int | None) -> None:
+            if value is not None:
+                self._set_c(value)
+        self.push_screen(ConcurrencyScreen(self._current_c()), done)
+
+    def action_pause(self) -> None:
+        if self.runner is None:
+            return
+        self.paused = not self.paused
+        (self.runner.pause if self.paused else self.runner.resume)()
+        self.notify("paused: no new requests (p to resume)" if self.paused else "resumed", timeout=3)
+        self.status.refresh_status(self.paused, self.quitting)
+
+    def action_new_level(self) -> None:
+        if self.runner is not None:
+            self.runner.new_level()
+            self.notify(f"new level at c={self._current_c()}", timeout=2)
+
+    def action_save(self) -> None:
+        if self.runner is None:
+            self.notify("nothing to save: fixed data", severity="warning")
+            return
+        self.runner.save()  # the path comes back as an event; the notification says where
+
+    def action_next_theme(self) -> None:
+        names = self.theme_names
+        i = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(i + 1) % len(names)]
+        self.notify(f"theme {self.theme}", timeout=2)
+
+    def action_window(self) -> None:
+        i = WINDOWS_S.index(self.timeline.window_s) if self.timeline.window_s in WINDOWS_S else 0
+        self.timeline.window_s = WINDOWS_S[(i + 1) % len(WINDOWS_S)]
+        self.timeline.tick()
+
+    def action_next_panel(self) -> None:
+        self._panel = LOWER_PANELS[(LOWER_PANELS.index(self._panel) + 1) % len(LOWER_PANELS)]
+        self._layout_for(self.size.width, self.size.height)
+
+    def action_help(self) -> None:
+        rows = []
+        for b in self.BINDINGS:
+            keys = ", ".join(self.get_key_display(Binding(k.strip(), b.action)) for k in b.key.split(","))
+            rows.append((keys, self.DESCRIPTIONS.get(b.action, b.description), b.id or ""))
+        self.push_screen(HelpScreen(rows))
+
+    async def action_quit(self) -> None:
+        if self.runner is None or self.model.finished or not self.runner.alive:
+            self.exit(0)
+            return
+        if self.quitting:
+            self.notify("still saving… (the measured records are safe on disk)", timeout=3)
+            return
+        self.quitting = True
+        self._quit_deadline = time.monotonic() + self.options.quit_timeout_s
+        self.notify("stopping and saving…", timeout=10)
+        self.runner.stop()
+
+    def get_system_commands(self, screen: Screen):
+        yield from super().get_system_commands(screen)
+        for b in self.BINDINGS:
+            if b.action in ("quit", "help"):
+                continue
+            if self.check_action(b.action, ()) is not True:
+                continue
+            yield SystemCommand(self.DESCRIPTIONS[b.action].split(":")[0].split(" (")[0],
+                                f"{self.DESCRIPTIONS[b.action]} [{b.key.split(',')[0]}]",
+                                lambda action=b.action: self.run_action(action))
+
+    # exposed for tests
+    def registered_theme(self, name: str) -> Theme | None:
+        return self.available_themes.get(name)

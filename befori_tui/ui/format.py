@@ -1,0 +1,80 @@
+"""Number formatting for the panels: short, fixed-width friendly, '—' for unknown."""
+
+from __future__ import annotations
+
+DASH = "—"
+
+
+def dur(seconds: float | None) -> str:
+    """A latency: 850µs, 12.3ms, 412ms, 2.41s, 95.0s."""
+    if seconds is None:
+        return DASH
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f}µs"
+    if seconds < 0.1:
+        return f"{seconds * 1e3:.1f}ms"
+    if seconds < 1:
+        return f"{seconds * 1e3:.0f}ms"
+    if seconds < 100:
+        return f"{seconds:.2f}s"
+    return f"{seconds:.0f}s"
+
+
+def rate(x: float | None) -> str:
+    if x is None:
+        return DASH
+    if x >= 10_000:
+        return f"{x / 1000:.1f}k"
+    if x >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.1f}"
+
+
+def usd(x: float | None) -> str:
+    """$ per million tokens: 0.0123, 1.23, 12.3, 1,234."""
+    if x is None or x != x or x == float("inf"):
+        return DASH
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 100:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def interval_pct(summary: dict, name: str) -> float | None:
+    """Half the width of the bootstrap interval, as a percentage of the point estimate."""
+    mid = summary.get(f"usd_per_million_{name}")
+    lo, hi = summary.get(f"usd_per_million_{name}_lo"), summary.get(f"usd_per_million_{name}_hi")
+    if mid is None or lo is None or hi is None or not mid > 0:
+        return None
+    return max(hi - mid, mid - lo) / mid * 100
+
+
+def settled_mark(summary: dict) -> str:
+    """✓ when both $/M have settled (±3%), … while measuring, — before there is anything."""
+    flags = [summary.get("usd_per_million_input_settled"), summary.get("usd_per_million_output_settled")]
+    if all(f is None for f in flags):
+        return DASH
+    return "✓" if all(flags) else "…"
+
+
+def errors_text(errors: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in errors.items()) if errors else "none"
+
+
+def bar(frac: float | None, width: int) -> tuple[str, str]:
+    """(filled, empty) parts of a bar with eighth-block resolution."""
+    if frac is None or width <= 0:
+        return "", " " * max(width, 0)
+    frac = min(max(frac, 0.0), 1.0)
+    eighths = round(frac * width * 8)
+    full, part = divmod(eighths, 8)
+    filled = "█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")
+    return filled, " " * (width - len(filled))

@@ -1,0 +1,263 @@
+"""What the monitor knows, rebuilt from the runner's events. Plain Python, no Textual: the widgets read it,
+tests and the screenshot script fill it with fixed records.
+
+Per request the UI does constant work (a start, a first token, an end): nothing per token.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from befori_tui.core.config import PricingConfig
+from befori_tui.core.loadgen import Level
+from befori_tui.core.metrics import counts_by_outcome, latency_stats, summarize_level
+from befori_tui.core.records import RequestRecord
+from befori_tui.core.runner_thread import (
+    EV_END,
+    EV_ERROR,
+    EV_FINISH,
+    EV_FIRST,
+    EV_LEVEL,
+    EV_NOTE,
+    EV_READY,
+    EV_SAMPLE,
+    EV_SAVED,
+    EV_START,
+    EV_SWEEP,
+)
+
+KEEP_S = 130.0  # the longest timeline window plus a margin; older bars are dropped
+
+
+@dataclass(slots=True)
+class Bar:
+    """One request on the timeline. None: not yet (first token, end)."""
+
+    t_send_ns: int
+    t_first_ns: int | None = None
+    t_end_ns: int | None = None
+    failed: bool = False
+
+
+@dataclass
+class Summaries:
+    """Numbers for the panels, computed off the UI thread at ~2 Hz."""
+
+    levels: list[dict] = field(default_factory=list)
+    window: dict = field(default_factory=dict)  # the current level, requests ended in the last window_s
+    window_s: float = 60.0
+    gpu: dict | None = None  # summarize_gpus over the current level
+    computed_ns: int = 0
+
+    @property
+    def current(self) -> dict:
+        return self.levels[-1] if self.levels else {}
+
+
+class LiveModel:
+    def __init__(self, pricing: PricingConfig, clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self.pricing = pricing
+        self.clock = clock
+        self.levels: list[Level] = []
+        self.records: list[RequestRecord] = []
+        self.slots: dict[int, deque[Bar]] = {}
+        self.in_flight: dict[int, tuple[int, Bar]] = {}  # request_id -> (slot, bar)
+        self.samples: deque = deque(maxlen=900)
+        self.info: dict[str, Any] = {}
+        self.notes: list[tuple[str, str]] = []  # (kind, text) for the app to show, then clear
+        self.t_start_ns: int | None = None
+        self.paused = False
+        self.finished = False
+        self.error: str | None = None
+        self.last_saved: tuple[str, int] | None = None
+        self.version = 0  # bumped on every event, so the app redraws only when something happened
+        self.gpu_version = 0
+
+    # --- events --------------------------------------------------------------------------------------
+
+    def drain(self, events: queue.SimpleQueue, limit: int = 200_000) -> int:
+        n = 0
+        while n < limit:
+            try:
+                ev = events.get_nowait()
+            except queue.Empty:
+                break
+            self.apply(ev)
+            n += 1
+        return n
+
+    def apply(self, ev: tuple) -> None:
+        kind = ev[0]
+        self.version += 1
+        if kind == EV_START:
+            _, rid, slot, level, t_send = ev
+            bar = Bar(t_send)
+            self.slots.setdefault(slot, deque()).append(bar)
+            self.in_flight[rid] = (slot, bar)
+            if self.levels and self.levels[-1].index == level:
+                self.levels[-1].sent += 1
+            else:
+                for lv in self.levels:
+                    if lv.index == level:
+                        lv.sent += 1
+        elif kind == EV_FIRST:
+            _, rid, _slot, t_first = ev
+            entry = self.in_flight.get(rid)
+            if entry is not None:
+                entry[1].t_first_ns = t_first
+        elif kind == EV_END:
+            self.add_record(ev[1])
+        elif kind == EV_LEVEL:
+            self.open_level(ev[1])
+        elif kind == EV_SAMPLE:
+            if ev[1] is not None:
+                self.samples.append(ev[1])
+                self.gpu_version += 1
+        elif kind == EV_READY:
+            self.info.update(ev[1])
+        elif kind == EV_SAVED:
+            self.last_saved = (ev[1], ev[2])
+        elif kind in (EV_SWEEP, EV_NOTE):
+            self.notes.append((kind, ev[1]))
+        elif kind == EV_ERROR:
+            self.error = ev[1]
+            self.notes.append((kind, ev[1]))
+        elif kind == EV_FINISH:
+            self.finished = True
+
+    def open_level(self, level: Level) -> None:
+        if self.levels and self.levels[-1].t_end_ns is None:
+            self.levels[-1].t_end_ns = level.t_start_ns
+        if self.t_start_ns is None:
+            self.t_start_ns = level.t_start_ns
+        self.levels.append(level)
+
+    def add_record(self, r: RequestRecord) -> None:
+        """A finished request (also the way to feed the model fixed data)."""
+        entry = self.in_flight.pop(r.request_id, None)
+        if entry is not None:
+            bar = entry[1]
+        else:  # fed directly, without a start event
+            bar = Bar(r.t_send_ns)
+            self.slots.setdefault(r.slot, deque()).append(bar)
+        bar.t_send_ns = r.t_send_ns  # the client's exact send time
+        bar.t_first_ns = r.t_first_token_ns
+        bar.t_end_ns = r.t_end_ns if r.t_end_ns is not None else self.clock()
+        bar.failed = r.error_kind is not None and r.error_kind != "cancelled"
+        self.records.append(r)
+        for lv in reversed(self.levels):
+            if lv.index == r.level:
+                lv.records.append(r)
+                if entry is None:
+                    lv.sent += 1
+                if not r.warmup and not r.outlived_level:
+                    lv.measured_done += 1
+                break
+
+    # --- views ---------------------------------------------------------------------------------------
+
+    @property
+    def level(self) -> Level | None:
+        return self.levels[-1] if self.levels else None
+
+    @property
+    def concurrency(self) -> int:
+        return self.levels[-1].concurrency if self.levels else 0
+
+    @property
+    def slot_count(self) -> int:
+        """Rows on the timeline: every slot used so far (slots above the concurrency drain, then idle)."""
+        return max(self.concurrency, (max(self.slots) + 1) if self.slots else 0)
+
+    def slot_states(self) -> tuple[int, int, int]:
+        """(waiting for a first token, decoding, idle) over the current concurrency's slots."""
+        waiting = decoding = 0
+        for _slot, bar in self.in_flight.values():
+            if bar.t_first_ns is None:
+                waiting += 1
+            else:
+                decoding += 1
+        return waiting, decoding, max(0, self.concurrency - waiting - decoding)
+
+    def elapsed_s(self, now_ns: int | None = None) -> float:
+        if self.t_start_ns is None:
+            return 0.0
+        return ((now_ns or self.clock()) - self.t_start_ns) / 1e9
+
+    def prune(self, now_ns: int | None = None, keep_s: float = KEEP_S) -> None:
+        """Drop bars that ended before the longest window (the records themselves are kept)."""
+        cutoff = (now_ns or self.clock()) - int(keep_s * 1e9)
+        for bars in self.slots.values():
+            while bars and bars[0].t_end_ns is not None and bars[0].t_end_ns < cutoff:
+                bars.popleft()
+
+    def snapshot(self) -> tuple[list[Level], list[RequestRecord], list]:
+        """Copies the summary worker can read while events keep arriving on the UI thread."""
+        levels = []
+        for lv in self.levels:
+            c = copy.copy(lv)
+            c.records = list(lv.records)
+            levels.append(c)
+        return levels, list(self.records), list(self.samples)
+
+
+class SummaryCache:
+    """Closed levels whose requests have all finished do not change: summarise them once."""
+
+    def __init__(self) -> None:
+        self._done: dict[int, tuple[int, dict]] = {}
+
+    def compute(self, levels: list[Level], records: list[RequestRecord], samples: list, pricing: PricingConfig,
+                now_ns: int, window_s: float) -> Summaries:
+        out = Summaries(window_s=window_s, computed_ns=now_ns)
+        settled_before = True
+        for lv in levels:
+            final = settled_before and lv.t_end_ns is not None and lv.in_flight <= 0
+            cached = self._done.get(lv.index)
+            if final and cached is not None and cached[0] == len(lv.records):
+                out.levels.append(cached[1])
+                continue
+            s = summarize_level(lv, pricing, records, now_ns)
+            if final:
+                self._done[lv.index] = (len(lv.records), s)
+            out.levels.append(s)
+            settled_before = final
+        if levels:
+            out.window = window_stats(levels[-1], now_ns, window_s)
+            out.gpu = gpu_stats(samples, levels[-1], now_ns, pricing)
+        return out
+
+
+def window_stats(level: Level, now_ns: int, window_s: float) -> dict:
+    """The current level's requests that ended in the last `window_s` (warm-up included: it is 'now')."""
+    t0 = max(level.t_start_ns, now_ns - int(window_s * 1e9))
+    recent = [r for r in level.records if r.t_end_ns is not None and r.t_end_ns >= t0]
+    ok = [r for r in recent if r.ok]
+    out: dict = dict(latency_stats(ok))
+    span_s = (now_ns - t0) / 1e9
+    out["span_s"] = span_s
+    out["requests_ok"] = len(ok)
+    out["requests_failed"] = sum(1 for r in recent if r.error_kind and r.error_kind != "cancelled")
+    if span_s > 0:
+        out["input_tok_per_s_total"] = sum(r.input_tokens or 0 for r in ok) / span_s
+        out["output_tok_per_s_total"] = sum(r.output_tokens or 0 for r in ok) / span_s
+        out["requests_per_s"] = len(ok) / span_s
+    out["errors"] = counts_by_outcome(recent)
+    return out
+
+
+def gpu_stats(samples: list, level: Level, now_ns: int, pricing: PricingConfig) -> dict | None:
+    """Energy over the current level, for joules per output token (None without samples)."""
+    if not samples:
+        return None
+    from befori_tui.core.telemetry import summarize_gpus
+
+    t1 = level.t_end_ns or now_ns
+    out_tokens = sum(r.output_tokens or 0 for r in level.records
+                     if r.ok and r.t_end_ns is not None and r.t_end_ns <= t1)
+    return summarize_gpus(samples, level.t_start_ns, t1, out_tokens or None, pricing.usd_per_kwh or None)

@@ -1,0 +1,43 @@
+"""The help screen: every key (from the app's bindings, so remapped keys show as they are) and how to read
+the screen."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+READING = """\
+Slots: one row per slot; each request is a bar split at its first token. Light shade before it (prefill,
+billed to input tokens), dark shade after it (decode, billed to output tokens), blank when the slot is idle,
+× when the request failed.
+
+Cost: the befori method (Ori's: throughput from mean TTFT and decode time) with its 95% bootstrap interval,
+and the occupancy method (the server's time shared among requests in flight; idle time on its own).
+A level has settled (✓) when both befori $/M intervals are within ±3%: time to move on.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "close", id="help.close")]
+
+    def __init__(self, bindings: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.rows = bindings
+
+    def compose(self) -> ComposeResult:
+        keys = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
+        keys.add_column("key")
+        keys.add_column("does")
+        keys.add_column("id", style="dim")
+        for key, text, binding_id in self.rows:
+            keys.add_row(key, text, binding_id)
+        with VerticalScroll(id="help-body") as body:
+            body.border_title = "befori-tui · keys"
+            body.border_subtitle = "esc to close"
+            yield Static(keys)
+            yield Static(Text(READING), id="help-reading")

@@ -1,0 +1,203 @@
+"""Status line, metrics, cost and GPU panels: Statics redrawn from a Summaries at ~2 Hz (GPUs at 1 Hz)."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from befori_tui.core.config import PricingConfig
+from befori_tui.core.cost import blended_usd_per_million
+from befori_tui.ui import format as fmt
+from befori_tui.ui.model import LiveModel, Summaries
+
+
+def _table(*headers: str, justify_first: str = "left") -> Table:
+    t = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False, expand=False, header_style="bold")
+    for i, h in enumerate(headers):
+        t.add_column(h, justify=justify_first if i == 0 else "right", no_wrap=True)
+    return t
+
+
+class StatusBar(Static):
+    """Endpoint, model, api, running/paused, elapsed, concurrency, level."""
+
+    COMPONENT_CLASSES = {"status--state", "status--simulated", "status--dim"}
+
+    def __init__(self, model: LiveModel, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.sweep_text = ""
+
+    def refresh_status(self, paused: bool, quitting: bool = False) -> None:
+        m = self.model
+        info = m.info
+        state = "saving…" if quitting else "stopped" if m.finished else "paused" if paused else \
+            "running" if m.levels else "connecting…"
+        lv = m.level
+        simulated = info.get("simulated") or any(s.simulated for s in list(m.samples)[-1:])
+        state_style = self.get_component_rich_style("status--state")
+        dim = self.get_component_rich_style("status--dim")
+        text = Text.assemble(
+            (f" {'❚❚' if paused else '●'} {state} ", state_style),
+            " ", (fmt.clock(m.elapsed_s()), "bold"),
+            "  c=", (f"{m.concurrency}", "bold"),
+            "  level ", (f"{lv.index}" if lv else "—", "bold"), (f" ({lv.reason})" if lv else "", dim),
+        )
+        if simulated:
+            text.append("  ")
+            text.append(" SIMULATED ", self.get_component_rich_style("status--simulated"))
+        if self.sweep_text:
+            text.append(f"  {self.sweep_text}", dim)
+        text.append("\n " if self.size.width < 120 else "   ")
+        text.append(info.get("url", "—"))
+        text.append(" · ", dim)
+        text.append(str(info.get("model", "—")), "bold")
+        text.append(" · ", dim)
+        text.append(str(info.get("api", "—")))
+        self.update(text)
+
+
+class MetricsPanel(Static):
+    """TTFT, ITL, TPOT, E2E p50/p90/p99, tokens/s, requests/s and errors: last window and level total."""
+
+    def show(self, s: Summaries) -> None:
+        w, lv = s.window, s.current
+        t = _table("", "", f"last {s.window_s:g} s", "", "", f"level {lv.get('level', '—')}", "")
+        t.add_row("", *[Text(p, "bold") for p in ("p50", "p90", "p99") * 2])
+        for key, name in (("ttft_s", "TTFT"), ("itl_s", "ITL"), ("tpot_s", "TPOT"), ("e2e_s", "E2E")):
+            t.add_row(name, *[fmt.dur(w.get(f"{key}_p{p}")) for p in (50, 90, 99)],
+                      *[fmt.dur(lv.get(f"{key}_p{p}")) for p in (50, 90, 99)])
+        t.add_row("tok/s", f"in {fmt.rate(w.get('input_tok_per_s_total'))}",
+                  f"out {fmt.rate(w.get('output_tok_per_s_total'))}", "",
+                  f"in {fmt.rate(lv.get('input_tok_per_s_total'))}", f"out {fmt.rate(lv.get('output_tok_per_s_total'))}", "")
+        t.add_row("req/s", fmt.rate(w.get("requests_per_s")), "", "", fmt.rate(lv.get("requests_per_s")), "", "")
+        errors = Text(no_wrap=True, overflow="ellipsis")
+        errors.append(f"level {lv.get('requests_ok', 0)} ok, {lv.get('requests_failed', 0)} failed")
+        if lv.get("errors"):
+            errors.append(f" ({fmt.errors_text(lv['errors'])})")
+        errors.append(f" · last {s.window_s:g} s: {fmt.errors_text(w.get('errors', {}))}")
+        self.update(Group(t, errors))
+
+
+class CostPanel(Static):
+    """$/M input and output by both methods (the current level, running), idle cost, API prices, blends."""
+
+    def __init__(self, pricing: PricingConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pricing = pricing
+
+    def show(self, s: Summaries) -> None:
+        p = self.pricing
+        lv = s.current
+        occ = lv.get("occupancy", {})
+        ratio = p.blend_input_per_output
+        t = _table("$ per M tokens", "input", "±", "output", "±", f"blend {ratio:g}:1")
+        pin, pout = fmt.interval_pct(lv, "input"), fmt.interval_pct(lv, "output")
+        t.add_row(
+            "befori " + fmt.settled_mark(lv),
+            fmt.usd(lv.get("usd_per_million_input")), "—" if pin is None else f"{pin:.1f}%",
+            fmt.usd(lv.get("usd_per_million_output")), "—" if pout is None else f"{pout:.1f}%",
+            fmt.usd(lv.get("usd_per_million_blended")),
+        )
+        t.add_row("occupancy", fmt.usd(occ.get("usd_per_million_input")), "",
+                  fmt.usd(occ.get("usd_per_million_output")), "", fmt.usd(occ.get("usd_per_million_blended")))
+        for api in p.compare:
+            t.add_row(f"API {api.name}", fmt.usd(api.usd_per_million_input), "", fmt.usd(api.usd_per_million_output),
+                      "", fmt.usd(blended_usd_per_million(api.usd_per_million_input, api.usd_per_million_output, ratio)))
+        bill = occ.get("usd_bill")
+        idle = occ.get("usd_idle")
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(f"${p.usd_per_hour:g}/h · level bill ${bill:.4f}" if bill is not None else f"${p.usd_per_hour:g}/h")
+        if idle is not None and bill:
+            line.append(f" · idle ${idle:.4f} ({idle / bill * 100:.0f}%)")
+        settled = fmt.settled_mark(lv)
+        hint = {"✓": " · settled ±3%: move on", "…": " · settling (±3%)"}.get(settled, "")
+        line.append(hint, "bold" if settled == "✓" else "")
+        self.update(Group(t, line))
+
+
+class GpuPanel(Static):
+    """One line per GPU (name, utilisation bar, memory bar, power/limit, temperature, SM clock) and totals."""
+
+    COMPONENT_CLASSES = {"gpu--util", "gpu--mem", "gpu--empty", "gpu--dim"}
+
+    def show(self, model: LiveModel, summaries: Summaries | None) -> None:
+        sample = model.samples[-1] if model.samples else None
+        dim = self.get_component_rich_style("gpu--dim")
+        if sample is None:
+            self.update(Text("waiting for telemetry…", dim))
+            return
+        self.border_title = "GPUs · simulated (befori-tui sim)" if sample.simulated else f"GPUs · {sample.gpu_source}"
+        if not sample.gpus:
+            self.update(Text(sample.gpu_error or "no GPU telemetry", dim))
+            return
+        width = max(50, self.content_region.width or 64)
+        name_w = 9 if width < 90 else 16
+        # index+name, util bar + "100%", mem bar + "80/80G", power, temperature, clock
+        fixed = 3 + name_w + 1 + 5 + 1 + 7 + 9 + 5 + 8
+        bar_w = max(3, min(24, (width - fixed) // 2))
+        util_st = self.get_component_rich_style("gpu--util")
+        mem_st = self.get_component_rich_style("gpu--mem")
+        empty_st = self.get_component_rich_style("gpu--empty")
+        lines = []
+        tot_power = tot_limit = tot_used = tot_total = 0.0
+        utils = []
+        for g in sample.gpus:
+            line = Text(no_wrap=True, overflow="ellipsis")
+            name = (g.name or "?").replace("NVIDIA ", "").replace("(simulated)", "").strip()
+            line.append(f"{g.index:>2} {name[:name_w]:<{name_w}} ")
+            if g.error:
+                line.append(g.error, dim)
+                lines.append(line)
+                continue
+            util = None if g.util_pct is None else g.util_pct / 100
+            filled, empty = fmt.bar(util, bar_w)
+            line.append(filled, util_st + Style(bgcolor=empty_st.bgcolor))
+            line.append(empty, empty_st)
+            line.append(f"{fmt.DASH if g.util_pct is None else f'{g.util_pct:.0f}%':>5} ")
+            mem = (g.mem_used_mib / g.mem_total_mib) if g.mem_used_mib is not None and g.mem_total_mib else None
+            filled, empty = fmt.bar(mem, bar_w)
+            line.append(filled, mem_st + Style(bgcolor=empty_st.bgcolor))
+            line.append(empty, empty_st)
+            used = fmt.DASH if g.mem_used_mib is None else f"{g.mem_used_mib / 1024:.0f}"
+            total = fmt.DASH if g.mem_total_mib is None else f"{g.mem_total_mib / 1024:.0f}G"
+            line.append(f"{used:>3}/{total:<3}")
+            power = fmt.DASH if g.power_w is None else f"{g.power_w:.0f}"
+            limit = fmt.DASH if g.power_limit_w is None else f"{g.power_limit_w:.0f}W"
+            line.append(f" {power:>3}/{limit:<4}")
+            line.append(f"{fmt.DASH if g.temp_c is None else f'{g.temp_c:.0f}°C':>5}")
+            line.append(f"{fmt.DASH if g.sm_clock_mhz is None else f'{g.sm_clock_mhz:.0f}MHz':>8}")
+            lines.append(line)
+            tot_power += g.power_w or 0
+            tot_limit += g.power_limit_w or 0
+            tot_used += g.mem_used_mib or 0
+            tot_total += g.mem_total_mib or 0
+            if g.util_pct is not None:
+                utils.append(g.util_pct)
+        total = Text(no_wrap=True, overflow="ellipsis")
+        total.append(f" Σ {len(sample.gpus)} GPUs", "bold")
+        if utils:
+            total.append(f" · util {sum(utils) / len(utils):.0f}% mean")
+        if tot_total:
+            total.append(f" · mem {tot_used / 1024:.0f}/{tot_total / 1024:.0f} GiB")
+        if tot_power:
+            total.append(f" · {tot_power:,.0f}/{tot_limit:,.0f} W")
+        extra = Text(no_wrap=True, overflow="ellipsis")
+        gpu = summaries.gpu if summaries else None
+        if gpu and gpu.get("joules_per_output_token") is not None:
+            extra.append(f"   {gpu['joules_per_output_token']:.2f} J per output token", "bold")
+            if gpu.get("usd_energy_per_million_output") is not None:
+                extra.append(f" (energy ${gpu['usd_energy_per_million_output']:.3f}/M)")
+        if sample.server is not None and sample.server.engine != "unknown":
+            srv = sample.server
+            extra.append(f"   {srv.engine}: {_n(srv.running)} running, {_n(srv.waiting)} waiting", dim)
+            if srv.kv_cache_usage_frac is not None:
+                extra.append(f", KV cache {srv.kv_cache_usage_frac * 100:.0f}%", dim)
+        self.update(Group(*lines, total, extra))
+
+
+def _n(x: float | None) -> str:
+    return fmt.DASH if x is None else f"{x:.0f}"
