@@ -1,0 +1,186 @@
+"""The app on fixed data (no server): themes, keys that need no run, the help screen, the palette, and
+pure helpers (timeline cells, steps, formatting)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from befori_tui.ui.app import MonitorApp, UiOptions, parse_step, step_concurrency
+from befori_tui.ui.fixed import fixed_config, fixed_model
+from befori_tui.ui.model import Bar
+from befori_tui.ui.themes import DEFAULT_THEME, all_themes, bundled_theme_dir, load_themes
+from befori_tui.ui.timeline_cells import DECODE, ERROR, GAP, PREFILL, intervals, row_runs
+
+
+def fixed_app(**options) -> MonitorApp:
+    cfg = fixed_config()
+    return MonitorApp(cfg, fixed_model(cfg=cfg), None, UiOptions(live=False, **options))
+
+
+def capture_notifications(app: MonitorApp) -> list[str]:
+    seen: list[str] = []
+    original = app.notify
+
+    def notify(message, *args, **kwargs):
+        seen.append(str(message))
+        return original(message, *args, **kwargs)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return seen
+
+
+# --- themes --------------------------------------------------------------------------------------------
+
+def test_bundled_themes_load_and_cover_dark_light_and_16_colour():
+    themes, errors = load_themes(bundled_theme_dir())
+    assert errors == []
+    by_name = {t.name: t for t in themes}
+    assert {"befori-dark", "befori-light", "befori-contrast"} <= set(by_name)
+    assert by_name["befori-dark"].dark and not by_name["befori-light"].dark
+    contrast = by_name["befori-contrast"]
+    assert contrast.ansi and all(v.startswith("ansi_") for v in (contrast.primary, contrast.error))
+
+
+def test_tcss_uses_theme_variables_only():
+    css = (Path(__file__).parents[1] / "befori_tui" / "ui" / "app.tcss").read_text()
+    assert not re.search(r"#[0-9a-fA-F]{3,8}\b(?![-\w])", re.sub(r"^\s*#[\w-]+.*\{", "", css, flags=re.M))
+    assert not re.search(r"\b(rgb|hsl)a?\(", css)
+
+
+async def test_bad_theme_files_give_one_notification_each_and_the_app_falls_back(tmp_path):
+    (tmp_path / "broken.toml").write_text("name = 'x'\nprimary = ")  # not TOML
+    (tmp_path / "nocolour.toml").write_text("name = 'nocolour'\nprimary = 'not-a-colour'\n")
+    (tmp_path / "mine.toml").write_text("name = 'mine'\nprimary = '#ff8800'\n[variables]\ntimeline-decode = '#aa5500'\n")
+    app = fixed_app(themes_dir=tmp_path, theme="broken")
+    seen = capture_notifications(app)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.theme == DEFAULT_THEME
+        bad = [m for m in seen if "theme" in m]
+        assert len([m for m in bad if "broken.toml" in m]) == 1
+        assert len([m for m in bad if "nocolour.toml" in m and "primary" in m]) == 1
+        assert "mine" in app.theme_names  # the good user theme is registered
+        app.theme = "mine"
+        await pilot.pause()
+        assert app.theme_variables["timeline-decode"] == "#aa5500"
+
+
+async def test_t_cycles_the_themes_and_every_theme_renders():
+    app = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        seen = [app.theme]
+        for _ in app.theme_names:
+            await pilot.press("t")
+            seen.append(app.theme)
+        assert set(seen) == set(app.theme_names)
+        assert seen[-1] == seen[0]
+
+
+def test_theme_dir_that_does_not_exist_is_reported(tmp_path):
+    _, errors = all_themes(tmp_path / "missing")
+    assert [e.path.name for e in errors] == ["missing"]
+
+
+# --- keys, help, palette ---------------------------------------------------------------------------------
+
+def test_bindings_carry_ids_and_descriptions():
+    for b in MonitorApp.BINDINGS:
+        assert b.id, b
+        assert b.action in MonitorApp.DESCRIPTIONS
+    keys = {k for b in MonitorApp.BINDINGS for k in b.key.split(",")}
+    assert {"plus", "minus", "c", "p", "n", "s", "t", "w", "q"} <= keys
+
+
+async def test_help_screen_lists_every_key():
+    app = fixed_app()
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        from befori_tui.ui.screens.help import HelpScreen
+
+        assert isinstance(app.screen, HelpScreen)
+        ids = [row[2] for row in app.screen.rows]
+        assert ids == [b.id for b in MonitorApp.BINDINGS]
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_command_palette_offers_the_actions():
+    app = fixed_app()
+    async with app.run_test(size=(100, 40)):
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+    for title in ("Next theme", "Timeline window", "Quit"):
+        assert any(t.startswith(title) for t in titles), titles
+
+
+async def test_window_key_cycles_30_60_120_and_v_switches_panels_when_small():
+    app = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        windows = []
+        for _ in range(3):
+            await pilot.press("w")
+            windows.append(app.timeline.window_s)
+        assert windows == [120.0, 30.0, 60.0]
+        assert app.narrow
+        assert app.query_one("#metrics").display and not app.query_one("#cost").display
+        await pilot.press("v")
+        assert app.query_one("#cost").display and not app.query_one("#metrics").display
+    app = fixed_app()
+    async with app.run_test(size=(160, 48)):
+        assert not app.narrow
+        assert all(app.query_one(f"#{n}").display for n in ("metrics", "cost", "gpus", "levels", "chart"))
+
+
+async def test_fixed_data_fills_the_panels():
+    app = fixed_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert [s["concurrency"] for s in app.summaries.levels] == [1, 8, 32, 64]
+        assert app.levels.row_count == 4
+        assert app.summaries.gpu["joules_per_output_token"] > 0
+        waiting, decoding, idle = app.model.slot_states()
+        assert waiting + decoding + idle == 64 and decoding > 0
+
+
+# --- pure helpers ----------------------------------------------------------------------------------------
+
+def test_timeline_row_splits_at_the_first_token_with_eighth_blocks():
+    # One cell = 100 ns. Prefill 0..250, decode 250..1000, a gap, a failed request, one in flight.
+    bars = [Bar(0, 250, 1000), Bar(1500, None, 1700, failed=True), Bar(1800, 1850, None)]
+    spans = intervals(bars, 0, 2000, now_ns=2000)
+    assert spans == [(0, 250, PREFILL), (250, 1000, DECODE), (1500, 1700, ERROR), (1800, 1850, PREFILL),
+                     (1850, 2000, DECODE)]
+    runs = row_runs(spans, 0, 100.0, 20)
+    cells = []
+    for text, fg, bg in runs:
+        cells += [(ch, fg, bg) for ch in text]
+    assert len(cells) == 20
+    assert cells[0] == (" ", PREFILL, PREFILL) and cells[1] == (" ", PREFILL, PREFILL)
+    assert cells[2] == ("▌", PREFILL, DECODE)  # half prefill, half decode
+    assert all(c[1] == DECODE for c in cells[3:10])
+    assert all(c[1] == GAP for c in cells[10:15])
+    assert cells[15][1] == cells[16][1] == ERROR
+    assert cells[18] == ("▌", PREFILL, DECODE)
+    assert cells[19] == (" ", DECODE, DECODE)
+
+
+def test_timeline_row_is_cheap_for_long_requests():
+    runs = row_runs([(0, 10**12, DECODE)], 0, 1e6, 200)
+    assert runs == [(" " * 200, DECODE, DECODE)]
+
+
+@pytest.mark.parametrize("step, c, up, expected", [
+    ("x2", 4, True, 8), ("x2", 4, False, 2), ("x2", 1, False, 1), ("+1", 4, True, 5), ("+1", 1, False, 1),
+    ("x4", 3, True, 12), ("+8", 10, False, 2), ("x2", 4096, True, 4096),
+])
+def test_concurrency_steps(step, c, up, expected):
+    assert step_concurrency(c, step, up) == expected
+
+
+@pytest.mark.parametrize("bad", ["x1", "*", "+0", "2", "x-2", ""])
+def test_bad_steps_are_refused(bad):
+    with pytest.raises(ValueError):
+        parse_step(bad)
