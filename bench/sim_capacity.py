@@ -77,7 +77,7 @@ class Client:
                 self.tail = b""
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                transport.write(client.request(client.rng.randint(128, 384)))  # type: ignore[attr-defined]
+                transport.write(client.request(client.rng.randint(64, 256)))  # type: ignore[attr-defined]
 
             def data_received(self, data: bytes) -> None:
                 joined = self.tail + data
@@ -93,7 +93,8 @@ class Client:
         raw = await fut
         gts = _GT.findall(raw)
         gt = json.loads(gts[-1]) if gts else None
-        self.done.append(Done(time.perf_counter(), raw.count(_TOKEN), gt, raw.endswith(b"0\r\n\r\n") and gt is not None))
+        ok = raw.endswith(b"0\r\n\r\n") and gt is not None  # the chunked body ended properly
+        self.done.append(Done(time.perf_counter(), raw.count(_TOKEN), gt, ok))
 
     async def worker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -135,10 +136,12 @@ async def _drive(client: Client, streams: int, warmup_s: float, window_s: float,
     await asyncio.gather(*tasks, return_exceptions=True)
     wall = t1 - t0
     steps = e1["steps"] - e0["steps"]
-    t0_ns, t1_ns = int(t0 * 1e9), int(t1 * 1e9)
+    # Requests that arrived after the opening burst had settled and finished inside the window.
+    t_start_ns, t1_ns = int((t0 - warmup_s / 2) * 1e9), int(t1 * 1e9)
     itl_ms = [(d.gt["t_last_token_ns"] - d.gt["t_first_token_ns"]) / 1e6 / (d.tokens - 1)
               for d in client.done
-              if d.ok and d.gt and d.tokens > 1 and t0_ns <= d.gt["t_last_token_ns"] <= t1_ns]
+              if d.ok and d.gt and d.tokens > 1
+              and d.gt["t_received_ns"] >= t_start_ns and d.gt["t_last_token_ns"] <= t1_ns]
     failed = sum(1 for d in client.done if not d.ok)
     return {
         "engine_tok_s": (e1["generation_tokens_total"] - e0["generation_tokens_total"]) / wall,
@@ -177,13 +180,17 @@ def main() -> int:
     ap.add_argument("--time-scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup-s", type=float, default=4.0)
-    ap.add_argument("--window-s", type=float, default=6.0)
+    ap.add_argument("--window-s", type=float, default=8.0)
     ap.add_argument("--no-pin", action="store_true", help="do not pin the sim and the client to a core each")
     ap.add_argument("--json", help="also write all runs here")
     args = ap.parse_args()
     keys = ["engine_tok_s", "client_tok_s", "planned_step_ms", "gt_itl_ms", "late_steps_pct", "lag_ms_per_s",
             "sim_cpu_pct", "cpu_us_per_tok"]
     all_runs = []
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), "?")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs ({cpu}), Python {sys.version.split()[0]}, "
+          f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"# {args.streams} streams, medians of {args.repeats} runs, {args.window_s:g} s windows", flush=True)
     print("| time scale | " + " | ".join(keys) + " | failed |")
     print("|---" * (len(keys) + 2) + "|")
@@ -197,6 +204,7 @@ def main() -> int:
             failed = sum(r["failed"] for r in runs)
             print(f"| {ts:g} | " + " | ".join(f"{med[k]:,.1f}" if k.endswith("tok_s") or k.endswith("pct")
                                                else f"{med[k]:.2f}" for k in keys) + f" | {failed} |", flush=True)
+    print(f"# load average after: {os.getloadavg()[0]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(all_runs, indent=1))
     return 0
