@@ -142,3 +142,16 @@ async def test_one_enormous_line_fails_with_bounded_memory(server):
     tracemalloc.stop()
     assert r.error_kind == "protocol" and "exceeded" in r.error_message
     assert peak < 24 * (1 << 20)
+
+
+def test_prompts_reproducible_by_seed_but_distinct_across_runs():
+    from befori_tui.core.config import WorkloadConfig
+    from befori_tui.core.prompts import PromptSource
+
+    a, b = PromptSource(WorkloadConfig(seed=7)), PromptSource(WorkloadConfig(seed=7))
+    pa, pb = [a.next(i) for i in range(20)], [b.next(i) for i in range(20)]
+    assert [p.max_tokens for p in pa] == [p.max_tokens for p in pb]
+    assert [p.text.split("\n", 1)[1] for p in pa] == [p.text.split("\n", 1)[1] for p in pb]
+    # Different first lines: a second run is not served from the first run's prefix cache.
+    assert all(x.text.split("\n", 1)[0] != y.text.split("\n", 1)[0] for x, y in zip(pa, pb))
+    assert len({p.text.split("\n", 1)[0] for p in pa}) == 20

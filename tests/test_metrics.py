@@ -47,3 +47,12 @@ def test_level_figures_hand_computed():
     assert occ["usd_input"] + occ["usd_output"] + occ["usd_failed"] + occ["usd_idle"] == pytest.approx(8.0)
     assert occ["usd_failed"] == pytest.approx(1 / 3)  # 6–7 s shared with requests 2 and 3
     assert occ["usd_idle"] == pytest.approx(0.0)  # something is in flight all through 0–8 s
+
+
+def test_throughput_is_closed_loop_rate():
+    records = [rec(i, float(i), 1.0, 4.0, 100, 10) for i in range(6)]
+    level = Level(0, 2, 0, warmup_target=0, t_end_ns=20 * S, sent=6, records=records)
+    s = summarize_level(level, PricingConfig(), records)
+    assert s["requests_per_s"] == pytest.approx(0.5)  # 2 slots, 4 s per request
+    assert s["output_tok_per_s_total"] == pytest.approx(5.0)
+    assert s["input_tok_per_s_total"] == pytest.approx(50.0)

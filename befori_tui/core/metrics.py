@@ -103,12 +103,14 @@ def summarize_level(
         "requests_outlived": sum(1 for r in records if r.outlived_level),
     }
     out.update(latency_stats(steady))
-    span_s = (max(r.t_end_ns for r in steady) - min(r.t_send_ns for r in steady)) / 1e9 if steady else 0.0
-    if span_s > 0:
-        out["steady_span_s"] = span_s
-        out["input_tok_per_s_total"] = sum(r.input_tokens or 0 for r in steady) / span_s
-        out["output_tok_per_s_total"] = sum(r.output_tokens or 0 for r in steady) / span_s
-        out["requests_per_s"] = len(steady) / span_s
+    if steady and out.get("e2e_s_mean", 0) > 0:
+        # Closed loop: every slot is always busy with one request, so the level's rates are R requests per
+        # mean E2E. (Dividing the steady requests' tokens by their span would miss the tokens that warm-up
+        # and outlived requests made in the same time.)
+        per_s = level.concurrency / out["e2e_s_mean"]
+        out["requests_per_s"] = per_s
+        out["input_tok_per_s_total"] = per_s * out["input_tokens_mean"]
+        out["output_tok_per_s_total"] = per_s * out["output_tokens_mean"]
     if steady:
         c = befori_cost(
             pricing.usd_per_hour, level.concurrency,

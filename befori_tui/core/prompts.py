@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from dataclasses import dataclass
 from importlib import resources
@@ -47,6 +48,9 @@ class PromptSource:
     def __init__(self, workload: WorkloadConfig) -> None:
         self.workload = workload
         self.rng = random.Random(workload.seed)
+        # The seed fixes lengths and text; this per-run tag keeps a rerun with the same seed from being served
+        # out of the server's prefix cache (llama.cpp's prompt cache and vLLM's prefix caching would).
+        self.run_tag = os.urandom(4).hex()
         self.lines = bundled_lines()
         self.line_tokens = [len(line) / CHARS_PER_TOKEN_GUESS for line in self.lines]
         self.count_source = "estimate"
@@ -95,7 +99,7 @@ class PromptSource:
             return Prompt(text, est, est, "estimate", int(item.get("output_tokens", max_tokens)))
         target = draw_count(self.rng, w.input_tokens_mean, w.input_tokens_sd)
         # A unique opening line defeats prefix caches, which would otherwise flatter TTFT.
-        prefix = f"Request {request_id}-{self.rng.getrandbits(32):08x}. Continue these lines:"
+        prefix = f"Request {self.run_tag}-{request_id}-{self.rng.getrandbits(32):08x}. Continue these lines:"
         parts = [prefix]
         budget = target / self.correction
         counted = len(prefix) / CHARS_PER_TOKEN_GUESS

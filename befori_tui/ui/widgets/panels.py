@@ -184,7 +184,8 @@ class GpuPanel(Static):
         if tot_total:
             total.append(f" · mem {tot_used / 1024:.0f}/{tot_total / 1024:.0f} GiB")
         if tot_power:
-            total.append(f" · {tot_power:,.0f}/{tot_limit:,.0f} W")
+            limit = f"{tot_limit:,.0f}" if tot_limit else fmt.DASH  # DCGM's default series carry no limit
+            total.append(f" · {tot_power:,.0f}/{limit} W")
         extra = Text(no_wrap=True, overflow="ellipsis")
         gpu = summaries.gpu if summaries else None
         if gpu and gpu.get("joules_per_output_token") is not None:
