@@ -41,6 +41,10 @@ def write_toml_atomic(path: str | os.PathLike[str], data: dict) -> Path:
     payload = tomli_w.dumps(clean_for_toml(data)).encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        # mkstemp makes the file private (0600); a results file should get the usual mode for new files.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
