@@ -24,6 +24,16 @@ from befori_tui.core.records import RequestRecord
 SCHEMA_VERSION = 1
 
 
+def _read_umask() -> int:
+    # Read once at import: setting and restoring the umask later could race with other threads' file creation.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def clean_for_toml(value: Any) -> Any:
     """TOML has no null or infinity: drop them (a missing key means 'not known')."""
     if isinstance(value, dict):
@@ -42,9 +52,7 @@ def write_toml_atomic(path: str | os.PathLike[str], data: dict) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         # mkstemp makes the file private (0600); a results file should get the usual mode for new files.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
