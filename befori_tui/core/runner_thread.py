@@ -181,11 +181,11 @@ class RunnerThread:
             self.events.put((EV_ERROR, self.error))
             await session.close()
             return
-        self._start_telemetry()
         self.events.put((EV_READY, {
             "url": session.endpoint.base_url, "model": session.endpoint.model, "api": self.cfg.endpoint.api,
             "prompt_count_source": session.prompt_count_source,
         }))
+        self._start_telemetry()  # after READY: the UI learns the endpoint before the first sample
         sweep = self.options.sweep
         runner.start(sweep.concurrencies[0] if sweep else self.options.initial_concurrency)
         self._ready.set()
@@ -198,24 +198,21 @@ class RunnerThread:
                 self._sweep_task.cancel()
                 await asyncio.gather(self._sweep_task, return_exceptions=True)
             await session.stop(self.options.drain_s)
-            await session.close()
-            if self.sampler is not None:
-                self.sampler.stop()
+            await session.close()  # also stops the telemetry sampler
             self._save_now()
 
     def _start_telemetry(self) -> None:
-        from befori_tui.core.telemetry import TelemetrySampler, open_gpu_source, open_server_source
-
+        # The session owns the sampler (and summarises it per level when it saves); samples also go on the queue.
+        if self.options.telemetry:
+            self.cfg.telemetry = self.options.telemetry
         try:
-            gpu, _note = open_gpu_source(self.options.telemetry or self.cfg.telemetry or None)
-            e = self.cfg.endpoint
-            server = open_server_source(e.server_metrics or None, self.session.endpoint.base_url)
+            note = self.session.start_telemetry(self.observer.on_sample, self.options.telemetry_interval_s)
         except ValueError as exc:
             self.events.put((EV_NOTE, f"telemetry off: {exc}"))
             return
-        self.sampler = TelemetrySampler(gpu, server, self.options.telemetry_interval_s,
-                                        on_sample=self.observer.on_sample)
-        self.sampler.start()
+        self.sampler = self.session.sampler
+        if note:
+            self.events.put((EV_NOTE, note))
 
     # --- sweep ---------------------------------------------------------------------------------------
 
@@ -329,24 +326,8 @@ class RunnerThread:
 
     def _save_now(self) -> Path:
         s = self.session
-        self._add_telemetry_summaries()
         path = s.save()
         recorded = sum(len(lv.records) for lv in s.runner.levels) if s.runner else 0
         self.events.put((EV_SAVED, str(path), recorded))
         return path
 
-    def _add_telemetry_summaries(self) -> None:
-        if self.sampler is None or self.session.runner is None:
-            return
-        from befori_tui.core.telemetry import summarize_gpus, summarize_server
-
-        samples = self.sampler.samples()
-        if not samples:
-            return
-        now = time.perf_counter_ns()
-        for lv in self.session.runner.levels:
-            t1 = lv.t_end_ns or now
-            out_tokens = sum(r.output_tokens or 0 for r in lv.records if r.ok)
-            kwh = self.cfg.pricing.usd_per_kwh or None
-            gpu = summarize_gpus(samples, lv.t_start_ns, t1, out_tokens or None, kwh)
-            self.session.level_extras[lv.index] = {"gpu": gpu, "server": summarize_server(samples, lv.t_start_ns, t1)}
