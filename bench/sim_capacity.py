@@ -9,7 +9,7 @@ limits), and over a steady window reports:
 - late steps and lost time (the engine's own lag counters): the sim keeps its timing when these stay ~0,
 - the sim process's CPU use (of one core).
 
-    .venv/bin/python bench/sim_capacity.py                      # 512 streams, time scales 1 2 3 4, 3 repeats
+    .venv/bin/python bench/sim_capacity.py                      # 512 streams, time scales 1 2 2.5 3 4, 3 repeats
     .venv/bin/python bench/sim_capacity.py --streams 512 --time-scales 2 --repeats 1 --window-s 5
 """
 
@@ -64,42 +64,47 @@ class Client:
         body = json.dumps({"prompt": self.prompt, "max_tokens": max_tokens, "ignore_eos": True,
                            "stream": True}).encode()
         return (b"POST /v1/completions HTTP/1.1\r\nhost: sim\r\ncontent-type: application/json\r\n"
-                b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)) + body
+                b"content-length: %d\r\n\r\n" % len(body)) + body
 
-    async def one(self, loop: asyncio.AbstractEventLoop) -> None:
-        """One streamed request on its own connection; counts tokens as bytes arrive (no JSON per chunk)."""
-        fut: asyncio.Future[bytes] = loop.create_future()
+    async def worker(self) -> None:
+        """Closed loop on one kept-alive connection, as an HTTP client pool would; tokens are counted as
+        bytes arrive (no JSON per chunk), and a response ends at the chunked body's last-chunk marker."""
+        loop = asyncio.get_running_loop()
         client = self
 
         class Proto(asyncio.Protocol):
             def __init__(self) -> None:
                 self.buf = bytearray()
                 self.tail = b""
-
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                transport.write(client.request(client.rng.randint(64, 256)))  # type: ignore[attr-defined]
+                self.fut: asyncio.Future[bytes] = loop.create_future()
 
             def data_received(self, data: bytes) -> None:
                 joined = self.tail + data
                 client.received_tokens += joined.count(_TOKEN)
                 self.tail = joined[-(len(_TOKEN) - 1):]  # a marker split across two reads counts once
                 self.buf += data
+                if self.buf.endswith(b"\r\n0\r\n\r\n") and not self.fut.done():
+                    self.fut.set_result(bytes(self.buf))
+                    self.buf.clear()
 
             def connection_lost(self, exc: Exception | None) -> None:
-                if not fut.done():
-                    fut.set_result(bytes(self.buf))
+                if not self.fut.done():
+                    self.fut.set_result(bytes(self.buf))
 
-        await loop.create_connection(Proto, self.host, self.port)
-        raw = await fut
-        gts = _GT.findall(raw)
-        gt = json.loads(gts[-1]) if gts else None
-        ok = raw.endswith(b"0\r\n\r\n") and gt is not None  # the chunked body ended properly
-        self.done.append(Done(time.perf_counter(), raw.count(_TOKEN), gt, ok))
-
-    async def worker(self) -> None:
-        loop = asyncio.get_running_loop()
+        transport: asyncio.Transport | None = None
+        proto = Proto()
         while not self.stop:
-            await self.one(loop)
+            if transport is None or transport.is_closing():
+                transport, proto = await loop.create_connection(Proto, self.host, self.port)
+            proto.fut = loop.create_future()
+            transport.write(self.request(self.rng.randint(64, 256)))
+            raw = await proto.fut
+            gts = _GT.findall(raw)
+            gt = json.loads(gts[-1]) if gts else None
+            ok = raw.endswith(b"\r\n0\r\n\r\n") and gt is not None  # the chunked body ended properly
+            self.done.append(Done(time.perf_counter(), raw.count(_TOKEN), gt, ok))
+        if transport is not None:
+            transport.close()
 
 
 def _get(url: str) -> dict:
@@ -177,7 +182,7 @@ def run_once(streams: int, time_scale: float, warmup_s: float, window_s: float, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, default=512)
-    ap.add_argument("--time-scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0])
+    ap.add_argument("--time-scales", type=float, nargs="+", default=[1.0, 2.0, 2.5, 3.0, 4.0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup-s", type=float, default=4.0)
     ap.add_argument("--window-s", type=float, default=8.0)
