@@ -47,6 +47,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--warmup-requests", type=int, metavar="N", help="warm-up requests per level (default: one per slot)")
     ld.add_argument("--timeout", type=float, metavar="S", help="per-request timeout in seconds")
     ld.add_argument("--max-seconds", type=float, metavar="S", help="hard bound on the whole run")
+    ld.add_argument("--honor-retry-after", action="store_true",
+                    help="after a 429 with Retry-After, that slot waits as asked (at most 30 s)")
     pr = p.add_argument_group("pricing")
     pr.add_argument("--usd-per-hour", type=float, metavar="X", help="hourly price of the whole server")
     pr.add_argument("--gpu-count", type=int, metavar="N", help="GPUs in that price")
@@ -101,6 +103,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ld.timeout_s = args.timeout
     if args.max_seconds is not None:
         ld.max_seconds = args.max_seconds
+    if args.honor_retry_after:
+        ld.retry_after = True
     if args.usd_per_hour is not None:
         pr.usd_per_hour = args.usd_per_hour
     if args.gpu_count is not None:
@@ -114,6 +118,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     validate(cfg, "flags" if args.config is None else f"{args.config} + flags")
     if w.prompt_source != "sonnets" and not Path(w.prompt_source).is_file():
         raise ConfigError(f"workload.prompt_source: no such file {w.prompt_source!r}")
+    if w.prompt_source != "sonnets":
+        from befori_tui.core.prompts import read_jsonl_prompts
+
+        read_jsonl_prompts(w.prompt_source)  # up front: a bad line is one error before anything starts
     return cfg
 
 

@@ -149,5 +149,6 @@ def bench_main(args, cfg: Config) -> int:
             cfg.telemetry = cfg.telemetry or f"dcgm:{sim.root_url}/metrics"
         t0 = time.monotonic()
         code = asyncio.run(run_bench(cfg, out, raw))
-        print(f"took {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        if code != EXIT_BAD_INPUT:  # bad input stays one line
+            print(f"took {time.monotonic() - t0:.1f} s", file=sys.stderr)
         return code

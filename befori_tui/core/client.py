@@ -9,6 +9,7 @@ raised out of `send` except the CancelledError the caller asked for.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import os
 import time
@@ -113,6 +114,8 @@ class StreamClient:
         self.timeout_s = timeout_s
         self.url = endpoint.base_url.rstrip("/") + endpoint.path
         self.chat = endpoint.api == "chat"
+        # Retry-After of failed requests, by request id, in seconds; LoadRunner pops each after the request.
+        self.retry_after_s: dict[int, float] = {}
 
     def _scrub(self, text: str) -> str:
         if self.endpoint.api_key:
@@ -172,6 +175,9 @@ class StreamClient:
                 text = await _read_some(resp, ERROR_BODY_BYTES)
                 retry = resp.headers.get("retry-after")
                 extra = f" (Retry-After: {retry})" if retry else ""
+                wait_s = parse_retry_after(retry) if retry else None
+                if wait_s is not None:
+                    self.retry_after_s[record.request_id] = wait_s  # the load loop pops it
                 self._fail(record, "http_status", f"HTTP {resp.status_code}{extra}: {text}")
                 return
             ctype = resp.headers.get("content-type", "")
@@ -242,6 +248,22 @@ class StreamClient:
             elif record.finish_reason is None and not done:
                 # No [DONE] is tolerated when the last chunk said why it finished; otherwise it was cut.
                 self._fail(record, "protocol", "the stream ended before a finish_reason or [DONE]")
+
+
+def parse_retry_after(value: str) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110 §10.2.3); None if neither."""
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 async def _read_some(resp: httpx.Response, limit: int) -> str:

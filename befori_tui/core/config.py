@@ -50,6 +50,7 @@ class LoadConfig:
     timeout_s: float = 600.0  # per request, whole stream
     connect_timeout_s: float = 10.0
     max_seconds: float = 3600.0  # a hard bound on the whole run
+    retry_after: bool = False  # wait a 429's Retry-After (at most 30 s) before that slot's next request
 
 
 @dataclass

@@ -20,6 +20,16 @@ from befori_tui.core.observer import NullObserver, RunObserver
 from befori_tui.core.prompts import PromptSource
 from befori_tui.core.records import RequestRecord
 
+# A slot whose requests cannot connect (the server is down or restarting) waits before its next try, so the
+# run neither spins on the CPU nor floods the raw records: 50 ms, doubling, at most 2 s; reset by a success.
+CONNECT_BACKOFF_MIN_S = 0.05
+CONNECT_BACKOFF_MAX_S = 2.0
+RETRY_AFTER_CAP_S = 30.0  # a Retry-After honoured (load.retry_after) is never waited longer than this
+
+
+def next_backoff_s(previous_s: float) -> float:
+    return min(CONNECT_BACKOFF_MAX_S, max(CONNECT_BACKOFF_MIN_S, 2 * previous_s))
+
 
 @dataclass
 class Level:
@@ -55,8 +65,10 @@ class LoadRunner:
         prompts: PromptSource,
         observer: RunObserver | None = None,
         warmup_requests: int = -1,
+        honor_retry_after: bool = False,
     ) -> None:
         self.client = client
+        self.honor_retry_after = honor_retry_after  # else a 429's Retry-After is only recorded
         self.prompts = prompts
         self.observer = observer or NullObserver()
         self.warmup_requests = warmup_requests  # -1: one per slot
@@ -122,6 +134,7 @@ class LoadRunner:
         self._changed = asyncio.Event()
 
     async def _slot(self, slot: int) -> None:
+        backoff_s = 0.0
         while not self.stopping and slot < self.concurrency:
             if self.paused:
                 await self._resume.wait()
@@ -140,6 +153,13 @@ class LoadRunner:
             finally:
                 self.in_flight.pop(rid, None)
                 self._finish(record, level, prompt)
+            backoff_s = next_backoff_s(backoff_s) if record.error_kind == "connect" else 0.0
+            wait_s = backoff_s
+            retry_after_s = getattr(self.client, "retry_after_s", {}).pop(rid, None)
+            if retry_after_s is not None and self.honor_retry_after:
+                wait_s = max(wait_s, min(retry_after_s, RETRY_AFTER_CAP_S))
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)  # cancelled at once by stop()
 
     def _finish(self, record: RequestRecord, level: Level, prompt) -> None:
         if not level.open:

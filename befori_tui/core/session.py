@@ -58,7 +58,8 @@ class Session:
     async def open(self, observer: RunObserver | None = None) -> LoadRunner:
         """Connect, find the model, size prompts; raises ClientSetupError with a one-line reason."""
         e, ld = self.cfg.endpoint, self.cfg.load
-        self.endpoint = Endpoint(e.url.rstrip("/"), e.api, e.model, api_key_from_env(self.cfg))
+        # Credentials in the URL are dropped: httpx would send them as Basic auth, and the URL is shown.
+        self.endpoint = Endpoint(redact_url(e.url).rstrip("/"), e.api, e.model, api_key_from_env(self.cfg))
         self._http = make_http_client(self.endpoint, self.max_slots, ld.timeout_s, ld.connect_timeout_s)
         if not self.endpoint.model:
             self.endpoint.model = await discover_model(self._http, self.endpoint.base_url)
@@ -67,7 +68,8 @@ class Session:
         self.prompt_count_source = prompts.count_source
         await self.writer.open()
         client = StreamClient(self._http, self.endpoint, self.cfg.workload.ignore_eos, ld.timeout_s)
-        self.runner = LoadRunner(client, prompts, FanOut(self.writer, observer), ld.warmup_requests)
+        self.runner = LoadRunner(client, prompts, FanOut(self.writer, observer), ld.warmup_requests,
+                                 honor_retry_after=ld.retry_after)
         return self.runner
 
     def start_telemetry(self, on_sample=None, interval_s: float = 1.0) -> str | None:

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from befori_tui.cliargs import OneLineParser, add_run_flags, config_from_args
-from befori_tui.core.config import ConfigError, parse_int_list
+from befori_tui.core.config import ConfigError, parse_int_list, redact_url
 from befori_tui.core.runner_thread import RunnerOptions, RunnerThread, SweepPlan
 from befori_tui.core.session import default_out_path
 
@@ -113,6 +113,6 @@ def build_app(cfg, out: Path, raw: Path | None, sweep: SweepPlan | None, telemet
     runner = RunnerThread(cfg, out, raw, RunnerOptions(
         initial_concurrency=cfg.load.concurrency[0], sweep=sweep, telemetry=telemetry, drain_s=drain_s))
     model = LiveModel(cfg.pricing)
-    model.info.update({"url": cfg.endpoint.url, "api": cfg.endpoint.api, "simulated": simulated})
+    model.info.update({"url": redact_url(cfg.endpoint.url), "api": cfg.endpoint.api, "simulated": simulated})
     app = MonitorApp(cfg, model, runner, ui_options)
     return runner, model, app
