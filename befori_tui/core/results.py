@@ -7,15 +7,16 @@ what lets `befori-tui cost session.toml --usd-per-hour X` re-price a saved sessi
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import os
 import tempfile
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import aiofiles
 import tomli_w
 
 from befori_tui.core.observer import NullObserver
@@ -105,20 +106,25 @@ def reprice_session(data: dict, usd_per_hour: float) -> dict:
 
 
 class JsonlWriter(NullObserver):
-    """Appends each finished request as one JSON line, off the hot path, with aiofiles."""
+    """Appends each finished request as one JSON line, off the hot path, in a worker thread.
+
+    Every write holds a lock (only ever inside that thread, never across an await on the loop), so a hard exit
+    (a second Ctrl-C) can append what is pending with `flush_sync` from any thread and never leave half a line.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._pending: list[str] = []
         self._wake = asyncio.Event()
-        self._file = None
+        self._file: io.TextIOBase | None = None
+        self._lock = threading.Lock()
         self._task: asyncio.Task | None = None
         self._closing = False
         self.written = 0
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = await aiofiles.open(self.path, "w", encoding="utf-8")
+        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 — closed in close()
         self._task = asyncio.create_task(self._run(), name="jsonl-writer")
 
     def on_record(self, record: RequestRecord) -> None:
@@ -131,21 +137,41 @@ class JsonlWriter(NullObserver):
             self._wake.clear()
             await self.flush()
 
+    def _take(self) -> list[str]:
+        # One swap: a line appended from another thread lands in either list, never in neither.
+        lines, self._pending = self._pending, []
+        return lines
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.write(text)
+                self._file.flush()
+
     async def flush(self) -> None:
         if not self._pending or self._file is None:
             return
-        lines, self._pending = self._pending, []
-        await self._file.write("".join(lines))
-        await self._file.flush()
+        lines = self._take()
+        await asyncio.to_thread(self._write, "".join(lines))
         self.written += len(lines)
 
-    def flush_sync(self) -> None:
-        """Last resort on a hard exit: append what is pending with plain blocking I/O."""
-        if self._pending:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write("".join(self._pending))
-            self.written += len(self._pending)
-            self._pending = []
+    def flush_sync(self, timeout_s: float = 2.0) -> None:
+        """Last resort on a hard exit, from any thread: append what is pending, after any write in progress."""
+        lines = self._take()
+        if not lines:
+            return
+        locked = self._lock.acquire(timeout=timeout_s)
+        try:
+            if self._file is not None:
+                self._file.write("".join(lines))
+                self._file.flush()
+            else:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write("".join(lines))
+            self.written += len(lines)
+        finally:
+            if locked:
+                self._lock.release()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -156,8 +182,9 @@ class JsonlWriter(NullObserver):
             self._task = None
         if self._file is not None:
             await self.flush()
-            await self._file.close()
-            self._file = None
+            with self._lock:
+                self._file.close()
+                self._file = None
 
 
 def read_records(path: str | os.PathLike[str]) -> list[RequestRecord]:

@@ -7,6 +7,7 @@ thread worker at ~2 Hz; it never does work per token.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from befori_tui.ui.widgets.timeline import WINDOWS_S, TimelinePanel
 
 LOWER_PANELS = ("metrics", "cost", "gpus", "levels", "chart")
 PANEL_TITLES = {"metrics": "Metrics", "cost": "Cost", "gpus": "GPUs", "levels": "Levels", "chart": "$/M chart"}
+EXIT_INTERRUPTED = 130  # as `bench`: stopped by Ctrl-C, SIGTERM or SIGHUP, everything measured saved
 NARROW_BELOW = (120, 36)  # below this many columns or rows: one lower panel at a time (v switches)
 
 
@@ -94,6 +96,8 @@ class MonitorApp(App[int]):
         Binding("v", "next_panel", "panel", id="view.panel"),
         Binding("question_mark,f1", "help", "help", id="app.help"),
         Binding("q", "quit", "quit", id="app.quit"),
+        # Ctrl-C stops and saves like q (Textual's default only says how to quit); a second one exits at once.
+        Binding("ctrl+c", "interrupt", "stop", show=False, priority=True, id="app.interrupt"),
     ]
     DESCRIPTIONS = {
         "concurrency_up": "Concurrency up one step (a new level)",
@@ -107,6 +111,7 @@ class MonitorApp(App[int]):
         "next_panel": "Next panel (small terminals)",
         "help": "Keys and how to read the screen",
         "quit": "Quit: stop, save, exit",
+        "interrupt": "Stop, save, exit (as q; also SIGINT, SIGTERM, SIGHUP); twice: exit at once, files valid",
     }
 
     def __init__(self, cfg: Config, model: LiveModel, runner: RunnerThread | None = None,
@@ -120,6 +125,7 @@ class MonitorApp(App[int]):
         self.paused = False
         self.quitting = False
         self.exit_note: str | None = None
+        self.interrupted = False  # stopped by Ctrl-C or a signal: saved as such, exit code 130
         self._target_c: tuple[int, int] | None = None  # (concurrency, levels seen when asked)
         self._summary_busy = False
         self._quit_deadline = 0.0
@@ -188,9 +194,9 @@ class MonitorApp(App[int]):
             self.set_interval(5.0, self.model.prune)
             if not self.is_headless:
                 loop = __import__("asyncio").get_running_loop()
-                for sig in (signal.SIGTERM, signal.SIGHUP):
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the SSH session dropped
                     try:
-                        loop.add_signal_handler(sig, lambda: self.call_later(self.action_quit))
+                        loop.add_signal_handler(sig, self.action_interrupt)
                     except (NotImplementedError, RuntimeError):
                         pass
             if self.runner is not None and not self.runner.alive and not self.runner.finished.is_set():
@@ -246,7 +252,7 @@ class MonitorApp(App[int]):
                 self.exit_note = f"befori-tui monitor: {self.model.error}"
                 self.exit(2)
             elif self.quitting and (self.model.finished or time.monotonic() > self._quit_deadline):
-                self.exit(0 if self.model.finished else 1)
+                self.exit(EXIT_INTERRUPTED if self.interrupted else 0 if self.model.finished else 1)
 
     def _handle_notes(self) -> None:
         notes, self.model.notes = self.model.notes, []
@@ -371,7 +377,7 @@ class MonitorApp(App[int]):
 
     async def action_quit(self) -> None:
         if self.runner is None or self.model.finished or not self.runner.alive:
-            self.exit(0)
+            self.exit(EXIT_INTERRUPTED if self.interrupted else 0)
             return
         if self.quitting:
             self.notify("still saving… (the measured records are safe on disk)", timeout=3)
@@ -381,10 +387,47 @@ class MonitorApp(App[int]):
         self.notify("stopping and saving…", timeout=10)
         self.runner.stop()
 
+    def action_interrupt(self) -> None:
+        if self.runner is not None:
+            self.runner.session.interrupted = True
+        first = not self.interrupted or not self.quitting
+        self.interrupted = True
+        if first or self.runner is None or not self.runner.alive:
+            self.call_later(self.action_quit)
+        else:
+            self._exit_at_once()
+
+    def _exit_at_once(self) -> None:
+        """The second Ctrl-C: no waiting for the load loop, but valid files — pending raw lines appended
+        whole, the TOML written atomically (on the load loop if it answers at once, else from here)."""
+        session = self.runner.session
+        try:
+            session.writer.flush_sync()
+            try:
+                self.runner.save().result(timeout=1.0)
+            except Exception:  # noqa: BLE001 — the loop is busy or gone: save from this thread
+                session.save()
+        finally:
+            self._restore_terminal()
+            os._exit(EXIT_INTERRUPTED)
+
+    def _restore_terminal(self) -> None:
+        # os._exit skips Textual's clean-up: put the terminal back (cooked mode, main screen, no mouse).
+        driver = self._driver
+        try:
+            import termios
+
+            if getattr(driver, "attrs_before", None) is not None:
+                termios.tcsetattr(driver.fileno, termios.TCSANOW, driver.attrs_before)
+            os.write(driver.fileno, b"\x1b[<u\x1b[?1049l\x1b[?25h\x1b[?1004l\x1b[?1000l\x1b[?1003l"
+                                    b"\x1b[?1015l\x1b[?1006l\x1b[?2004l\n")
+        except Exception:  # noqa: BLE001 — no terminal left (SIGHUP): nothing to restore
+            pass
+
     def get_system_commands(self, screen: Screen):
         yield from super().get_system_commands(screen)
         for b in self.BINDINGS:
-            if b.action in ("quit", "help"):
+            if b.action in ("quit", "help", "interrupt"):
                 continue
             if self.check_action(b.action, ()) is not True:
                 continue

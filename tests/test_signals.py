@@ -1,0 +1,193 @@
+"""Stops: Ctrl-C, SIGTERM and SIGHUP against a running `bench` and a running monitor (under a pseudo-terminal).
+Each saves everything measured within 5 s (TOML atomic, raw records complete); a second Ctrl-C exits at once
+and still leaves valid files."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+STOP_WITHIN_S = 5.0
+
+
+def long_run_args(url: str, out: Path) -> list[str]:
+    return ["--url", url, "--concurrency", "8", "--requests-per-level", "100000", "--input-tokens", "100",
+            "--output-tokens", "400", "--telemetry", "none", "--server-metrics", "off", "--out", str(out)]
+
+
+def wait_for_records(raw: Path, min_bytes: int = 2000, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not raw.exists() or raw.stat().st_size < min_bytes:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no records in {raw} after {timeout_s} s")
+        time.sleep(0.05)
+
+
+def check_saved(out: Path, complete: bool = True) -> tuple[dict, list[dict]]:
+    data = tomllib.loads(out.read_text())  # parses: written atomically
+    records = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]  # every line parses
+    assert data["interrupted"] is True
+    ids = [r["request_id"] for r in records]
+    assert len(ids) == len(set(ids))
+    sent = sum(lv["requests_sent"] for lv in data["levels"])
+    if complete:
+        assert len(records) == sent
+        for lv in data["levels"]:
+            assert lv["requests_ok"] + lv["requests_failed"] + lv["requests_cancelled"] == lv["requests_sent"]
+        assert {r["error_kind"] for r in records} <= {None, "cancelled"}
+    else:  # exited at once: what was in flight may be missing, but nothing is invented or half-written
+        assert len(records) <= sent
+        assert sum(lv["requests_ok"] for lv in data["levels"]) >= 1
+    return data, records
+
+
+# --- bench ---------------------------------------------------------------------------------------------------
+
+def start_bench(sim, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "befori_tui", "bench", *long_run_args(sim.base_url, out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_bench_stops_and_saves_on(sim, tmp_path, sig):
+    out = tmp_path / "b.toml"
+    proc = start_bench(sim, out)
+    wait_for_records(out.with_suffix(".jsonl"))
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < STOP_WITHIN_S
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert signal.Signals(sig).name in err
+    data, _ = check_saved(out)
+    assert data["levels"][0]["requests_ok"] >= 1
+
+
+def test_bench_second_ctrl_c_exits_at_once_with_valid_files(sim, tmp_path):
+    out = tmp_path / "b2.toml"
+    proc = start_bench(sim, out)
+    wait_for_records(out.with_suffix(".jsonl"))
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 2.0
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    check_saved(out, complete=False)
+
+
+# --- the monitor under a pseudo-terminal ----------------------------------------------------------------------
+
+class PtyApp:
+    """`befori-tui monitor` on its own pseudo-terminal (120×40), its screen output collected."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        self.master = master
+        self.output = bytearray()
+        self.proc = subprocess.Popen([sys.executable, "-m", "befori_tui", "monitor", *argv], stdin=slave,
+                                     stdout=slave, stderr=slave, start_new_session=True, close_fds=True,
+                                     env={**os.environ, "TERM": "xterm-256color", **(env or {})})
+        os.close(slave)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.output.extend(data)
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def hang_up(self) -> None:
+        """What a dropped SSH session does: the terminal goes away and the session gets SIGHUP."""
+        os.close(self.master)
+        self.proc.send_signal(signal.SIGHUP)
+
+    def wait(self, timeout_s: float = 20) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._reader.join(2)
+
+    @property
+    def text(self) -> str:
+        return self.output.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "ctrl-c key", "SIGHUP, terminal gone"])
+def test_monitor_stops_and_saves_on(sim, tmp_path, how):
+    out = tmp_path / "m.toml"
+    app = PtyApp(long_run_args(sim.base_url, out))
+    try:
+        wait_for_records(out.with_suffix(".jsonl"), min_bytes=1)  # the runner only writes records
+        t0 = time.monotonic()
+        if how == "ctrl-c key":
+            app.type(b"\x03")
+        elif how == "SIGHUP, terminal gone":
+            app.hang_up()
+        else:
+            app.proc.send_signal(getattr(signal, how))
+        code = app.wait()
+        elapsed_s = time.monotonic() - t0
+    finally:
+        app.close()
+    assert elapsed_s < STOP_WITHIN_S, elapsed_s
+    assert "Traceback" not in app.text, app.text[-2000:]
+    data, records = check_saved(out)
+    assert data["levels"][0]["requests_ok"] >= 1
+    if how != "SIGHUP, terminal gone":  # no terminal left to report to
+        assert code == 130, app.text[-2000:]
+        assert f"({len(records)} requests)" in app.text
+
+
+def test_monitor_second_ctrl_c_exits_at_once_with_valid_files(sim, tmp_path):
+    out = tmp_path / "m2.toml"
+    # Long requests and --drain 30: the first stop waits for them, so only the second Ctrl-C can end it soon.
+    app = PtyApp([*long_run_args(sim.base_url, out), "--output-tokens", "4000", "--drain", "30"])
+    try:
+        wait_for_records(out.with_suffix(".jsonl"), min_bytes=1)
+        t0 = time.monotonic()
+        app.type(b"\x03")
+        time.sleep(0.3)
+        app.type(b"\x03")
+        code = app.wait()
+        elapsed_s = time.monotonic() - t0
+    finally:
+        app.close()
+    assert elapsed_s < 3.0, elapsed_s
+    assert code == 130
+    assert "Traceback" not in app.text
+    data, _ = check_saved(out, complete=False)
+    assert data["levels"][0]["requests_in_flight"] >= 1  # saved while requests were still running
+    assert app.text.rstrip().endswith("\x1b[?2004l") or "\x1b[?1049l" in app.text  # the terminal was restored
