@@ -22,6 +22,7 @@ from befori_tui.core.config import Config, redact_url
 from befori_tui.core.prompts import Prompt
 from befori_tui.core.records import RequestRecord
 from befori_tui.core.sse import SSEError, SSEParser
+from befori_tui.core.transport import LeanTransport
 
 ERROR_BODY_BYTES = 512  # how much of an error reply to keep in the record
 MAX_ERROR_MESSAGE = 300
@@ -56,7 +57,9 @@ def make_http_client(endpoint: Endpoint, slots: int, timeout_s: float, connect_t
     # Room for every slot plus the odd side request (/tokenize, /v1/models).
     limits = httpx.Limits(max_connections=slots + 8, max_keepalive_connections=slots + 8)
     timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
-    return httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout, trust_env=False)
+    # LeanTransport: httpcore's per-read cost skewed TTFT by ~0.7 s at 256 streams (bench/README.md, Fidelity).
+    return httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout, trust_env=False,
+                             transport=LeanTransport())
 
 
 async def discover_model(client: httpx.AsyncClient, base_url: str) -> str:
@@ -89,6 +92,35 @@ def build_payload(endpoint: Endpoint, prompt: Prompt, ignore_eos: bool) -> dict:
     else:
         body["prompt"] = prompt.text
     return body
+
+
+# The fast path reads a standard compact chunk (vLLM, SGLang, llama.cpp, the simulator) without json.loads:
+# most chunks only matter for whether they carry text. Anything else it is unsure of goes to json.loads.
+_TEXT_MARK = b'"text":"'
+_CONTENT_MARK = b'"content":"'
+_FINISH_NULL = b'"finish_reason":null'
+_SLOW_NEEDLES = (b'"error"', b"befori_sim", b"reasoning_content")
+
+
+def fast_chunk_has_text(data: bytes, chat: bool) -> bool | None:
+    """True / False: a one-choice chunk with non-empty / empty text, no finish_reason, no usage, no error.
+
+    None when unsure: the caller parses the chunk with json.loads. A quote inside a JSON string is always
+    escaped, so an unescaped `"text":"` is a key and its value; one occurrence only, or we are unsure.
+    Checks the shape, not full JSON validity: a chunk that ends in "}" and has exactly this shape is taken.
+    """
+    mark = _CONTENT_MARK if chat else _TEXT_MARK
+    i = data.find(mark)
+    if i <= 0 or data[i - 1] == 0x5C or data.find(mark, i + len(mark)) >= 0:  # 0x5C: backslash
+        return None
+    if not data.endswith(b"}") or _FINISH_NULL not in data:
+        return None
+    if b'"usage"' in data and b'"usage":null' not in data:
+        return None
+    for needle in _SLOW_NEEDLES:
+        if needle in data:
+            return None
+    return data[i + len(mark)] != 0x22  # 0x22: the closing quote of an empty string
 
 
 def _chunk_text(obj: dict, chat: bool) -> tuple[str, str | None]:
@@ -192,22 +224,26 @@ class StreamClient:
             async for raw in reader:
                 now = perf()
                 for data in parser.feed(raw):
-                    if data == b"[DONE]":
-                        done = True
-                        break
-                    try:
-                        obj = json.loads(data)
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        self._fail(record, "protocol", f"malformed JSON in a chunk: {data[:80]!r}")
-                        return
-                    if not isinstance(obj, dict):
-                        self._fail(record, "protocol", f"a chunk is not a JSON object: {data[:80]!r}")
-                        return
-                    if "error" in obj and not obj.get("choices"):
-                        self._fail(record, "protocol", f"error in stream: {json.dumps(obj['error'])[:200]}")
-                        return
-                    text, finish = _chunk_text(obj, chat)
-                    if text:
+                    has_text = fast_chunk_has_text(data, chat)
+                    obj = None
+                    if has_text is None:
+                        if data == b"[DONE]":
+                            done = True
+                            break
+                        try:
+                            obj = json.loads(data)
+                        except (json.JSONDecodeError, UnicodeDecodeError):
+                            self._fail(record, "protocol", f"malformed JSON in a chunk: {data[:80]!r}")
+                            return
+                        if not isinstance(obj, dict):
+                            self._fail(record, "protocol", f"a chunk is not a JSON object: {data[:80]!r}")
+                            return
+                        if "error" in obj and not obj.get("choices"):
+                            self._fail(record, "protocol", f"error in stream: {json.dumps(obj['error'])[:200]}")
+                            return
+                        text, finish = _chunk_text(obj, chat)
+                        has_text = bool(text)
+                    if has_text:
                         record.content_chunks += 1
                         if record.t_first_token_ns is None:
                             record.t_first_token_ns = now
@@ -219,6 +255,8 @@ class StreamClient:
                         if record.content_chunks > chunk_limit:
                             self._fail(record, "protocol", f"stream ran past {chunk_limit} chunks (max_tokens {max_tokens})")
                             return
+                    if obj is None:
+                        continue  # the fast path: no finish_reason, usage or ground truth in this chunk
                     if finish:
                         record.finish_reason = finish
                     if obj.get("usage"):

@@ -1,0 +1,190 @@
+"""The client's hot path: the chunk fast path, the lean HTTP/1.1 transport, the loop-lag monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import httpx
+import pytest
+
+from befori_tui.core.client import Endpoint, StreamClient, _chunk_text, fast_chunk_has_text, make_http_client
+from befori_tui.core.health import CLIENT_BOUND_LAG_MS, LoopLagMonitor
+from befori_tui.core.prompts import Prompt
+from befori_tui.core.records import RequestRecord
+from befori_tui.core.transport import LeanTransport
+from tests.scripted_server import DONE, Script, ScriptedServer
+
+
+def compact(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def cmpl(text, finish=None, **extra) -> bytes:
+    return compact({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m",
+                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
+                                 "stop_reason": None}], "usage": None, **extra})
+
+
+def chat(delta, finish=None, **extra) -> bytes:
+    return compact({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra})
+
+
+@pytest.mark.parametrize("data,chat_api,expected", [
+    (cmpl(" the"), False, True),
+    (cmpl(""), False, False),  # empty text: not a token
+    (cmpl('"quoted"'), False, True),  # starts with an escaped quote
+    (cmpl('\\'), False, True),  # a lone backslash
+    (cmpl("é☃"), False, True),  # json.dumps writes \u00e9\u2603
+    (json.dumps({"choices": [{"text": "é", "finish_reason": None}]}, ensure_ascii=False,
+                separators=(",", ":")).encode(), False, True),  # raw UTF-8
+    (cmpl("x", "length"), False, None),  # finish_reason must be read exactly
+    (cmpl("x", usage={"prompt_tokens": 1, "completion_tokens": 1}), False, None),
+    (cmpl("x", befori_sim={"t_received_ns": 1}), False, None),
+    (compact({"error": {"message": "boom"}, "choices": [{"text": "x", "finish_reason": None}]}), False, None),
+    (cmpl("a") + b" ", False, None),  # not ending in "}": unsure
+    (cmpl("a")[:-3], False, None),  # cut off
+    (json.dumps({"choices": [{"text": "x", "finish_reason": None}]}).encode(), False, None),  # spaced JSON
+    (compact({"choices": [{"text": "a", "finish_reason": None}, {"text": "b", "finish_reason": None}]}), False, None),
+    (compact({'a"text': "x", "finish_reason": None}), False, None),  # the marker inside a key
+    (b"[DONE]", False, None),
+    (chat({"role": "assistant", "content": ""}), True, False),  # role-only: not the first token
+    (chat({"content": "Hi"}), True, True),
+    (chat({"content": None}), True, None),
+    (chat({"reasoning_content": "hmm", "content": ""}), True, None),  # reasoning counts: parse it
+    (chat({"content": "!"}, "stop"), True, None),
+    (compact({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}), True, None),  # usage-only
+    (cmpl("x"), True, None),  # a completions chunk read as chat: no content key
+])
+def test_fast_path_cases(data, chat_api, expected):
+    assert fast_chunk_has_text(data, chat_api) is expected
+
+
+def test_fast_path_agrees_with_json_on_random_chunks():
+    rng = random.Random(7)
+    alphabet = ['a', ' ', '"', '\\', 'é', '\n', '"text":"', '"content":"', 'usage', 'null', '}', '{', '\u2028']
+    for i in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+        finish = rng.choice([None, None, None, "length", "stop"])
+        extra = rng.choice([{}, {}, {"usage": None}, {"usage": {"completion_tokens": 1}}])
+        is_chat = rng.random() < 0.5
+        if is_chat:
+            delta = rng.choice([{"content": text}, {"role": "assistant", "content": text}, {"content": None}])
+            data = chat(delta, finish, **extra)
+        else:
+            data = cmpl(text, finish, **extra)
+        if rng.random() < 0.3:
+            data = json.dumps(json.loads(data), ensure_ascii=False, separators=(",", ":")).encode()
+        fast = fast_chunk_has_text(data, is_chat)
+        if fast is None:
+            continue
+        obj = json.loads(data)
+        text_slow, finish_slow = _chunk_text(obj, is_chat)
+        assert fast == bool(text_slow), data
+        assert finish_slow is None and not obj.get("usage") and "befori_sim" not in obj, data
+
+
+# --- end to end over a real server: the fast path and the transport together -------------------------------
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ScriptedServer() as s:
+        yield s
+
+
+def sse(data: bytes) -> bytes:
+    return b"data: " + data + b"\n\n"
+
+
+async def test_compact_stream_counts_tokens_and_reads_the_rest_exactly(server):
+    usage = compact({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 4}})
+    server.script = Script([(0, sse(cmpl(""))), (0.01, sse(cmpl('"q"'))), (0.005, sse(cmpl("\u00e9"))),
+                            (0.005, sse(cmpl("x"))), (0.005, sse(cmpl("y", "length"))), (0, sse(usage)), (0, DONE)])
+    endpoint = Endpoint(server.base_url, "completions", "m", "")
+    async with make_http_client(endpoint, 1, 5.0, 2.0) as http:
+        client = StreamClient(http, endpoint, ignore_eos=True, timeout_s=5.0)
+        records = [await client.send(RequestRecord(i, 0, 0, 1), Prompt("hi", 2, 2, "estimate", 4)) for i in range(3)]
+        opened = http._transport.connections_opened
+    for r in records:
+        assert r.ok, r.error_message
+        assert r.content_chunks == 4 and len(r.itl_ns) == 3
+        assert (r.output_tokens, r.output_tokens_source) == (4, "usage")
+        assert (r.input_tokens, r.input_tokens_source) == (7, "usage")
+        assert r.finish_reason == "length"
+    assert opened == 1  # the stream is left at [DONE], yet its connection is kept and reused
+
+
+async def test_transport_plain_requests_and_errors(server):
+    async with httpx.AsyncClient(transport=LeanTransport(), timeout=5.0) as http:
+        r = await http.get(server.base_url + "/models")
+        assert r.status_code == 200 and r.json()["data"][0]["id"] == "scripted-model"
+        server.script = Script(status=500, body=b'{"error": "x"}', content_type="application/json")
+        r = await http.post(server.base_url + "/completions", json={"prompt": "p"})
+        assert r.status_code == 500 and r.json() == {"error": "x"}
+        r = await http.get(server.base_url + "/nope")
+        assert r.status_code == 404
+        assert http._transport.connections_opened == 1
+
+
+async def test_transport_resends_once_when_a_kept_alive_connection_was_closed():
+    """A server that closes every connection after one reply (without saying so): the second request finds
+    the kept-alive connection closed, and goes out again on a new one."""
+    served = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await reader.readuntil(b"\r\n\r\n")
+        served += 1
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    async with srv, httpx.AsyncClient(transport=LeanTransport(), timeout=5.0) as http:
+        assert (await http.get(f"http://127.0.0.1:{port}/")).text == "ok"
+        await asyncio.sleep(0.05)  # the close has arrived: the idle connection is seen to be unusable
+        assert (await http.get(f"http://127.0.0.1:{port}/")).text == "ok"
+        assert served == 2
+
+
+async def test_transport_body_cut_short_is_a_protocol_error():
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nab")
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    async with srv, httpx.AsyncClient(transport=LeanTransport(), timeout=5.0) as http:
+        got = b""
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with http.stream("GET", f"http://127.0.0.1:{port}/") as resp:
+                async for part in resp.aiter_raw():
+                    got += part
+        assert got == b"helloab"
+
+
+# --- loop lag ------------------------------------------------------------------------------------------------
+
+
+async def test_loop_lag_monitor_sees_a_blocked_loop():
+    mon = LoopLagMonitor(interval_s=0.01)
+    t0 = time.perf_counter_ns()
+    mon.start()
+    await asyncio.sleep(0.05)
+    quiet = mon.summary(t0)
+    time.sleep(0.03 + CLIENT_BOUND_LAG_MS / 1e3)  # block the loop: the monitor's next wake-up is that late
+    await asyncio.sleep(0.03)
+    mon.stop()
+    blocked = mon.summary(t0)
+    assert quiet["client_loop_lag_ms_p50"] < 20  # generous: a shared CI box
+    assert blocked["client_loop_lag_ms_max"] >= 30
+    assert blocked["client_bound"] is True
+    assert mon.summary(time.perf_counter_ns() + 10**9) == {}
+    assert mon.recent_p99_ms(60) is not None
