@@ -12,6 +12,7 @@ from pathlib import Path
 
 from befori_tui.core.client import ClientSetupError
 from befori_tui.core.config import Config
+from befori_tui.core.health import CLIENT_BOUND_NOTE
 from befori_tui.core.loadgen import Level
 from befori_tui.core.observer import NullObserver
 from befori_tui.core.session import Session, default_out_path
@@ -34,6 +35,8 @@ def level_line(s: dict) -> str:
     ]
     if "usd_per_million_input" in s:
         parts.append(f"$/M in {s['usd_per_million_input']:.2f} out {s['usd_per_million_output']:.2f}")
+    if s.get("client_bound"):
+        parts.append(f"{CLIENT_BOUND_NOTE} (client loop lag p99 {s['client_loop_lag_ms_p99']:.0f} ms)")
     return " · ".join(parts)
 
 

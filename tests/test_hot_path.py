@@ -188,3 +188,32 @@ async def test_loop_lag_monitor_sees_a_blocked_loop():
     assert blocked["client_bound"] is True
     assert mon.summary(time.perf_counter_ns() + 10**9) == {}
     assert mon.recent_p99_ms(60) is not None
+
+
+def test_level_line_warns_when_the_client_is_the_bottleneck():
+    from befori_tui.headless import level_line
+
+    base = {"level": 0, "concurrency": 512, "requests_ok": 10, "requests_failed": 0, "errors": {}}
+    quiet = level_line({**base, "client_loop_lag_ms_p99": 1.0, "client_bound": False})
+    loud = level_line({**base, "client_loop_lag_ms_p99": 12.4, "client_bound": True})
+    assert "client-bound" not in quiet
+    assert "client-bound: numbers may be skewed (client loop lag p99 12 ms)" in loud
+
+
+async def test_session_results_carry_the_loop_lag(sim, tmp_path):
+    from befori_tui.core.config import Config
+    from befori_tui.core.session import Session
+
+    cfg = Config()
+    cfg.endpoint.url = sim.base_url
+    cfg.workload.input_tokens_mean, cfg.workload.output_tokens_mean = 40, 4
+    session = Session(cfg, tmp_path / "s.toml")
+    runner = await session.open()
+    runner.start(4)
+    await asyncio.sleep(0.5)
+    await session.close()
+    lv = session.level_summaries()[0]
+    assert 0 <= lv["client_loop_lag_ms_p50"] <= lv["client_loop_lag_ms_p99"] <= lv["client_loop_lag_ms_max"]
+    assert isinstance(lv["client_bound"], bool)
+    # Keep-alive: each slot's requests share a connection (+ the side requests before the run).
+    assert session.runner.client.http._transport.connections_opened <= 4 + 8

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from befori_tui.core.client import StreamClient
 from befori_tui.core.observer import NullObserver, RunObserver
+from befori_tui.core.health import LoopLagMonitor
 from befori_tui.core.prompts import PromptSource
 from befori_tui.core.records import RequestRecord
 
@@ -83,6 +84,7 @@ class LoadRunner:
         self._resume.set()
         self._changed = asyncio.Event()  # set whenever a request ends or a level changes
         self.t_start_ns = 0
+        self.health = LoopLagMonitor()  # the loop's own lag: is the client the bottleneck?
 
     @property
     def level(self) -> Level:
@@ -90,6 +92,7 @@ class LoadRunner:
 
     def start(self, concurrency: int) -> None:
         self.t_start_ns = time.perf_counter_ns()
+        self.health.start()
         self.set_concurrency(concurrency, reason="start")
 
     def _open_level(self, concurrency: int, reason: str) -> None:
@@ -197,6 +200,7 @@ class LoadRunner:
         if self.stopping:
             return
         self.stopping = True
+        self.health.stop()
         if self.levels and self.level.open:
             self.level.t_end_ns = time.perf_counter_ns()
         self._resume.set()

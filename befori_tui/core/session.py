@@ -141,6 +141,7 @@ class Session:
             summary = summarize_level(lv, self.cfg.pricing, records, now_ns)
             summary.update(self.telemetry_summaries(lv, lv.t_end_ns or now_ns))
             summary.update(self.level_extras.get(lv.index, {}))
+            summary.update(self.runner.health.summary(lv.t_start_ns, lv.t_end_ns))
             out.append(summary)
         return out
 

@@ -164,6 +164,10 @@ class MonitorApp(App[int]):
 
     def compose(self) -> ComposeResult:
         self.status = StatusBar(self.model, id="status")
+        if self.runner is not None:  # read across threads: a list of floats the load loop appends to
+            runner = self.runner
+            self.status.client_lag_p99_ms = lambda: (runner.session.runner.health.recent_p99_ms()
+                                                     if runner.session.runner is not None else None)
         self.timeline = TimelinePanel(self.model, self.options.window_s, id="timeline", classes="panel")
         self.metrics = MetricsPanel(id="metrics", classes="panel lower")
         self.cost = CostPanel(self.cfg.pricing, id="cost", classes="panel lower")

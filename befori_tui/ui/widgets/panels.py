@@ -10,6 +10,7 @@ from textual.widgets import Static
 
 from befori_tui.core.config import PricingConfig
 from befori_tui.core.cost import blended_usd_per_million
+from befori_tui.core.health import CLIENT_BOUND_LAG_MS, CLIENT_BOUND_NOTE
 from befori_tui.ui import format as fmt
 from befori_tui.ui.model import LiveModel, Summaries
 
@@ -30,6 +31,7 @@ class StatusBar(Static):
         super().__init__(**kwargs)
         self.model = model
         self.sweep_text = ""
+        self.client_lag_p99_ms = None  # a callable: the load loop's recent lag p99 (ms), or None
 
     def refresh_status(self, paused: bool, quitting: bool = False) -> None:
         m = self.model
@@ -51,6 +53,9 @@ class StatusBar(Static):
             text.append(" SIMULATED ", self.get_component_rich_style("status--simulated"))
         if self.sweep_text:
             text.append(f"  {self.sweep_text}", dim)
+        lag_ms = self.client_lag_p99_ms() if self.client_lag_p99_ms is not None else None
+        if lag_ms is not None and lag_ms > CLIENT_BOUND_LAG_MS:
+            text.append(f"  ⚠ {CLIENT_BOUND_NOTE} (loop lag p99 {lag_ms:.0f} ms)", state_style)
         text.append("\n " if self.size.width < 120 else "   ")
         text.append(info.get("url", "—"))
         text.append(" · ", dim)
