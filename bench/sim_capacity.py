@@ -117,6 +117,11 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _runq_wait_s(pid: int) -> float:
+    """Time the process spent runnable but waiting for a CPU (other load on the box)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def _profile_file(streams: int, directory: str) -> str:
     """The 8B profile with the batch cap raised to the stream count, so every stream decodes each step."""
     base = load_profile(BASE_PROFILE)
@@ -134,9 +139,11 @@ async def _drive(client: Client, streams: int, warmup_s: float, window_s: float,
                  sim_pid: int) -> dict[str, float]:
     tasks = [asyncio.create_task(client.worker()) for _ in range(streams)]
     await asyncio.sleep(warmup_s)
+    w0 = _runq_wait_s(sim_pid)
     e0, c0, t0, r0 = _get(root + "/debug/engine"), _cpu_s(sim_pid), time.perf_counter(), client.received_tokens
     await asyncio.sleep(window_s)
     e1, c1, t1, r1 = _get(root + "/debug/engine"), _cpu_s(sim_pid), time.perf_counter(), client.received_tokens
+    w1 = _runq_wait_s(sim_pid)
     client.stop = True
     await asyncio.gather(*tasks, return_exceptions=True)
     wall = t1 - t0
@@ -156,6 +163,7 @@ async def _drive(client: Client, streams: int, warmup_s: float, window_s: float,
         "late_steps_pct": 100 * (e1["late_steps"] - e0["late_steps"]) / max(steps, 1),
         "lag_ms_per_s": 1000 * (e1["lag_s_total"] - e0["lag_s_total"]) / wall,
         "sim_cpu_pct": 100 * (c1 - c0) / wall,
+        "sim_runq_wait_pct": 100 * (w1 - w0) / wall,
         "cpu_us_per_tok": 1e6 * (c1 - c0) / max(1, e1["generation_tokens_total"] - e0["generation_tokens_total"]),
         "requests_measured": len(itl_ms),
         "max_lag_ms": 1000 * e1["max_lag_s"],
@@ -190,7 +198,7 @@ def main() -> int:
     ap.add_argument("--json", help="also write all runs here")
     args = ap.parse_args()
     keys = ["engine_tok_s", "client_tok_s", "planned_step_ms", "gt_itl_ms", "late_steps_pct", "lag_ms_per_s",
-            "sim_cpu_pct", "cpu_us_per_tok"]
+            "sim_cpu_pct", "sim_runq_wait_pct", "cpu_us_per_tok"]
     all_runs = []
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), "?")
