@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -82,6 +83,58 @@ def run_tui(url: str, c: int, seconds: float, out: Path, sim_root: str) -> dict:
     return _stats([r for lv in runner.session.runner.levels for r in lv.records])
 
 
+def _thread_cpu_s() -> dict[int, float]:
+    """CPU seconds of each of this process's threads, by native thread id (Linux /proc)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_share(url: str, c: int, seconds: float, out: Path) -> dict:
+    """With the TUI running at `c` slots: the share of one core used by the load loop's thread, the UI (main)
+    thread and the rest (summary workers, telemetry, file writers), over the run's second half."""
+    import threading
+
+    from befori_tui.ui.app import UiOptions
+    from befori_tui.ui.monitor import SWITCH_INTERVAL_S, build_app
+
+    runner, model, app = build_app(_cfg(url, c), out, None, None, "none", True, UiOptions(fps=10))
+    shares: dict = {}
+
+    async def drive() -> None:
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.pause(seconds / 2)
+            c0, t0 = _thread_cpu_s(), time.perf_counter()
+            await pilot.pause(seconds / 2)
+            c1, wall = _thread_cpu_s(), time.perf_counter() - t0
+            names = {t.native_id: t.name for t in threading.enumerate()}
+            main_id = threading.main_thread().native_id
+            for tid, cpu in c1.items():
+                used = cpu - c0.get(tid, 0.0)
+                group = ("UI (main thread)" if tid == main_id else
+                         "load loop" if names.get(tid) == "befori-load" else "other threads")
+                shares[group] = shares.get(group, 0.0) + 100 * used / wall
+            shares["records"] = len(model.records)
+            await app.action_quit()
+            while app.is_running:
+                await pilot.pause(0.05)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    try:
+        asyncio.run(drive())
+    finally:
+        sys.setswitchinterval(old)
+    runner.join(30)
+    return shares
+
+
 def frame_cost(frames: int, slots: int = 512) -> dict:
     from befori_tui.ui.app import MonitorApp
     from befori_tui.ui.fixed import FixedRun, fixed_config, fixed_model
@@ -138,7 +191,20 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--profile", default="dbrx-8xh100")
     p.add_argument("--skip-ttft", action="store_true")
+    p.add_argument("--cpu-share", type=int, metavar="SLOTS", help="only: CPU share of the UI and the load loop "
+                   "with the TUI running at this many slots (the flat 20 ms simulator of bench/fidelity.py)")
     args = p.parse_args()
+    if args.cpu_share:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import fidelity
+
+        with tempfile.TemporaryDirectory() as tmp:
+            profile = fidelity.flat_profile(tmp, max(1024, 2 * args.cpu_share))
+            with start_sim(profile=profile) as sim:
+                s = cpu_share(sim.base_url, args.cpu_share, args.seconds, Path(tmp) / "cpu.toml")
+        print(f"TUI at {args.cpu_share} slots, {args.seconds:g} s: " + ", ".join(
+            f"{k} {v:.0f}% of a core" for k, v in s.items() if k != "records"))
+        return 0
 
     fc = frame_cost(args.frames)
     print(f"frame at {fc['slots']} slots ({fc['records']} records), 160x48: median "

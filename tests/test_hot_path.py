@@ -217,3 +217,28 @@ async def test_session_results_carry_the_loop_lag(sim, tmp_path):
     assert isinstance(lv["client_bound"], bool)
     # Keep-alive: each slot's requests share a connection (+ the side requests before the run).
     assert session.runner.client.http._transport.connections_opened <= 4 + 8
+
+
+async def test_transport_read_timeout_counts_from_the_last_data():
+    """Data every 0.1 s keeps a 0.3 s read timeout from firing; then 0.6 s of silence fires it."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(8):
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.6)
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    async with srv, httpx.AsyncClient(transport=LeanTransport(), timeout=httpx.Timeout(5.0, read=0.3)) as http:
+        got = b""
+        t0 = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            async with http.stream("GET", f"http://127.0.0.1:{port}/") as resp:
+                async for part in resp.aiter_raw():
+                    got += part
+        assert got == b"x" * 8
+        assert 0.8 + 0.25 < time.monotonic() - t0 < 0.8 + 0.55

@@ -14,6 +14,9 @@ import time
 LAG_INTERVAL_S = 0.1
 CLIENT_BOUND_LAG_MS = 5.0  # a level whose lag p99 passes this is flagged: the client may skew its numbers
 CLIENT_BOUND_NOTE = "client-bound: numbers may be skewed"
+# A level's first second (slots starting, connections opening) is left out of its lag figures, as its warm-up
+# requests are left out of its latencies; a level shorter than twice that is taken whole.
+LEVEL_SETTLE_S = 1.0
 
 
 def _pct(sorted_values: list[float], p: float) -> float:
@@ -58,8 +61,11 @@ class LoopLagMonitor:
         return sorted(lag / 1e6 for lag in self.lag_ns[i:j])
 
     def summary(self, t0_ns: int, t1_ns: int | None = None) -> dict[str, float | bool]:
-        """`client_loop_lag_ms_p50/_p99/_max` and `client_bound` over [t0, t1]; {} without samples."""
-        lags = self._between(t0_ns, t1_ns)
+        """`client_loop_lag_ms_p50/_p99/_max` and `client_bound` over [t0, t1] (less its first second when it
+        is long enough, see LEVEL_SETTLE_S); {} without samples."""
+        settle_ns = int(LEVEL_SETTLE_S * 1e9)
+        end_ns = t1_ns if t1_ns is not None else (self.t_ns[-1] if self.t_ns else t0_ns)
+        lags = self._between(t0_ns + settle_ns if end_ns - t0_ns > 2 * settle_ns else t0_ns, t1_ns)
         if not lags:
             return {}
         p99 = _pct(lags, 99)

@@ -12,7 +12,7 @@ API (requests, responses, exceptions, content decoding stay httpx's) and does th
   once more on a new one (nothing of it was read);
 - a body left unread when the response is closed (a stream left right after `[DONE]`) is drained for
   `DRAIN_S` so its connection can be kept, else the connection is closed;
-- read timeouts with one timer per `read` timeout period, not one per read.
+- read timeouts with one timer per connection, re-armed per timeout period, not one per read.
 
 Not supported: HTTP/2, proxies, 100-continue, request bodies that are not in memory (httpx hands them over
 as a stream; it is joined first, fine for JSON requests).
@@ -44,6 +44,9 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future | None = None
         self.paused = False
         self.last_data_s = 0.0
+        self.wait_since_s = 0.0
+        self.read_timeout_s: float | None = None
+        self.timer: asyncio.TimerHandle | None = None  # one per timeout period, re-armed, not one per read
         self.used = 0  # requests sent on this connection
 
     # --- protocol callbacks ---------------------------------------------------------------------------
@@ -82,15 +85,15 @@ class _Conn(asyncio.Protocol):
             if self.eof:
                 return b""
             self.waiter = self.loop.create_future()
-            timer = None
+            self.read_timeout_s = timeout_s
             if timeout_s is not None:
-                timer = self.loop.call_at(self.loop.time() + timeout_s, self._check_idle, timeout_s)
+                self.wait_since_s = self.loop.time()
+                if self.timer is None:
+                    self.timer = self.loop.call_at(self.wait_since_s + timeout_s, self._check_idle)
             try:
                 await self.waiter
             finally:
                 self.waiter = None
-                if timer is not None:
-                    timer.cancel()
         data = bytes(self.buf)
         self.buf.clear()
         if self.paused and self.transport is not None:
@@ -98,10 +101,17 @@ class _Conn(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
-    def _check_idle(self, timeout_s: float) -> None:
-        w = self.waiter
-        if w is not None and not w.done():
+    def _check_idle(self) -> None:
+        """The read-timeout timer: fail a read that has waited `read_timeout_s` with no data, else re-arm."""
+        self.timer = None
+        timeout_s, w = self.read_timeout_s, self.waiter
+        if timeout_s is None or self.eof or w is None or w.done():
+            return  # no read waiting: the next read arms a new timer
+        due = max(self.last_data_s, self.wait_since_s) + timeout_s
+        if self.loop.time() >= due:
             w.set_exception(httpx.ReadTimeout(f"no data for {timeout_s:g} s"))
+        else:
+            self.timer = self.loop.call_at(due, self._check_idle)
 
     def unread(self, data: bytes) -> None:
         """Give back bytes read past what the caller needed."""
@@ -115,6 +125,9 @@ class _Conn(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.eof = True
 
 
