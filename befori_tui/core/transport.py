@@ -131,7 +131,7 @@ class _Conn(asyncio.Protocol):
         self.eof = True
 
 
-class _Body(httpx.AsyncByteStream):
+class LeanBody(httpx.AsyncByteStream):
     """A response body: raw bytes as they arrive, framing removed."""
 
     def __init__(self, transport: LeanTransport, conn: _Conn, mode: str, length: int, keep_alive: bool,
@@ -410,7 +410,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             mode = "length"
         else:
             mode, keep_alive = "close", False
-        body = _Body(self, conn, mode, max(length, 0), keep_alive, rest, read_timeout_s)
+        body = LeanBody(self, conn, mode, max(length, 0), keep_alive, rest, read_timeout_s)
         return httpx.Response(status, headers=headers, stream=body,
                               extensions={"http_version": version, "reason_phrase": reason})
 
