@@ -56,3 +56,18 @@ def test_throughput_is_closed_loop_rate():
     assert s["requests_per_s"] == pytest.approx(0.5)  # 2 slots, 4 s per request
     assert s["output_tok_per_s_total"] == pytest.approx(5.0)
     assert s["input_tok_per_s_total"] == pytest.approx(50.0)
+
+
+def test_records_keep_gaps_compactly_and_round_trip():
+    import json
+    import tracemalloc
+
+    tracemalloc.start()
+    r = RequestRecord(1, 0, 0, 1)
+    for i in range(150):
+        r.itl_ns.append(12_000_000 + i * 1_000)
+    size, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert size < 3000  # a list of 150 distinct ints would take over 5 kB
+    back = RequestRecord.from_json_dict(json.loads(json.dumps(r.to_json_dict())))
+    assert list(back.itl_ns) == list(r.itl_ns)

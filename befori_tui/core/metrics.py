@@ -39,8 +39,8 @@ def latency_stats(records: Sequence[RequestRecord]) -> dict[str, float]:
     end = np.fromiter((r.t_end_ns for r in ok), dtype=np.int64, count=len(ok))
     _stats("ttft_s", (first - send) / 1e9, out)
     _stats("e2e_s", (end - send) / 1e9, out)
-    itl = [g for r in ok for g in r.itl_ns]
-    _stats("itl_s", np.asarray(itl, dtype=float) / 1e9, out)
+    gaps = [np.asarray(r.itl_ns, dtype=np.int64) for r in ok if len(r.itl_ns)]
+    _stats("itl_s", np.concatenate(gaps) / 1e9 if gaps else np.zeros(0), out)
     tpot = np.array([t for r in ok if (t := r.tpot_s) is not None])
     _stats("tpot_s", tpot, out)
     _stats("input_tokens", np.array([r.input_tokens or 0 for r in ok], dtype=float), out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,9 @@ class RequestRecord:
     t_first_token_ns: int | None = None
     t_end_ns: int | None = None
     # Gaps between consecutive content chunks after the first, in ns (the first token's latency is not an ITL).
-    itl_ns: list[int] = field(default_factory=list)
+    # array('q'), not a list: 8 bytes a gap instead of ~36, and every finished record stays in memory for the
+    # percentiles (a 20-minute soak at 64 slots kept 34k records).
+    itl_ns: array = field(default_factory=lambda: array("q"))
     input_tokens: int | None = None
     input_tokens_source: str = "estimate"
     output_tokens: int | None = None
@@ -83,8 +86,9 @@ class RequestRecord:
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> RequestRecord:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        kwargs = {k: v for k, v in data.items() if k in _FIELD_NAMES}
+        kwargs["itl_ns"] = array("q", kwargs.get("itl_ns") or ())
+        return cls(**kwargs)
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(RequestRecord))
