@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tomli_w  # noqa: E402
 
 import reference_client  # noqa: E402
+from tui_driver import run_monitor  # noqa: E402
 from befori_tui.core.config import Config  # noqa: E402
 from befori_tui.core.session import Session  # noqa: E402
 from befori_tui.core.sim.launch import start_sim  # noqa: E402
@@ -108,25 +109,7 @@ def run_headless(url: str, c: int, seconds: float, out: Path, use_uvloop: bool =
 
 
 def run_tui(url: str, c: int, seconds: float, out: Path) -> tuple[list[dict], dict]:
-    from befori_tui.ui.app import UiOptions
-    from befori_tui.ui.monitor import SWITCH_INTERVAL_S, build_app
-
-    runner, _model, app = build_app(_cfg(url, c), out, None, None, "none", True, UiOptions(fps=10))
-
-    async def drive() -> None:
-        async with app.run_test(size=(160, 48)) as pilot:
-            await pilot.pause(seconds)
-            await app.action_quit()
-            while app.is_running:
-                await pilot.pause(0.05)
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as `befori-tui monitor` does
-    try:
-        asyncio.run(drive())
-    finally:
-        sys.setswitchinterval(old)
-    runner.join(30)
+    runner = run_monitor(_cfg(url, c), out, "none", seconds)
     return _from_records(r for lv in runner.session.runner.levels for r in lv.records), _health(runner.session)
 
 

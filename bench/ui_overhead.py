@@ -26,6 +26,7 @@ from befori_tui.core.config import Config
 from befori_tui.core.metrics import latency_stats
 from befori_tui.core.session import Session
 from befori_tui.core.sim.launch import start_sim
+from tui_driver import run_monitor
 
 
 OUTPUT_TOKENS = 32  # short requests: many per run, so each run's percentiles are steady
@@ -60,26 +61,7 @@ def run_headless(url: str, c: int, seconds: float, out: Path) -> dict:
 
 
 def run_tui(url: str, c: int, seconds: float, out: Path, sim_root: str) -> dict:
-    from befori_tui.ui.app import UiOptions
-    from befori_tui.ui.monitor import SWITCH_INTERVAL_S, build_app
-
-    runner, model, app = build_app(_cfg(url, c), out, None, None, f"dcgm:{sim_root}/metrics", True,
-                                   UiOptions(fps=10))
-
-    async def drive() -> None:
-        async with app.run_test(size=(160, 48)) as pilot:
-            await pilot.pause(seconds)
-            await app.action_quit()
-            while app.is_running:
-                await pilot.pause(0.05)
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as `befori-tui monitor` does
-    try:
-        asyncio.run(drive())
-    finally:
-        sys.setswitchinterval(old)
-    runner.join(10)
+    runner = run_monitor(_cfg(url, c), out, f"dcgm:{sim_root}/metrics", seconds, join_s=10)
     return _stats([r for lv in runner.session.runner.levels for r in lv.records])
 
 
