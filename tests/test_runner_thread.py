@@ -116,3 +116,17 @@ def test_level_settled_needs_enough_requests_and_a_tight_interval():
     assert not level_settled(_records(10, 0.01), 4, 27.78, 16)  # too few
     assert not level_settled(_records(40, 0.6), 4, 27.78, 16)  # too spread
     assert not level_settled(_records(40, 0.01), 4, 0.0, 16)  # no price, no $/M
+
+
+def test_a_stop_before_the_loop_exists_is_not_lost(sim, tmp_path):
+    from befori_tui.core.config import Config
+    from befori_tui.core.runner_thread import RunnerThread
+
+    cfg = Config()
+    cfg.endpoint.url = sim.base_url
+    runner = RunnerThread(cfg, tmp_path / "early.toml")
+    runner.stop()  # before start(): no loop yet
+    runner.start()
+    assert runner.join(20), "the thread should end by itself"
+    assert (tmp_path / "early.toml").exists()
+    assert runner.session.runner is None or not any(lv.records for lv in runner.session.runner.levels)

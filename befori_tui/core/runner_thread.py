@@ -138,6 +138,7 @@ class RunnerThread:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._thread_main, name="befori-load", daemon=True)
         self._stop_requested: asyncio.Event | None = None
+        self._stop_asked = threading.Event()  # a stop that came before the loop existed is not lost
         self._stop_future: concurrent.futures.Future | None = None
         self._sweep_task: asyncio.Task | None = None
         self._user_stepped = False
@@ -173,6 +174,8 @@ class RunnerThread:
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
+        if self._stop_asked.is_set():
+            self._stop_requested.set()
         session = self.session
         try:
             runner = await session.open(self.observer)
@@ -187,9 +190,10 @@ class RunnerThread:
         }))
         self._start_telemetry()  # after READY: the UI learns the endpoint before the first sample
         sweep = self.options.sweep
-        runner.start(sweep.concurrencies[0] if sweep else self.options.initial_concurrency)
+        if not self._stop_requested.is_set():  # stopped while connecting: send nothing
+            runner.start(sweep.concurrencies[0] if sweep else self.options.initial_concurrency)
         self._ready.set()
-        if sweep:
+        if sweep and runner.levels:
             self._sweep_task = asyncio.create_task(self._run_sweep(sweep))
         try:
             await self._stop_requested.wait()
@@ -318,9 +322,9 @@ class RunnerThread:
 
     def stop(self) -> None:
         """Stop sending, let the loop cancel what is in flight, flush records, save. Watch `finished`."""
-        if self._stop_requested is None:
-            return
-        self._call(self._stop_requested.set)
+        self._stop_asked.set()
+        if self._stop_requested is not None:
+            self._call(self._stop_requested.set)
 
     # --- on the loop ---------------------------------------------------------------------------------
 
