@@ -178,7 +178,7 @@ class LoadRunner:
     async def wait_level(self, requests: int = 0, seconds: float = 0.0) -> bool:
         """Wait until the current level has `requests` measured requests or has run `seconds`.
 
-        True when the condition was met; False when the level was ended by someone else first
+        True when the condition was met; False when the level was ended by another caller first
         (the user changed concurrency) or the run is stopping.
         """
         level = self.level
