@@ -63,54 +63,40 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--time-scale", type=float, default=1.0, metavar="X", help="run the simulator X× faster")
 
 
+# Flags copied as they are onto a config key: flag dest → (section, key); section None is the top level.
+PLAIN_FLAGS = {
+    "url": ("endpoint", "url"), "model": ("endpoint", "model"), "api": ("endpoint", "api"),
+    "api_key_env": ("endpoint", "api_key_env"), "server_metrics": ("endpoint", "server_metrics"),
+    "telemetry": (None, "telemetry"),
+    "prompts": ("workload", "prompt_source"), "seed": ("workload", "seed"),
+    "requests_per_level": ("load", "requests_per_level"), "seconds_per_level": ("load", "seconds_per_level"),
+    "warmup_requests": ("load", "warmup_requests"), "timeout": ("load", "timeout_s"),
+    "max_seconds": ("load", "max_seconds"),
+    "usd_per_hour": ("pricing", "usd_per_hour"), "gpu_count": ("pricing", "gpu_count"),
+    "usd_per_kwh": ("pricing", "usd_per_kwh"),
+}
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config file (or defaults), then every flag given on top. Raises ConfigError."""
     cfg = load_config(args.config)
-    e, w, ld, pr = cfg.endpoint, cfg.workload, cfg.load, cfg.pricing
-    if args.url is not None:
-        e.url = args.url
-    if args.model is not None:
-        e.model = args.model
-    if args.api is not None:
-        e.api = args.api
-    if args.api_key_env is not None:
-        e.api_key_env = args.api_key_env
-    if args.server_metrics is not None:
-        e.server_metrics = args.server_metrics
-    if args.telemetry is not None:
-        cfg.telemetry = args.telemetry
+    w, ld, pr = cfg.workload, cfg.load, cfg.pricing
+    for flag, (section, key) in PLAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(cfg if section is None else getattr(cfg, section), key, value)
     if args.input_tokens is not None:
         w.input_tokens_mean, w.input_tokens_sd = parse_mean_sd(args.input_tokens, "--input-tokens")
     if args.output_tokens is not None:
         w.output_tokens_mean, w.output_tokens_sd = parse_mean_sd(args.output_tokens, "--output-tokens")
     if args.no_ignore_eos:
         w.ignore_eos = False
-    if args.prompts is not None:
-        w.prompt_source = args.prompts
-    if args.seed is not None:
-        w.seed = args.seed
     if args.concurrency is not None:
         ld.concurrency = parse_int_list(args.concurrency, "--concurrency")
-    if args.requests_per_level is not None:
-        ld.requests_per_level = args.requests_per_level
-    if args.seconds_per_level is not None:
-        ld.seconds_per_level = args.seconds_per_level
-        if args.requests_per_level is None:
-            ld.requests_per_level = 0  # seconds alone decide, unless both are given
-    if args.warmup_requests is not None:
-        ld.warmup_requests = args.warmup_requests
-    if args.timeout is not None:
-        ld.timeout_s = args.timeout
-    if args.max_seconds is not None:
-        ld.max_seconds = args.max_seconds
+    if args.seconds_per_level is not None and args.requests_per_level is None:
+        ld.requests_per_level = 0  # seconds alone decide, unless both are given
     if args.honor_retry_after:
         ld.retry_after = True
-    if args.usd_per_hour is not None:
-        pr.usd_per_hour = args.usd_per_hour
-    if args.gpu_count is not None:
-        pr.gpu_count = args.gpu_count
-    if args.usd_per_kwh is not None:
-        pr.usd_per_kwh = args.usd_per_kwh
     for spec in args.compare or []:
         pr.compare.append(parse_compare(spec))
     if args.time_scale <= 0:
