@@ -74,7 +74,7 @@ class ProgressPrinter(NullObserver):
         print(f"level {new.index} · c={new.concurrency} · started", file=sys.stderr, flush=True)
 
 
-async def run_bench(cfg: Config, out: Path, raw: Path | None, sim_url: str | None = None) -> int:
+async def run_bench(cfg: Config, out: Path, raw: Path | None) -> int:
     session = Session(cfg, out, raw)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
@@ -111,9 +111,10 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, sim_url: str | Non
             print(note, file=sys.stderr, flush=True)
 
         def level_done(level: Level) -> None:
-            summary = session.level_summaries()[level.index]
+            results = session.results()
+            summary = results["levels"][level.index]
             print(level_line(summary), file=sys.stderr, flush=True)
-            session.save()  # a crash later loses nothing already summarised
+            session.save(results)  # a crash later loses nothing already summarised
 
         sweep = asyncio.create_task(session.run_sweep(cfg.load.concurrency, level_done))
         stopper = asyncio.create_task(stop_requested.wait())
@@ -123,8 +124,9 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, sim_url: str | Non
         if not sweep.done():
             sweep.cancel()
         await session.close()
-        path = session.save()
-        levels = session.level_summaries()
+        results = session.results()
+        path = session.save(results)
+        levels = results["levels"]
         if not completed and levels and not session.interrupted:
             print(f"stopped after load.max_seconds ({cfg.load.max_seconds:g} s)", file=sys.stderr)
         print(results_table(levels))

@@ -24,7 +24,6 @@ import asyncio
 import concurrent.futures
 import queue
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -49,7 +49,6 @@ class Session:
         self.runner: LoadRunner | None = None
         self.writer = JsonlWriter(self.raw_path)
         self.extra: dict[str, Any] = {}  # e.g. telemetry summaries, filled in by whoever owns them
-        self.level_extras: dict[int, dict[str, Any]] = {}
         self._http = None
         self.interrupted = False
         self.sampler = None  # TelemetrySampler, when start_telemetry() was called
@@ -140,7 +139,6 @@ class Session:
         for lv in self.runner.levels:
             summary = summarize_level(lv, self.cfg.pricing, records, now_ns)
             summary.update(self.telemetry_summaries(lv, lv.t_end_ns or now_ns))
-            summary.update(self.level_extras.get(lv.index, {}))
             summary.update(self.runner.health.summary(lv.t_start_ns, lv.t_end_ns))
             out.append(summary)
         return out
@@ -178,8 +176,9 @@ class Session:
         data.update(self.extra)
         return data
 
-    def save(self) -> Path:
-        return write_toml_atomic(self.out_path, self.results())
+    def save(self, results: dict | None = None) -> Path:
+        """Write the session TOML; pass `results()` when you already have it, to summarise only once."""
+        return write_toml_atomic(self.out_path, results if results is not None else self.results())
 
     async def stop(self, drain_s: float = 0.0) -> None:
         if self.runner is not None:
