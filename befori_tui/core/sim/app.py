@@ -241,7 +241,9 @@ class SimServer:
             await _send_bytes(send, status, _error_body(status, f"simulated {fault}", kind), extra_headers=extra)
             return
 
-        ready_s = time.perf_counter() + self.profile.engine.frontend_ms / 1000.0 / self.time_scale
+        # The frontend delay counts from arrival: reading and parsing the body is part of the frontend's work, so
+        # it must not add to TTFT on top of the profile's figure (perf_counter and perf_counter_ns share a clock).
+        ready_s = t_received_ns / 1e9 + self.profile.engine.frontend_ms / 1000.0 / self.time_scale
         seq = Seq(request_id, prompt_tokens, target, reason, t_received_ns, ready_s)
         engine.submit(seq)
         disconnected = asyncio.Event()

@@ -165,6 +165,8 @@ class Engine:
                 head = self.waiting[0]
                 if not head.aborted and head.ready_s > time.perf_counter():
                     await sleep_until(head.ready_s)
+                    # The first step starts when the head became ready, not when this loop got round to it.
+                    last_deadline = head.ready_s
             now = time.perf_counter()
             self._admit(now)
             if not self.running:
