@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from befori_tui.core.sim.profile import Profile
 
-# asyncio sleeps wake up to ~1 ms late (epoll timeouts are whole milliseconds), so sleep until this close
-# to the deadline and then yield in a loop: step times stay within a few tens of microseconds.
-_SPIN_S = 0.0012
+# asyncio sleeps wake up to ~2 ms late: the selector rounds the timeout up to whole milliseconds, and epoll
+# rounds the float up again (measured here: a 25.8 ms sleep took 1.9 ms longer at the median, 2.3 ms at most).
+# So sleep until this close to the deadline and then yield in a loop: step times stay within tens of µs.
+_SPIN_S = 0.0025
 
 # vLLM's buckets for vllm:time_to_first_token_seconds.
 TTFT_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
