@@ -63,7 +63,7 @@ def bench_command(command: str, argv: list[str]) -> int:
     add_run_flags(p)
     args = p.parse_args(argv)
     if command == "demo" and not args.url:
-        # Until the live monitor lands, the demo is a short headless sweep against the simulator.
+        # `befori-tui --headless`: the demo as a short headless sweep against the simulator.
         args.concurrency = args.concurrency or "1,8,32,64"
         args.requests_per_level = args.requests_per_level or 48
         args.input_tokens = args.input_tokens or "550:150"

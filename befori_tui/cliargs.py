@@ -13,6 +13,7 @@ from befori_tui.core.config import (
     load_config,
     parse_int_list,
     parse_mean_sd,
+    redact_url,
     validate,
 )
 
@@ -102,6 +103,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.time_scale <= 0:
         raise ConfigError(f"--time-scale must be > 0, got {args.time_scale:g}")
     validate(cfg, "flags" if args.config is None else f"{args.config} + flags")
+    if args.url and args.url != redact_url(args.url):
+        # Not an error (the run is the user's to make), but a flag's text is in every process listing.
+        print("befori-tui: warning: --url carries user:password, which anyone on this machine can read in `ps`; "
+              "put the URL in a config file, or the key in the environment (endpoint.api_key_env)", file=sys.stderr)
     if w.prompt_source != "sonnets" and not Path(w.prompt_source).is_file():
         raise ConfigError(f"workload.prompt_source: no such file {w.prompt_source!r}")
     if w.prompt_source != "sonnets":

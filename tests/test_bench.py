@@ -39,6 +39,7 @@ def test_table_and_progress(bench_run):
     assert "Input tokens (befori method)" in proc.stdout and "$ per million tokens" in proc.stdout
     assert proc.stderr.count("· started") == 3
     assert "level 2 · c=16 ·" in proc.stderr
+    assert "warning" not in proc.stderr  # no credentials in --url, nothing to warn about
 
 
 def test_session_toml(bench_run, sim):
