@@ -103,10 +103,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.time_scale <= 0:
         raise ConfigError(f"--time-scale must be > 0, got {args.time_scale:g}")
     validate(cfg, "flags" if args.config is None else f"{args.config} + flags")
-    if args.url and args.url != redact_url(args.url):
-        # Not an error (the run is the user's to make), but a flag's text is in every process listing.
-        print("befori-tui: warning: --url carries user:password, which anyone on this machine can read in `ps`; "
-              "put the URL in a config file, or the key in the environment (endpoint.api_key_env)", file=sys.stderr)
+    if cfg.endpoint.url and cfg.endpoint.url != redact_url(cfg.endpoint.url):
+        # Not an error: the run can go on without them. But the user must know they are not used, and a flag's
+        # text is in every process listing.
+        where = "--url" if args.url else "endpoint.url"
+        seen = ", and anyone on this machine can read it in `ps`" if args.url else ""
+        print(f"befori-tui: warning: {where} carries user:password; it is not sent (only a bearer key from "
+              f"endpoint.api_key_env is){seen}", file=sys.stderr)
     if w.prompt_source != "sonnets" and not Path(w.prompt_source).is_file():
         raise ConfigError(f"workload.prompt_source: no such file {w.prompt_source!r}")
     if w.prompt_source != "sonnets":

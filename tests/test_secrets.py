@@ -55,8 +55,10 @@ def test_bench_never_writes_or_prints_secrets(tmp_path):
         assert_clean(where, text)
     data = tomllib.loads(toml_text)
     assert data["endpoint"]["url"] == f"http://127.0.0.1:{server.port}/v1"
-    # Credentials on the command line are visible in `ps`: the user is told, once, without repeating them.
-    assert proc.stderr.count("warning: --url carries user:password") == 1, proc.stderr
+    # Credentials in the URL are not sent, and on the command line they are visible in `ps`: the user is told,
+    # once, without repeating them.
+    assert proc.stderr.count("warning: --url carries user:password; it is not sent") == 1, proc.stderr
+    assert "read it in `ps`" in proc.stderr
 
 
 def test_monitor_never_shows_or_saves_secrets(tmp_path):
