@@ -163,3 +163,22 @@ def test_monitor_flag_errors_are_one_line(argv, message, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
 
+
+
+async def test_the_screen_never_turns_records_into_text(sim, tmp_path, monkeypatch):
+    """The UI thread's cost must not grow with the session: nothing on it may repr() the records (Textual's
+    @work did, to name each summaries worker — every record, twice a second)."""
+    from befori_tui.core.records import RequestRecord
+
+    calls = []
+    monkeypatch.setattr(RequestRecord, "__repr__", lambda self: calls.append(self.request_id) or "record")
+    runner, model, app, out = live_app(sim, tmp_path, concurrency=2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: len(model.records) >= 6, what="records")
+        shown = []
+        await wait_until(pilot, lambda: (app.summaries is not None and app.summaries not in shown
+                                         and shown.append(app.summaries) is None and len(shown) >= 3),
+                         what="three rounds of summaries")
+        await press(pilot, "q")
+        await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
+    assert calls == []

@@ -288,7 +288,9 @@ class MonitorApp(App[int]):
         snapshot = self.model.snapshot()
         self._summaries_worker(snapshot, self.model.clock(), self.timeline.window_s)
 
-    @work(thread=True, exclusive=True, group="summaries")
+    # A fixed description: without one, Textual builds it from repr() of the arguments — every record of the
+    # session, twice a second on the UI thread (a quarter of its CPU at 512 slots, growing with the session).
+    @work(thread=True, exclusive=True, group="summaries", description="summaries")
     def _summaries_worker(self, snapshot, now_ns: int, window_s: float) -> None:
         levels, records, samples = snapshot
         summaries = self._cache.compute(levels, records, samples, self.cfg.pricing, now_ns, window_s)
