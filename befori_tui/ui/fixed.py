@@ -4,6 +4,7 @@ rising concurrency, eight simulated GPUs), fed to a LiveModel with a frozen cloc
 from __future__ import annotations
 
 import random
+from array import array
 from dataclasses import dataclass
 
 from befori_tui.core.config import ApiPrice, Config
@@ -85,7 +86,7 @@ def fixed_model(run: FixedRun | None = None, cfg: Config | None = None) -> LiveM
                     break
                 if not failed:
                     r.t_first_token_ns = t_first
-                    r.itl_ns = [int(tpot * 1e9 * rnd.uniform(0.9, 1.1)) for _ in range(n_out - 1)]
+                    r.itl_ns = array("q", [int(tpot * 1e9 * rnd.uniform(0.9, 1.1)) for _ in range(n_out - 1)])
                     r.finish_reason = "length"
                     r.http_status = 200
                 r.t_end_ns = t_end
