@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from befori_tui.core.config import PricingConfig
 from befori_tui.core.loadgen import Level
-from befori_tui.core.metrics import counts_by_outcome, latency_stats, summarize_level
+from befori_tui.core.columns import CANCELLED, NONE_NS, RecordColumns
+from befori_tui.core.metrics import LevelView, column_latency_stats, summarize_level
 from befori_tui.core.records import RequestRecord
 from befori_tui.core.runner_thread import (
     EV_END,
@@ -207,10 +208,12 @@ class LiveModel:
 
 
 class SummaryCache:
-    """Closed levels whose requests have all finished do not change: summarise them once."""
+    """Closed levels whose requests have all finished do not change: summarise them once. Open ones keep a
+    LevelView, so each summary reads only the requests that finished since the last."""
 
     def __init__(self) -> None:
         self._done: dict[int, tuple[int, dict]] = {}
+        self._views: dict[int, LevelView] = {}
 
     def compute(self, levels: list[Level], records: list[RequestRecord], samples: list, pricing: PricingConfig,
                 now_ns: int, window_s: float) -> Summaries:
@@ -222,42 +225,47 @@ class SummaryCache:
             if final and cached is not None and cached[0] == len(lv.records):
                 out.levels.append(cached[1])
                 continue
-            s = summarize_level(lv, pricing, records, now_ns)
+            view = self._views.setdefault(lv.index, LevelView(lv))
+            s = summarize_level(lv, pricing, records, now_ns, view)
             if final:
                 self._done[lv.index] = (len(lv.records), s)
             out.levels.append(s)
             settled_before = final
         if levels:
-            out.window = window_stats(levels[-1], now_ns, window_s)
-            out.gpu = gpu_stats(samples, levels[-1], now_ns, pricing)
+            last = levels[-1]
+            for index in [i for i in self._views if i in self._done and i != last.index]:
+                del self._views[index]  # done with: its summary is cached
+            cols = self._views.setdefault(last.index, LevelView(last)).own.update(last.records)
+            out.window = window_stats(levels[-1], cols, now_ns, window_s)
+            out.gpu = gpu_stats(samples, levels[-1], cols, now_ns, pricing)
         return out
 
 
-def window_stats(level: Level, now_ns: int, window_s: float) -> dict:
-    """The current level's requests that ended in the last `window_s` (warm-up included: it is 'now')."""
+def window_stats(level: Level, cols: RecordColumns, now_ns: int, window_s: float) -> dict:
+    """The current level's requests that ended in the last `window_s` (warm-up included: it is 'now').
+    `cols`: the level's records as columns, up to date."""
     t0 = max(level.t_start_ns, now_ns - int(window_s * 1e9))
-    recent = [r for r in level.records if r.t_end_ns is not None and r.t_end_ns >= t0]
-    ok = [r for r in recent if r.ok]
-    out: dict = dict(latency_stats(ok))
+    recent = (cols.end != NONE_NS) & (cols.end >= t0)
+    ok = recent & cols.ok()
+    out: dict = dict(column_latency_stats(cols, ok))
     span_s = (now_ns - t0) / 1e9
     out["span_s"] = span_s
-    out["requests_ok"] = len(ok)
-    out["requests_failed"] = sum(1 for r in recent if r.error_kind and r.error_kind != "cancelled")
+    out["requests_ok"] = int(ok.sum())
+    out["requests_failed"] = int((recent & (cols.kind != 0) & (cols.kind != CANCELLED)).sum())
     if span_s > 0:
-        out["input_tok_per_s_total"] = sum(r.input_tokens or 0 for r in ok) / span_s
-        out["output_tok_per_s_total"] = sum(r.output_tokens or 0 for r in ok) / span_s
-        out["requests_per_s"] = len(ok) / span_s
-    out["errors"] = counts_by_outcome(recent)
+        out["input_tok_per_s_total"] = float(cols.n_in[ok].sum()) / span_s
+        out["output_tok_per_s_total"] = float(cols.n_out[ok].sum()) / span_s
+        out["requests_per_s"] = int(ok.sum()) / span_s
+    out["errors"] = cols.error_counts(recent)
     return out
 
 
-def gpu_stats(samples: list, level: Level, now_ns: int, pricing: PricingConfig) -> dict | None:
+def gpu_stats(samples: list, level: Level, cols: RecordColumns, now_ns: int, pricing: PricingConfig) -> dict | None:
     """Energy over the current level, for joules per output token (None without samples)."""
     if not samples:
         return None
     from befori_tui.core.telemetry import summarize_gpus
 
     t1 = level.t_end_ns or now_ns
-    out_tokens = sum(r.output_tokens or 0 for r in level.records
-                     if r.ok and r.t_end_ns is not None and r.t_end_ns <= t1)
+    out_tokens = int(cols.n_out[cols.ok() & (cols.end <= t1)].sum())
     return summarize_gpus(samples, level.t_start_ns, t1, out_tokens or None, pricing.usd_per_kwh or None)
