@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -102,6 +103,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         pr.compare.append(parse_compare(spec))
     if args.time_scale <= 0:
         raise ConfigError(f"--time-scale must be > 0, got {args.time_scale:g}")
+    if not cfg.endpoint.url:  # the built-in simulator will run: its profile must exist
+        from befori_tui.core.sim.profile import list_profiles
+
+        if args.profile not in list_profiles():
+            raise ConfigError(f"--profile: no simulator profile {args.profile!r} (there are: "
+                              f"{', '.join(list_profiles())})")
     validate(cfg, "flags" if args.config is None else f"{args.config} + flags")
     if cfg.endpoint.url and cfg.endpoint.url != redact_url(cfg.endpoint.url):
         # Not an error: the run can go on without them. But the user must know they are not used, and a flag's
@@ -126,3 +133,21 @@ def parse_compare(spec: str) -> ApiPrice:
         return ApiPrice(name.strip(), float(inp), float(out))
     except ValueError:
         raise ConfigError(f"--compare: expected NAME=IN/OUT in $ per million tokens, got {spec!r}") from None
+
+
+def check_output_paths(out: Path, raw: Path | None) -> None:
+    """Before anything is measured: the session file and the raw records can be written where asked."""
+    for flag, path in (("--out", out), ("--raw", raw)):
+        if path is None:  # the raw records go beside the session file
+            path = out.with_suffix(".jsonl")
+        if path.is_dir() or not path.name:
+            raise ConfigError(f"{flag}: {str(path)!r} is a directory; give a file name")
+        blocking = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ConfigError(f"{flag}: {str(blocking)!r} is a file, so {str(path)!r} cannot be created")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{flag}: cannot create the folder {str(path.parent)!r} ({exc.strerror})") from None
+        if not os.access(path.parent, os.W_OK):
+            raise ConfigError(f"{flag}: the folder {str(path.parent)!r} is not writable")

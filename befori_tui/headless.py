@@ -10,6 +10,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from befori_tui.cliargs import check_output_paths
 from befori_tui.core.client import ClientSetupError
 from befori_tui.core.config import Config
 from befori_tui.core.health import CLIENT_BOUND_NOTE
@@ -142,6 +143,7 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None) -> int:
 def bench_main(args, cfg: Config) -> int:
     out = Path(args.out) if args.out else default_out_path()
     raw = Path(args.raw) if args.raw else None
+    check_output_paths(out, raw)
     with ExitStack() as stack:
         if not cfg.endpoint.url:
             from befori_tui.core.sim.launch import start_sim

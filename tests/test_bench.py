@@ -147,3 +147,14 @@ def test_ctrl_c_saves_what_was_measured(sim, tmp_path):
     assert len(records) == lv["requests_sent"] == lv["requests_ok"] + lv["requests_failed"] + lv["requests_cancelled"]
     assert lv["requests_cancelled"] >= 1  # the ones in flight at the stop
     assert {r["error_kind"] for r in records} <= {None, "cancelled"}
+
+
+def test_a_model_the_server_does_not_list_is_one_line_before_any_request(sim, tmp_path):
+    out = tmp_path / "m.toml"
+    proc = run_bench("--url", sim.base_url, "--model", "no-such-model", "--concurrency", "1",
+                     "--requests-per-level", "2", "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'no-such-model' is not among the models the server lists" in lines[0], lines
+    assert "sim/dbrx-instruct" in lines[0] or "simulated" in lines[0]  # it says which models there are
+    assert not out.exists()  # nothing was run

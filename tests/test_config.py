@@ -88,6 +88,12 @@ def test_redact_url():
         (["cost", "--usd-per-hour", "3", "--concurrency", "1", "--mean-input-tokens", "5", "--ttft", "2",
           "--mean-output-tokens", "5", "--e2e", "1"], "--e2e"),
         (["frobnicate"], "unknown command"),
+        # Checked before the simulator starts or anything is measured:
+        (["bench", "--profile", "nope"], "--profile: no simulator profile 'nope'"),
+        (["monitor", "--profile", "nope"], "--profile: no simulator profile 'nope'"),
+        (["bench", "--out", "/"], "--out: '/' is a directory"),
+        (["bench", "--raw", "/"], "--raw: '/' is a directory"),
+        (["monitor", "--out", "/dev/null/x.toml"], "'/dev/null' is a file"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(args, needle):

@@ -63,8 +63,8 @@ def make_http_client(endpoint: Endpoint, slots: int, timeout_s: float, connect_t
                              transport=LeanTransport())
 
 
-async def discover_model(client: httpx.AsyncClient, base_url: str) -> str:
-    """The first model the server lists at /v1/models."""
+async def listed_models(client: httpx.AsyncClient, base_url: str) -> list[str]:
+    """The model ids the server lists at /v1/models. Raises ClientSetupError when it cannot be read."""
     url = base_url.rstrip("/") + "/models"
     try:
         resp = await client.get(url)
@@ -73,10 +73,29 @@ async def discover_model(client: httpx.AsyncClient, base_url: str) -> str:
     if resp.status_code != 200:
         raise ClientSetupError(f"{redact_url(url)}: HTTP {resp.status_code}; set endpoint.model or --model")
     try:
-        models = resp.json()["data"]
-        return str(models[0]["id"])
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise ClientSetupError(f"{redact_url(url)}: no model listed; set endpoint.model or --model") from None
+        return [str(m["id"]) for m in resp.json()["data"]]
+    except (ValueError, KeyError, TypeError):
+        raise ClientSetupError(f"{redact_url(url)}: not a model list; set endpoint.model or --model") from None
+
+
+async def discover_model(client: httpx.AsyncClient, base_url: str) -> str:
+    """The first model the server lists at /v1/models."""
+    models = await listed_models(client, base_url)
+    if not models:
+        raise ClientSetupError(f"{redact_url(base_url)}/models: no model listed; set endpoint.model or --model")
+    return models[0]
+
+
+async def check_model(client: httpx.AsyncClient, base_url: str, model: str) -> None:
+    """A model the server's list does not name would fail every request (vLLM, SGLang, Ollama answer 404):
+    say so before the run. Servers that list nothing readable, or serve any name, are given the benefit."""
+    try:
+        models = await listed_models(client, base_url)
+    except ClientSetupError:
+        return
+    if models and model not in models:
+        shown = ", ".join(models[:5]) + (" …" if len(models) > 5 else "")
+        raise ClientSetupError(f"--model / endpoint.model: {model!r} is not among the models the server lists ({shown})")
 
 
 def build_payload(endpoint: Endpoint, prompt: Prompt, ignore_eos: bool) -> dict:

@@ -18,6 +18,7 @@ from befori_tui.core.client import (
     Endpoint,
     StreamClient,
     api_key_from_env,
+    check_model,
     discover_model,
     make_http_client,
 )
@@ -62,6 +63,8 @@ class Session:
         self._http = make_http_client(self.endpoint, self.max_slots, ld.timeout_s, ld.connect_timeout_s)
         if not self.endpoint.model:
             self.endpoint.model = await discover_model(self._http, self.endpoint.base_url)
+        else:
+            await check_model(self._http, self.endpoint.base_url, self.endpoint.model)
         prompts = PromptSource(self.cfg.workload)
         await prompts.calibrate(self._http, self.endpoint.root_url, self.endpoint.model)
         self.prompt_count_source = prompts.count_source

@@ -7,7 +7,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from befori_tui.cliargs import OneLineParser, add_run_flags, config_from_args
+from befori_tui.cliargs import OneLineParser, add_run_flags, check_output_paths, config_from_args
 from befori_tui.core.config import ConfigError, parse_int_list, redact_url
 from befori_tui.core.runner_thread import RunnerOptions, RunnerThread, SweepPlan
 from befori_tui.core.session import default_out_path
@@ -71,6 +71,7 @@ def monitor_main(command: str, argv: list[str]) -> int:
     sweep = sweep_from_args(args, cfg)
     out = Path(args.out) if args.out else default_out_path()
     raw = Path(args.raw) if args.raw else None
+    check_output_paths(out, raw)
 
     with ExitStack() as stack:
         telemetry = args.telemetry or cfg.telemetry or None
