@@ -17,6 +17,7 @@ from befori_tui.core.health import CLIENT_BOUND_NOTE
 from befori_tui.core.loadgen import Level
 from befori_tui.core.observer import NullObserver
 from befori_tui.core.session import Session, default_out_path
+from befori_tui.ui.format import usd
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -32,10 +33,10 @@ def level_line(s: dict) -> str:
         f"{s['requests_ok']} ok, {s['requests_failed']} failed" + (f" ({errors})" if errors else ""),
         f"TTFT p50 {_ms(s.get('ttft_s_p50'))}",
         f"ITL p50 {_ms(s.get('itl_s_p50'))}",
-        f"out {s.get('output_tok_per_s_total', 0):.0f} tok/s",
+        f"served {s.get('output_tok_per_s_total', 0):.0f} output tok/s",
     ]
     if "usd_per_million_input" in s:
-        parts.append(f"$/M in {s['usd_per_million_input']:.2f} out {s['usd_per_million_output']:.2f}")
+        parts.append(f"$/M in {usd(s['usd_per_million_input'])} out {usd(s['usd_per_million_output'])}")
     if s.get("client_bound"):
         parts.append(f"{CLIENT_BOUND_NOTE} (client loop lag p99 {s['client_loop_lag_ms_p99']:.0f} ms)")
     return " · ".join(parts)
@@ -58,15 +59,17 @@ def results_table(levels: list[dict]) -> str:
         rows.append(f"{s['concurrency']:>5} {_f(s.get('output_tokens_mean'), '9.2f')} {_f(s.get('e2e_s_mean'), '9.4f')}"
                     f" {_f(s.get('ttft_s_mean'), '9.4f')} {_f(s.get('output_tok_per_s'), '11.2f')}"
                     f" {_f(s.get('usd_per_output_token'), '11.4g')}")
-    rows += ["", "$ per million tokens",
+    rows += ["", "$ per million tokens, and requests",
              f"{'conc':>5} {'befori in':>10} {'befori out':>11} {'occup. in':>10} {'occup. out':>11}"
-             f" {'idle $':>8} {'ok':>6} {'failed':>6}"]
+             f" {'measured':>8} {'ok':>6} {'failed':>6} {'idle $':>8}"]
     for s in levels:
         occ = s.get("occupancy", {})
-        rows.append(f"{s['concurrency']:>5} {_f(s.get('usd_per_million_input'), '10.2f')}"
-                    f" {_f(s.get('usd_per_million_output'), '11.2f')} {_f(occ.get('usd_per_million_input'), '10.2f')}"
-                    f" {_f(occ.get('usd_per_million_output'), '11.2f')} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}"
-                    f" {s['requests_ok']:>6} {s['requests_failed']:>6}")
+        rows.append(f"{s['concurrency']:>5} {usd(s.get('usd_per_million_input')):>10}"
+                    f" {usd(s.get('usd_per_million_output')):>11} {usd(occ.get('usd_per_million_input')):>10}"
+                    f" {usd(occ.get('usd_per_million_output')):>11} {s.get('requests_steady', 0):>8}"
+                    f" {s['requests_ok']:>6} {s['requests_failed']:>6} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}")
+    rows.append("measured: the ok requests the figures use (warm-up and those that outlived their level left out);"
+                " idle $: dollars of the level's bill with nothing in flight.")
     return "\n".join(rows)
 
 

@@ -71,3 +71,25 @@ def test_records_keep_gaps_compactly_and_round_trip():
     assert size < 3000  # a list of 150 distinct ints would take over 5 kB
     back = RequestRecord.from_json_dict(json.loads(json.dumps(r.to_json_dict())))
     assert list(back.itl_ns) == list(r.itl_ns)
+
+
+def test_throughput_counts_only_the_slot_time_that_served_ok_requests():
+    """Two slots: 5 s of ok requests (1 s each), then the server is gone — each slot's request fails in 10 ms
+    and it backs off 1 s, five times. 10 ok requests in 10 s is 1 request/s, not R / mean(E2E) = 2."""
+    records, rid = [], 0
+    for slot in (0, 1):
+        for i in range(5):
+            records.append(RequestRecord(rid, slot, 0, 2, t_send_ns=i * S, t_first_token_ns=i * S + S // 10,
+                                         t_end_ns=(i + 1) * S, input_tokens=100, output_tokens=10))
+            rid += 1
+        for i in range(5):
+            t = (5 + i) * S
+            records.append(RequestRecord(rid, slot, 0, 2, t_send_ns=t, t_end_ns=t + S // 100,
+                                         error_kind="connect", error_message="refused"))
+            rid += 1
+    level = Level(0, 2, 0, warmup_target=0, t_end_ns=10 * S, sent=rid, records=records)
+    s = summarize_level(level, PricingConfig(), records)
+    assert s["slot_time_ok_share"] == pytest.approx(5 / (5 + 4 + 0.01))  # the last failure has no next send
+    assert s["requests_per_s"] == pytest.approx(2 * s["slot_time_ok_share"] / 1.0)
+    assert 0.9 < s["requests_per_s"] < 1.2
+    assert s["output_tok_per_s_total"] == pytest.approx(10 * s["requests_per_s"])

@@ -55,7 +55,7 @@ class RecordColumns:
         self.keep = keep  # None, or a predicate: add only the records it accepts (seen ones are still skipped)
         self.seen = 0  # how many records of the source list have been looked at
         self._cols = {name: _Growing(dtype) for name, dtype in (
-            ("send", np.int64), ("first", np.int64), ("end", np.int64), ("level", np.int64),
+            ("send", np.int64), ("first", np.int64), ("end", np.int64), ("level", np.int64), ("slot", np.int64),
             ("kind", np.int8), ("warmup", bool), ("outlived", bool),
             ("n_in", np.float64), ("n_out", np.float64), ("itl_n", np.int64), ("itl", np.int64),
         )}
@@ -72,6 +72,7 @@ class RecordColumns:
         c["first"].extend([NONE_NS if r.t_first_token_ns is None else r.t_first_token_ns for r in new])
         c["end"].extend([NONE_NS if r.t_end_ns is None else r.t_end_ns for r in new])
         c["level"].extend([r.level for r in new])
+        c["slot"].extend([r.slot for r in new])
         c["kind"].extend([KIND_CODE.get(r.error_kind, len(KIND_CODE)) for r in new])
         c["warmup"].extend([r.warmup for r in new])
         c["outlived"].extend([r.outlived_level for r in new])
@@ -100,6 +101,22 @@ class RecordColumns:
 
     def steady(self) -> np.ndarray:
         return self.ok() & ~self.warmup & ~self.outlived
+
+    def ok_slot_time_share(self) -> float:
+        """Of the slot time spent on measured requests (not warm-up, not outlived, not cancelled), the share
+        that went to ok ones. A request's slot time runs from its send to the next send on its slot, so the
+        back-off after a failure counts with the failure. 1.0 when nothing failed."""
+        counted = (self.end != NONE_NS) & ~self.warmup & ~self.outlived & (self.kind != CANCELLED)
+        if not counted.any():
+            return 0.0
+        order = np.lexsort((self.send, self.slot))
+        slot, send, end = self.slot[order], self.send[order], self.end[order]
+        span = end - send
+        same = slot[1:] == slot[:-1]  # the next request in this order is on the same slot
+        span[:-1] = np.where(same, np.maximum(send[1:], end[:-1]) - send[:-1], span[:-1])
+        counted, ok = counted[order], self.ok()[order]
+        total = float(span[counted].sum())
+        return float(span[counted & ok].sum()) / total if total > 0 else 0.0
 
     def itl_of(self, mask: np.ndarray) -> np.ndarray:
         """The inter-token gaps (ns) of the records in `mask`, concatenated."""

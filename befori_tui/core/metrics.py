@@ -154,8 +154,11 @@ def summarize_level(
     if steady.any() and out.get("e2e_s_mean", 0) > 0:
         # Closed loop: every slot is always busy with one request, so the level's rates are R requests per
         # mean E2E. (Dividing the steady requests' tokens by their span would miss the tokens that warm-up
-        # and outlived requests made in the same time.)
-        per_s = level.concurrency / out["e2e_s_mean"]
+        # and outlived requests made in the same time.) Slots busy with failures, or backing off after
+        # them, serve nothing: only the ok share of the slot time counts.
+        share = cols.ok_slot_time_share()
+        out["slot_time_ok_share"] = share
+        per_s = level.concurrency * share / out["e2e_s_mean"]
         out["requests_per_s"] = per_s
         out["input_tok_per_s_total"] = per_s * out["input_tokens_mean"]
         out["output_tok_per_s_total"] = per_s * out["output_tokens_mean"]

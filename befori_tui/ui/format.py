@@ -31,7 +31,8 @@ def rate(x: float | None) -> str:
 
 
 def usd(x: float | None) -> str:
-    """$ per million tokens: 0.0123, 1.23, 12.3, 1,234."""
+    """$ per million tokens: 0.00213, 0.0123, 1.23, 12.3, 1,234 — three significant digits below 1, so a
+    cheap server never reads 0.00."""
     if x is None or x != x or x == float("inf"):
         return DASH
     if x >= 1000:
@@ -40,7 +41,9 @@ def usd(x: float | None) -> str:
         return f"{x:.1f}"
     if x >= 1:
         return f"{x:.2f}"
-    return f"{x:.3f}"
+    if x <= 0:
+        return "0"
+    return f"{x:.3g}" if x >= 1e-4 else f"{x:.1e}"
 
 
 def clock(seconds: float) -> str:

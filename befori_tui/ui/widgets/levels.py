@@ -48,7 +48,7 @@ class LevelsTable(DataTable):
             if row_key in self.rows:
                 for key, value in zip(keys, values):
                     if self.get_cell(row_key, key) != value:
-                        self.update_cell(row_key, key, value)
+                        self.update_cell(row_key, key, value, update_width=True)  # "94.8ms" after "33.9ms" must not be cut
             else:
                 self.add_row(*values, key=row_key)
                 self.move_cursor(row=self.row_count - 1)
