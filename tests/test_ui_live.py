@@ -100,7 +100,10 @@ async def test_pause_new_level_window_and_exact_concurrency(sim, tmp_path):
         await wait_until(pilot, lambda: len(model.records) > n + 1, what="requests after resume")
         await press(pilot, "q")
         await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
-    assert [lv["concurrency"] for lv in tomllib.loads(out.read_text())["levels"]] == [1, 1, 3, 1]
+    levels = tomllib.loads(out.read_text())["levels"]
+    # The pause ended the last level once it drained; resuming opened another at the same concurrency.
+    assert [(lv["concurrency"], lv["reason"]) for lv in levels] == [(1, "start"), (1, "new"), (3, "user"),
+                                                                    (1, "user"), (1, "resume")]
 
 
 async def test_gpu_panel_shows_the_sims_series_marked_simulated(sim, tmp_path):
@@ -128,11 +131,21 @@ async def test_sweep_steps_through_levels_by_itself_and_user_can_step_in(sim, tm
         await press(pilot, "plus")  # the user steps in: c=2, measured by the same rule, then the sweep goes on
         await wait_until(pilot, lambda: model.concurrency == 8, timeout_s=20, what="the sweep to go on")
         await wait_until(pilot, lambda: runner.session.runner.paused, timeout_s=20, what="the sweep to end")
+        # Paused, the last level ends when its last request does: the pause is billed to no level.
+        await wait_until(pilot, lambda: model.levels[-1].t_end_ns is not None, what="the drained level to end")
+        await pilot.pause(1.0)
+        await press(pilot, "p")  # resume: a new level at the same concurrency
+        await wait_until(pilot, lambda: len(model.levels) == 4, what="a level after the pause")
+        await wait_until(pilot, lambda: len(model.levels[3].records) >= 1, what="a request after the pause")
         await press(pilot, "q")
         await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
     levels = tomllib.loads(out.read_text())["levels"]
-    assert [(lv["concurrency"], lv["reason"]) for lv in levels] == [(1, "start"), (2, "user"), (8, "sweep")]
+    assert [(lv["concurrency"], lv["reason"]) for lv in levels] == [(1, "start"), (2, "user"), (8, "sweep"),
+                                                                    (8, "resume")]
     assert levels[1]["duration_s"] >= 1.5
+    swept = levels[2]
+    assert swept["occupancy"]["usd_idle"] < 0.1 * swept["occupancy"]["usd_bill"], swept["occupancy"]
+    assert levels[3]["requests_sent"] >= 1
 
 
 def test_cli_routes_monitor_and_demo_to_the_ui(monkeypatch):

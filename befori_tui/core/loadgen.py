@@ -98,7 +98,7 @@ class LoadRunner:
     def _open_level(self, concurrency: int, reason: str) -> None:
         now = time.perf_counter_ns()
         old = self.levels[-1] if self.levels else None
-        if old is not None:
+        if old is not None and old.t_end_ns is None:  # a paused level may have ended already
             old.t_end_ns = now
         warmup = concurrency if self.warmup_requests < 0 else self.warmup_requests
         new = Level(len(self.levels), concurrency, now, warmup, reason)
@@ -124,13 +124,24 @@ class LoadRunner:
             self._open_level(self.concurrency, reason)
 
     def pause(self) -> None:
-        """No new requests; those in flight finish."""
+        """No new requests; those in flight finish, and then the level ends, so that the pause is not billed
+        to it as idle time. Resuming opens a new level at the same concurrency."""
         self.paused = True
         self._resume.clear()
+        self._end_if_drained()
 
     def resume(self) -> None:
         self.paused = False
         self._resume.set()
+        if self.levels and not self.level.open and not self.stopping:
+            self._open_level(self.concurrency, "resume")
+
+    def _end_if_drained(self) -> None:
+        level = self.levels[-1] if self.levels else None
+        if self.paused and level is not None and level.open and level.in_flight <= 0:
+            level.t_end_ns = time.perf_counter_ns()
+            self.observer.on_level_end(level)
+            self._wake()
 
     def _wake(self) -> None:
         self._changed.set()
@@ -173,6 +184,7 @@ class LoadRunner:
         if not record.warmup and not record.outlived_level:
             level.measured_done += 1
         self.observer.on_record(record)
+        self._end_if_drained()
         self._wake()
 
     async def wait_level(self, requests: int = 0, seconds: float = 0.0) -> bool:

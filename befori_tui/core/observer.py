@@ -18,6 +18,7 @@ class RunObserver(Protocol):
     def on_first_token(self, record: RequestRecord) -> None: ...
     def on_record(self, record: RequestRecord) -> None: ...
     def on_level_change(self, old: Level | None, new: Level) -> None: ...
+    def on_level_end(self, level: Level) -> None: ...
     def on_sample(self, sample: Any) -> None: ...
     def on_finish(self) -> None: ...
 
@@ -36,6 +37,9 @@ class NullObserver:
 
     def on_level_change(self, old: Level | None, new: Level) -> None:
         pass
+
+    def on_level_end(self, level: Level) -> None:
+        """A paused level has drained and ended without a new one beginning."""
 
     def on_sample(self, sample: Any) -> None:
         pass
@@ -65,6 +69,10 @@ class FanOut(NullObserver):
     def on_level_change(self, old: Level | None, new: Level) -> None:
         for o in self.observers:
             o.on_level_change(old, new)
+
+    def on_level_end(self, level: Level) -> None:
+        for o in self.observers:
+            getattr(o, "on_level_end", lambda _level: None)(level)
 
     def on_sample(self, sample: Any) -> None:
         for o in self.observers:

@@ -9,6 +9,8 @@ Event tuples (first item is the kind):
     (EV_FIRST, request_id, slot, t_first_token_ns)
     (EV_END, record)                       finished RequestRecord; the runner never touches it again
     (EV_LEVEL, level_snapshot)             a new Level (copied: index, concurrency, t_start_ns, warmup, reason)
+    (EV_LEVEL_END, index, t_end_ns)        a paused level drained and ended, with no new level yet
+    (EV_PAUSED,)                           the runner paused itself (a sweep ended): p resumes
     (EV_SAMPLE, TelemetrySample)
     (EV_READY, info dict)                  connected: endpoint, model, api, prompt count source, simulated
     (EV_SAVED, path, requests_written)
@@ -37,6 +39,7 @@ from befori_tui.core.records import RequestRecord
 from befori_tui.core.session import Session
 
 EV_START, EV_FIRST, EV_END, EV_LEVEL, EV_SAMPLE = "start", "first", "end", "level", "sample"
+EV_LEVEL_END, EV_PAUSED = "level_end", "paused"
 EV_READY, EV_SAVED, EV_SWEEP, EV_NOTE = "ready", "saved", "sweep", "note"
 EV_ERROR, EV_FINISH = "error", "finish"
 
@@ -59,6 +62,9 @@ class QueueObserver(NullObserver):
     def on_level_change(self, old: Level | None, new: Level) -> None:
         # A copy: the runner keeps appending to new.records; the display keeps its own list.
         self.events.put((EV_LEVEL, Level(new.index, new.concurrency, new.t_start_ns, new.warmup_target, new.reason)))
+
+    def on_level_end(self, level: Level) -> None:
+        self.events.put((EV_LEVEL_END, level.index, level.t_end_ns))
 
     def on_sample(self, sample: Any) -> None:
         self.events.put((EV_SAMPLE, sample))
@@ -241,6 +247,7 @@ class RunnerThread:
                 if not nxt:
                     self.events.put((EV_SWEEP, "sweep done" + (" · paused (p to resume)" if plan.pause_when_done else "")))
                     if plan.pause_when_done:
+                        self.events.put((EV_PAUSED,))
                         runner.pause()
                     return
                 i = plan.concurrencies.index(nxt[0])

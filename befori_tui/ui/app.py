@@ -247,6 +247,8 @@ class MonitorApp(App[int]):
             self.model.drain(self.runner.events)
         self._handle_notes()
         self.timeline.tick()
+        if self.model.paused_by_runner:  # so that the next p resumes
+            self.model.paused_by_runner, self.paused = False, True
         self.status.refresh_status(self.paused, self.quitting)
         if self.model.gpu_version != self._gpu_seen:
             self._gpu_seen = self.model.gpu_version

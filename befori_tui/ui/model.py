@@ -24,6 +24,8 @@ from befori_tui.core.runner_thread import (
     EV_FINISH,
     EV_FIRST,
     EV_LEVEL,
+    EV_LEVEL_END,
+    EV_PAUSED,
     EV_NOTE,
     EV_READY,
     EV_SAMPLE,
@@ -74,6 +76,7 @@ class LiveModel:
         self.t_start_ns: int | None = None
         self.paused = False
         self.finished = False
+        self.paused_by_runner = False  # a sweep ended and paused the runner; the app takes it up
         self.error: str | None = None
         self.last_saved: tuple[str, int] | None = None
         self.version = 0  # bumped on every event, so the app redraws only when something happened
@@ -115,6 +118,12 @@ class LiveModel:
             self.add_record(ev[1])
         elif kind == EV_LEVEL:
             self.open_level(ev[1])
+        elif kind == EV_PAUSED:
+            self.paused_by_runner = True
+        elif kind == EV_LEVEL_END:
+            for lv in self.levels:
+                if lv.index == ev[1] and lv.t_end_ns is None:
+                    lv.t_end_ns = ev[2]
         elif kind == EV_SAMPLE:
             if ev[1] is not None:
                 self.samples.append(ev[1])

@@ -69,6 +69,9 @@ def monitor_main(command: str, argv: list[str]) -> int:
     if args.themes and not Path(args.themes).is_dir():
         raise ConfigError(f"--themes: no such directory {args.themes!r}")
     sweep = sweep_from_args(args, cfg)
+    # The saved config says what this run was asked to do: the sweep's levels, or the one it starts at (the
+    # levels that really ran are in the session's [[levels]]).
+    cfg.load.concurrency = list(sweep.concurrencies) if sweep else cfg.load.concurrency[:1]
     out = Path(args.out) if args.out else default_out_path()
     raw = Path(args.raw) if args.raw else None
     check_output_paths(out, raw)
