@@ -127,11 +127,13 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None) -> int:
         completed = sweep.done() and not sweep.cancelled() and sweep.result()
         if not sweep.done():
             sweep.cancel()
+        session.ended_by = "signal" if session.interrupted else "completed" if completed else "max_seconds"
         await session.close()
         results = session.results()
         path = session.save(results)
         levels = results["levels"]
-        if not completed and levels and not session.interrupted:
+        if session.ended_by == "max_seconds" and levels:
+            print(level_line(levels[-1]) + " · cut short", file=sys.stderr)  # it never reached its level end
             print(f"stopped after load.max_seconds ({cfg.load.max_seconds:g} s)", file=sys.stderr)
         print(results_table(levels))
         written = session.writer.written

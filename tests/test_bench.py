@@ -45,6 +45,7 @@ def test_table_and_progress(bench_run):
 def test_session_toml(bench_run, sim):
     _, data, records = bench_run
     assert data["schema_version"] == 1
+    assert data["ended_by"] == "completed" and data["interrupted"] is False
     assert data["endpoint"]["model"].endswith("(simulated)")  # discovered from /v1/models
     assert data["workload"]["input_tokens_counted_by"] == "tokenize"
     assert [lv["concurrency"] for lv in data["levels"]] == [1, 4, 16]
@@ -158,3 +159,15 @@ def test_a_model_the_server_does_not_list_is_one_line_before_any_request(sim, tm
     assert len(lines) == 1 and "'no-such-model' is not among the models the server lists" in lines[0], lines
     assert "sim/dbrx-instruct" in lines[0] or "simulated" in lines[0]  # it says which models there are
     assert not out.exists()  # nothing was run
+
+
+def test_max_seconds_cuts_the_run_short_and_says_so(sim, tmp_path):
+    out = tmp_path / "cut.toml"
+    proc = run_bench("--url", sim.base_url, "--concurrency", "2", "--requests-per-level", "100000",
+                     "--output-tokens", "16", "--max-seconds", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = tomllib.loads(out.read_text())
+    assert data["ended_by"] == "max_seconds" and data["interrupted"] is False
+    assert data["levels"][0]["requests_ok"] > 0  # what was measured is kept
+    assert "level 0 · c=2" in proc.stderr and "cut short" in proc.stderr
+    assert "stopped after load.max_seconds (2 s)" in proc.stderr

@@ -15,6 +15,7 @@ from befori_tui.core.runner_thread import (
     EV_FINISH,
     EV_FIRST,
     EV_LEVEL,
+    EV_LEVEL_END,
     EV_READY,
     EV_SAVED,
     EV_START,
@@ -59,9 +60,11 @@ def test_runs_on_its_own_thread_and_obeys_calls_from_another(sim, tmp_path):
     rt.set_concurrency(3)
     rt.pause()
     wait_for(lambda: rt.session.runner.paused and rt.session.runner.concurrency == 3)
-    rt.resume()
+    wait_for(lambda: not rt.session.runner.level.open)  # drained: a paused level ends
+    rt.resume()  # a new level at the same concurrency
     rt.new_level()
-    wait_for(lambda: len(rt.session.runner.levels) == 3)
+    wait_for(lambda: len(rt.session.runner.levels) == 4)
+    assert [lv.reason for lv in rt.session.runner.levels] == ["start", "user", "resume", "new"]
     path = rt.save().result(10)
     assert path == out and out.exists()
     rt.stop()
@@ -69,7 +72,8 @@ def test_runs_on_its_own_thread_and_obeys_calls_from_another(sim, tmp_path):
     events += drain(rt.events)
     kinds = [e[0] for e in events]
     assert kinds[0] == EV_READY and kinds[-1] == EV_FINISH and EV_ERROR not in kinds
-    assert [e[1].concurrency for e in events if e[0] == EV_LEVEL] == [2, 3, 3]
+    assert [e[1].concurrency for e in events if e[0] == EV_LEVEL] == [2, 3, 3, 3]
+    assert [e[1] for e in events if e[0] == EV_LEVEL_END] == [1]  # the paused level, when it drained
     starts = {e[1] for e in events if e[0] == EV_START}
     ends = [e[1].request_id for e in events if e[0] == EV_END]
     assert starts == set(ends) and len(ends) == len(set(ends))  # every request started ends once

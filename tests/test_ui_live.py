@@ -195,3 +195,18 @@ async def test_the_screen_never_turns_records_into_text(sim, tmp_path, monkeypat
         await press(pilot, "q")
         await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
     assert calls == []
+
+
+async def test_the_monitor_stops_by_itself_after_max_seconds_and_keeps_the_screen(sim, tmp_path):
+    runner, model, app, out = live_app(sim, tmp_path)
+    app.cfg.load.max_seconds = 1.5
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: runner.finished.is_set(), what="the run to stop by itself")
+        await wait_until(pilot, lambda: model.finished, what="the app to hear of it")
+        assert app.is_running  # the figures stay on screen to be read
+        data = tomllib.loads(out.read_text())
+        assert data["ended_by"] == "max_seconds"
+        assert data["levels"][0]["requests_ok"] > 0
+        await press(pilot, "q")
+        await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
+    assert app.return_code == 0

@@ -201,7 +201,13 @@ class RunnerThread:
         if sweep and runner.levels:
             self._sweep_task = asyncio.create_task(self._run_sweep(sweep))
         try:
-            await self._stop_requested.wait()
+            max_s = self.cfg.load.max_seconds
+            try:
+                await asyncio.wait_for(self._stop_requested.wait(), max_s)
+                session.ended_by = session.ended_by or ("signal" if session.interrupted else "quit")
+            except TimeoutError:  # the run is bounded in time even when nobody is watching
+                session.ended_by = "max_seconds"
+                self.events.put((EV_NOTE, f"stopped after load.max_seconds ({max_s:g} s); the session is saved"))
         finally:
             if self._sweep_task is not None:
                 self._sweep_task.cancel()

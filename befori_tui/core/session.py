@@ -52,6 +52,7 @@ class Session:
         self.extra: dict[str, Any] = {}  # e.g. telemetry summaries, filled in by whoever owns them
         self._http = None
         self.interrupted = False
+        self.ended_by = ""  # completed | max_seconds | signal | quit, set by the front end when it stops
         self.sampler = None  # TelemetrySampler, when start_telemetry() was called
         self.telemetry_note: str | None = None
 
@@ -157,6 +158,7 @@ class Session:
             "started_at": self.started_at.isoformat(timespec="seconds"),
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "interrupted": self.interrupted,
+            "ended_by": self.ended_by or ("signal" if self.interrupted else "running"),
             "raw_records": self.raw_path.name if self.raw_path.parent == self.out_path.parent else str(self.raw_path),
             "endpoint": {
                 "url": redact_url(cfg.endpoint.url),
