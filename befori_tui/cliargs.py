@@ -109,7 +109,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if args.profile not in list_profiles():
             raise ConfigError(f"--profile: no simulator profile {args.profile!r} (there are: "
                               f"{', '.join(list_profiles())})")
-    validate(cfg, "flags" if args.config is None else f"{args.config} + flags")
+    try:
+        validate(cfg, "flags" if args.config is None else f"{args.config} + flags")
+    except ConfigError as exc:
+        # Name the flag too, when a flag set the key the message is about.
+        given = [f"--{flag.replace('_', '-')}" for flag, (section, key) in PLAIN_FLAGS.items()
+                 if getattr(args, flag) is not None and f"{section}.{key}" in str(exc)]
+        raise ConfigError(f"{exc} ({', '.join(given)})" if given else str(exc)) from None
     if cfg.endpoint.url and cfg.endpoint.url != redact_url(cfg.endpoint.url):
         # Not an error: the run can go on without them. But the user must know they are not used, and a flag's
         # text is in every process listing.

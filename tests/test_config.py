@@ -88,6 +88,9 @@ def test_redact_url():
         (["cost", "--usd-per-hour", "3", "--concurrency", "1", "--mean-input-tokens", "5", "--ttft", "2",
           "--mean-output-tokens", "5", "--e2e", "1"], "--e2e"),
         (["frobnicate"], "unknown command"),
+        (["bench", "--timeout", "0"], "load.timeout_s must be > 0, got 0 (--timeout)"),
+        (["bench", "--requests-per-level", "0"], "(--requests-per-level)"),
+        (["bench", "--concurrency", ""], "--concurrency: expected a comma-separated list"),
         # Checked before the simulator starts or anything is measured:
         (["bench", "--profile", "nope"], "--profile: no simulator profile 'nope'"),
         (["monitor", "--profile", "nope"], "--profile: no simulator profile 'nope'"),

@@ -168,6 +168,8 @@ def test_cli_routes_monitor_and_demo_to_the_ui(monkeypatch):
     (["--step", "x1"], "--step"),
     (["--sweep", "1,x"], "--sweep"),
     (["--themes", "/no/such/dir"], "--themes"),
+    (["--theme", "nope"], "--theme: no theme 'nope'"),
+    (["--drain", "-1"], "--drain"),
 ])
 def test_monitor_flag_errors_are_one_line(argv, message, capsys):
     import befori_tui.cli as cli

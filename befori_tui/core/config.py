@@ -211,8 +211,9 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: set load.requests_per_level or load.seconds_per_level (both are 0)")
     if ld.warmup_requests < -1:
         raise ConfigError(f"{where}: load.warmup_requests must be ≥ 0 (or -1: one per slot)")
-    if ld.timeout_s <= 0 or ld.connect_timeout_s <= 0 or ld.max_seconds <= 0:
-        raise ConfigError(f"{where}: load timeouts and load.max_seconds must be > 0")
+    for key in ("timeout_s", "connect_timeout_s", "max_seconds"):
+        if getattr(ld, key) <= 0:
+            raise ConfigError(f"{where}: load.{key} must be > 0, got {getattr(ld, key):g}")
     if pr.usd_per_hour < 0:
         raise ConfigError(f"{where}: pricing.usd_per_hour must be ≥ 0, got {pr.usd_per_hour}")
     if pr.gpu_count < 1:
@@ -263,6 +264,8 @@ def parse_int_list(text: str, flag: str) -> list[int]:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(f"{flag}: expected a comma-separated list of integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
+    if not values:
+        raise ConfigError(f"{flag}: expected a comma-separated list of integers ≥ 1, got {text!r}")
+    if any(v < 1 for v in values):
         raise ConfigError(f"{flag}: every value must be ≥ 1, got {text!r}")
     return values

@@ -68,6 +68,20 @@ def monitor_main(command: str, argv: list[str]) -> int:
         raise ConfigError(str(exc)) from None
     if args.themes and not Path(args.themes).is_dir():
         raise ConfigError(f"--themes: no such directory {args.themes!r}")
+    if args.theme:
+        from textual.theme import BUILTIN_THEMES
+
+        from befori_tui.ui.themes import all_themes
+
+        themes, errors = all_themes(Path(args.themes) if args.themes else None)
+        ours = [t.name for t in themes]
+        broken = [e for e in errors if e.path.stem == args.theme]
+        if args.theme not in ours and broken:
+            raise ConfigError(f"--theme: {broken[0].path}: {broken[0].reason}")
+        if args.theme not in ours and args.theme not in BUILTIN_THEMES:
+            raise ConfigError(f"--theme: no theme {args.theme!r} (there are: {', '.join(ours)}, and Textual's own)")
+    if args.drain < 0:
+        raise ConfigError(f"--drain must be ≥ 0 seconds, got {args.drain:g}")
     sweep = sweep_from_args(args, cfg)
     # The saved config says what this run was asked to do: the sweep's levels, or the one it starts at (the
     # levels that really ran are in the session's [[levels]]).
