@@ -63,7 +63,7 @@ def test_bad_configs(tmp_path, capsys, command, name):
 
 @pytest.mark.parametrize("command", ["bench", "monitor"])
 @pytest.mark.parametrize("argv, needle", [
-    (["--url", URL, "--timeout", "0"], "load timeouts"),
+    (["--url", URL, "--timeout", "0"], "load.timeout_s must be > 0, got 0 (--timeout)"),
     (["--url", URL, "--concurrency", "4,0"], "--concurrency"),
     (["--url", URL, "--max-seconds", "-1"], "load.max_seconds"),
     (["--url", "http://bob:hunter2@127.0.0.1:9"], "must end in /v1"),
