@@ -21,7 +21,7 @@ CONFIGS = {
     "retry-type.toml": ("[load]\nretry_after = 'yes'\n", "load.retry_after: expected true or false"),
     "unknown.toml": ("[load]\nretry_afterr = true\n", "load.retry_afterr: unknown key"),
     "zero.toml": ("[load]\nconcurrency = [4, 0]\n", "load.concurrency must be ≥ 1"),
-    "timeout.toml": ("[load]\ntimeout_s = 0\n", "load timeouts"),
+    "timeout.toml": ("[load]\ntimeout_s = 0\n", "load.timeout_s must be > 0"),
     "latin1.toml": (b"[endpoint]\nmodel = '\xe9'\n", "not UTF-8"),
     "creds.toml": ("[endpoint]\nurl = 'http://bob:hunter2-secret@10.0.0.1:8000'\n", "must end in /v1"),
 }
