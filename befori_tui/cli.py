@@ -102,7 +102,7 @@ def cost_command(argv: list[str]) -> int:
         if args.json:
             print(json.dumps(data["levels"]))
         else:
-            print(results_table(data["levels"]))
+            print(results_table(data["levels"], data.get("api_compare")))
         return 0
     needed = {"--concurrency": args.concurrency, "--mean-input-tokens": args.mean_input_tokens, "--ttft": args.ttft,
               "--mean-output-tokens": args.mean_output_tokens, "--e2e": args.e2e}

@@ -46,8 +46,9 @@ def _f(v, fmt: str) -> str:
     return "—" if v is None else format(v, fmt)
 
 
-def results_table(levels: list[dict]) -> str:
-    """Ori's two tables (input, output) and the $/M by both methods."""
+def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> str:
+    """Ori's two tables (input, output), the $/M by both methods, and — when known — GPU energy and the API
+    prices to compare."""
     rows = ["Input tokens (befori method)",
             f"{'conc':>5} {'N_in':>9} {'TTFT s':>9} {'T_in tok/s':>11} {'$/in token':>11}"]
     for s in levels:
@@ -70,6 +71,25 @@ def results_table(levels: list[dict]) -> str:
                     f" {s['requests_ok']:>6} {s['requests_failed']:>6} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}")
     rows.append("measured: the ok requests the figures use (warm-up and those that outlived their level left out);"
                 " idle $: dollars of the level's bill with nothing in flight.")
+    if any(s.get("gpu", {}).get("energy_j_total") is not None for s in levels):
+        kwh = any("usd_energy_per_million_output" in s.get("gpu", {}) for s in levels)
+        rows += ["", "GPU energy" + (" (electricity at pricing.usd_per_kwh)" if kwh else ""),
+                 f"{'conc':>5} {'J total':>10} {'J/out token':>11} {'source':>14}" + (f" {'$/M out':>10}" if kwh else "")]
+        for s in levels:
+            g = s.get("gpu", {})
+            rows.append(f"{s['concurrency']:>5} {_f(g.get('energy_j_total'), '10.0f')}"
+                        f" {_f(g.get('joules_per_output_token'), '11.3f')} {g.get('energy_source', '—'):>14}"
+                        + (f" {usd(g.get('usd_energy_per_million_output')):>10}" if kwh else ""))
+    if api_compare:
+        rows += ["", "API prices to compare ($ per million tokens; blended at the config's input:output ratio)",
+                 f"{'name':<28} {'in':>8} {'out':>8} {'blended':>8}"]
+        for a in api_compare:
+            rows.append(f"{a['name'][:28]:<28} {usd(a['usd_per_million_input']):>8} {usd(a['usd_per_million_output']):>8}"
+                        f" {usd(a['usd_per_million_blended']):>8}")
+        ours = [s for s in levels if s.get("usd_per_million_blended") is not None]
+        if ours:
+            rows.append("this server, blended (befori): " + ", ".join(
+                f"c={s['concurrency']} {usd(s['usd_per_million_blended'])}" for s in ours))
     return "\n".join(rows)
 
 
@@ -135,7 +155,7 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None) -> int:
         if session.ended_by == "max_seconds" and levels:
             print(level_line(levels[-1]) + " · cut short", file=sys.stderr)  # it never reached its level end
             print(f"stopped after load.max_seconds ({cfg.load.max_seconds:g} s)", file=sys.stderr)
-        print(results_table(levels))
+        print(results_table(levels, results.get("api_compare")))
         written = session.writer.written
         print(f"saved {path} and {session.raw_path} ({written} requests)", file=sys.stderr)
         return EXIT_INTERRUPTED if session.interrupted else EXIT_OK

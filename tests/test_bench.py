@@ -40,6 +40,9 @@ def test_table_and_progress(bench_run):
     assert proc.stderr.count("· started") == 3
     assert "level 2 · c=16 ·" in proc.stderr
     assert "warning" not in proc.stderr  # no credentials in --url, nothing to warn about
+    # The API price given with --compare is printed beside this server's blended price, not only saved.
+    assert "API prices to compare" in proc.stdout and "Llama-3.1-8B Together" in proc.stdout
+    assert "this server, blended (befori): c=1 " in proc.stdout
 
 
 def test_session_toml(bench_run, sim):
@@ -171,3 +174,20 @@ def test_max_seconds_cuts_the_run_short_and_says_so(sim, tmp_path):
     assert data["levels"][0]["requests_ok"] > 0  # what was measured is kept
     assert "level 0 · c=2" in proc.stderr and "cut short" in proc.stderr
     assert "stopped after load.max_seconds (2 s)" in proc.stderr
+
+
+def test_gpu_energy_from_the_sims_dcgm_series_is_saved_and_printed(sim, tmp_path):
+    out = tmp_path / "energy.toml"
+    proc = run_bench("--url", sim.base_url, "--telemetry", f"dcgm:{sim.root_url}/metrics", "--usd-per-kwh", "0.12",
+                     "--concurrency", "4", "--seconds-per-level", "3", "--output-tokens", "16", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lv = tomllib.loads(out.read_text())["levels"][0]
+    gpu = lv["gpu"]
+    assert len(gpu["gpus"]) == 1  # the 8B profile: one simulated H100
+    assert gpu["energy_j_total"] > 0 and gpu["energy_source"] == "counter"
+    assert gpu["joules_per_output_token"] == pytest.approx(gpu["energy_j_total"] / sum(
+        r["output_tokens"] for r in read_jsonl(out.with_suffix(".jsonl")) if r["level"] == 0 and r["error_kind"] is None),
+        rel=1e-6)
+    assert gpu["usd_energy_per_million_output"] == pytest.approx(
+        gpu["joules_per_output_token"] * 1e6 / 3.6e6 * 0.12, rel=1e-6)
+    assert "GPU energy (electricity at pricing.usd_per_kwh)" in proc.stdout
