@@ -1,7 +1,7 @@
 """The client's own health: how late the load loop runs what it was asked to run.
 
-A task on the load loop sleeps `interval_s` again and again; how much later than asked it wakes (the
-overshoot) is the loop's lag. Every token's timestamp is taken by that loop, so when the lag grows the
+A probe wakes the load loop through a socket every `interval_s`; how long the loop takes to notice is its
+lag (see LoopLagMonitor). Every token's timestamp is taken by that loop, so when the lag grows the
 client, not the server, is adding time to what is measured. Cheap: one wake-up per interval.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import socket
+import threading
 import time
 
 LAG_INTERVAL_S = 0.1
@@ -25,33 +27,75 @@ def _pct(sorted_values: list[float], p: float) -> float:
 
 
 class LoopLagMonitor:
-    """Run `start()` on the loop to watch. Samples are (time woken ns, lag ns), appended in time order."""
+    """Run `start()` on the loop to watch. Samples are (time noticed ns, lag ns), appended in time order.
+
+    A probe thread sends a small datagram at fixed times (every `interval_s`) through a socket pair that the
+    loop watches like any connection; the lag is how long after that time the loop ran the reader: exactly the
+    delay a token's timestamp would carry. (An asyncio timer would add the selector's millisecond rounding of
+    sleeps, 1.5-2.3 ms here, and report it as lag.) The probe stamps the time it *meant* to send, so a probe
+    that waited for the GIL counts that wait too: whoever held it was holding up the loop as well.
+    """
 
     def __init__(self, interval_s: float = LAG_INTERVAL_S) -> None:
         self.interval_s = interval_s
         self.t_ns: list[int] = []
         self.lag_ns: list[int] = []
-        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sockets: tuple[socket.socket, socket.socket] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        r, w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        r.setblocking(False)
+        self._sockets = (r, w)
+        self._loop.add_reader(r.fileno(), self._on_readable)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._probe, args=(w,), name="befori-lag-probe", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(1.0)
+        self._thread = None
+        r, w = self._sockets
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(r.fileno())
+        r.close()
+        w.close()
 
-    async def _run(self) -> None:
-        perf = time.perf_counter_ns
+    def _probe(self, w: socket.socket) -> None:
         interval_ns = int(self.interval_s * 1e9)
+        due = time.perf_counter_ns() + interval_ns
+        while not self._stop.wait(max(0.0, (due - time.perf_counter_ns()) / 1e9)):
+            try:
+                w.send(due.to_bytes(8, "little"))
+            except OSError:  # the loop's side is gone
+                return
+            due += interval_ns
+            now = time.perf_counter_ns()
+            if due < now:  # this thread fell behind (a suspended process): no burst of stale probes
+                due = now + interval_ns
+
+    def _on_readable(self) -> None:
+        now = time.perf_counter_ns()
+        r = self._sockets[0]
         while True:
-            t0 = perf()
-            await asyncio.sleep(self.interval_s)
-            now = perf()
-            # Appended together (list.append is atomic), so a reader on another thread sees matching pairs.
-            self.lag_ns.append(max(0, now - t0 - interval_ns))
-            self.t_ns.append(now)
+            try:
+                data = r.recv(16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if len(data) == 8:
+                # Appended together (list.append is atomic), so a reader on another thread sees matching pairs.
+                self.lag_ns.append(max(0, now - int.from_bytes(data, "little")))
+                self.t_ns.append(now)
 
     def _between(self, t0_ns: int, t1_ns: int | None) -> list[float]:
         n = min(len(self.t_ns), len(self.lag_ns))
