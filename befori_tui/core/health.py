@@ -51,6 +51,7 @@ class LoopLagMonitor:
         self._loop = asyncio.get_running_loop()
         r, w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         r.setblocking(False)
+        w.setblocking(False)  # a loop that stopped reading must not block the probe: its probes are dropped
         self._sockets = (r, w)
         self._loop.add_reader(r.fileno(), self._on_readable)
         self._stop.clear()
@@ -75,6 +76,8 @@ class LoopLagMonitor:
         while not self._stop.wait(max(0.0, (due - time.perf_counter_ns()) / 1e9)):
             try:
                 w.send(due.to_bytes(8, "little"))
+            except BlockingIOError:
+                pass
             except OSError:  # the loop's side is gone
                 return
             due += interval_ns
