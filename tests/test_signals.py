@@ -95,12 +95,13 @@ def test_bench_second_ctrl_c_exits_at_once_with_valid_files(sim, tmp_path):
 class PtyApp:
     """`befori-tui monitor` on its own pseudo-terminal (120×40), its screen output collected."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None,
+                 program: tuple[str, ...] = ("-m", "befori_tui", "monitor")) -> None:
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         self.master = master
         self.output = bytearray()
-        self.proc = subprocess.Popen([sys.executable, "-m", "befori_tui", "monitor", *argv], stdin=slave,
+        self.proc = subprocess.Popen([sys.executable, *program, *argv], stdin=slave,
                                      stdout=slave, stderr=slave, start_new_session=True, close_fds=True,
                                      env={**os.environ, "TERM": "xterm-256color", **(env or {})})
         os.close(slave)
@@ -191,3 +192,22 @@ def test_monitor_second_ctrl_c_exits_at_once_with_valid_files(sim, tmp_path):
     data, _ = check_saved(out, complete=False)
     assert data["levels"][0]["requests_in_flight"] >= 1  # saved while requests were still running
     assert app.text.rstrip().endswith("\x1b[?2004l") or "\x1b[?1049l" in app.text  # the terminal was restored
+
+
+# The monitor with a levels table that fails when it is first drawn: an error inside the app.
+FAILING_MONITOR = ("-c", "import sys; from befori_tui.ui.widgets import levels; "
+                         "levels.LevelsTable.show = lambda self, summaries: 1 / 0; "
+                         "from befori_tui.cli import main; sys.exit(main(['monitor', *sys.argv[1:]]))")
+
+
+def test_an_error_inside_the_monitor_is_not_a_clean_quit(sim, tmp_path):
+    out = tmp_path / "err.toml"
+    app = PtyApp(long_run_args(sim.base_url, out), program=FAILING_MONITOR)
+    try:
+        code = app.wait(30)
+    finally:
+        app.close()
+    assert code == 1, app.text[-2000:]
+    assert "ZeroDivisionError" in app.text  # Textual shows what went wrong
+    data = tomllib.loads(out.read_text())  # and what was measured is saved, marked as such
+    assert data["ended_by"] == "error" and data["interrupted"] is False

@@ -3,6 +3,7 @@ pure helpers (timeline cells, steps, formatting)."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -77,6 +78,35 @@ async def test_t_cycles_the_themes_and_every_theme_renders():
             seen.append(app.theme)
         assert set(seen) == set(app.theme_names)
         assert seen[-1] == seen[0]
+
+
+async def test_the_cost_chart_survives_theme_changes_and_resizes_with_data_on_it():
+    """At 160×48 the chart is drawn with points; redrawing it without new data (t, a resize) once took
+    plotext's log scale twice and crashed the app."""
+    app = fixed_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause(0.3)
+        chart = app.query_one("CostChart")
+        assert chart.display and chart.size.height > 5
+        for _ in range(2 * len(app.theme_names)):
+            await pilot.press("t")
+            await pilot.pause(0.05)
+        for size in ((150, 45), (170, 50), (160, 48)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.1)
+        app.theme = "befori-contrast"
+        await pilot.pause(0.1)
+        assert chart.theme == "clear"  # its ANSI colours have no RGB: the terminal's own colours
+        assert app.is_running and app.return_code is None
+        svg = app.export_screenshot()
+    assert "$/M tokens vs concurrency" in svg.replace("&#160;", " ")
+
+
+def test_log_ticks_span_the_data():
+    from befori_tui.ui.widgets.levels import log_ticks
+
+    assert log_ticks(math.log10(0.05), math.log10(3.0)) == pytest.approx([0.05, 0.1, 0.2, 0.5, 1.0, 2.0])
+    assert log_ticks(math.log10(2.4), math.log10(2.6)) == pytest.approx([2.4, 2.6])  # narrower than 1-2-5
 
 
 def test_theme_dir_that_does_not_exist_is_reported(tmp_path):

@@ -107,13 +107,21 @@ def monitor_main(command: str, argv: list[str]) -> int:
             themes_dir=Path(args.themes) if args.themes else None), drain_s=args.drain)
         old_switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        crashed = True
         try:
             code = app.run()
+            # Textual sets return_code 1 when the app died of an exception (our own exits pass their code as
+            # the result, with return_code 0).
+            crashed = bool(app.return_code)
         finally:
             sys.setswitchinterval(old_switch)
+            if crashed:
+                runner.session.ended_by = "error"
             if runner.alive:  # the app ended without a clean quit: still stop, flush and save
                 runner.stop()
                 runner.join(30)
+        if crashed:
+            code = 1
         if app.exit_note:
             print(app.exit_note, file=sys.stderr)
         if model.last_saved:

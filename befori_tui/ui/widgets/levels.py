@@ -55,12 +55,29 @@ class LevelsTable(DataTable):
 
 
 class CostChart(PlotextPlot):
-    """$/M (befori method) against concurrency, input and output, with each level's bootstrap interval."""
+    """$/M (befori method) against concurrency, input and output, with each level's bootstrap interval.
+
+    Both axes are logarithmic, computed here: plotext's own log scale transforms the stored data in place at
+    every build, so a redraw without new data (a theme change, a resize) took the log twice and crashed.
+    """
+
+    _levels: list[dict] = []
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        # Colours come from the theme: draw again when it changes.
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.show(self._levels))
 
     def show(self, levels: list[dict]) -> None:
+        self._levels = levels
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
+        ansi = bool(getattr(self.app.current_theme, "ansi", False))
+        # A 16-colour theme's colours have no RGB: draw in the terminal's own colours ("clear").
+        wanted = "clear" if ansi else "auto"
+        if self.theme != wanted:
+            self.theme = wanted
         plt.title("$/M tokens vs concurrency (befori)")
         # One point per concurrency: the latest level at it (a rerun replaces an earlier one).
         by_c: dict[int, dict] = {}
@@ -74,20 +91,38 @@ class CostChart(PlotextPlot):
         cs = sorted(by_c)
         xs = [math.log2(c) for c in cs]
         tv = self.app.theme_variables
-        colors = {name: _rgb(tv.get(var), default) for name, var, default in (
-            ("output", "timeline-decode", (123, 63, 228)), ("input", "timeline-prefill", (205, 180, 255)))}
-        for name in ("output", "input"):
+        colors = {name: (named if ansi else _rgb(tv.get(var), default)) for name, var, default, named in (
+            ("output", "timeline-decode", (123, 63, 228), "magenta+"),
+            ("input", "timeline-prefill", (205, 180, 255), "white"))}
+        shown: list[float] = []
+        for name, marker in (("output", "braille"), ("input", "dot")):
             ys = [by_c[c][f"usd_per_million_{name}"] for c in cs]
-            if not all(math.isfinite(y) for y in ys):
+            if not all(math.isfinite(y) and y > 0 for y in ys):
                 continue
             lo = [by_c[c].get(f"usd_per_million_{name}_lo", y) for c, y in zip(cs, ys)]
             hi = [by_c[c].get(f"usd_per_million_{name}_hi", y) for c, y in zip(cs, ys)]
-            plt.plot(xs, ys, marker="braille", color=colors[name], label=f"{name} $/M")
-            plt.error(xs, ys, yerr=[max(h - y, y - l) for y, l, h in zip(ys, lo, hi)], color=colors[name])
+            log_y = [math.log10(y) for y in ys]
+            # The interval in log space, made symmetric (plotext draws one length each way).
+            err = [max(math.log10(h) - ly if h > 0 else 0.0, ly - math.log10(lw) if lw > 0 else 0.0)
+                   for ly, lw, h in zip(log_y, lo, hi)]
+            plt.plot(xs, log_y, marker=marker, color=colors[name], label=f"{name} $/M")
+            plt.error(xs, log_y, yerr=err, color=colors[name])
+            shown += [ly - e for ly, e in zip(log_y, err)] + [ly + e for ly, e in zip(log_y, err)]
         plt.xticks(xs, [str(c) for c in cs])
+        if shown:
+            ticks = log_ticks(min(shown), max(shown))
+            plt.yticks([math.log10(t) for t in ticks], [fmt.usd(t) for t in ticks])
         plt.xlabel("concurrency")
-        plt.yscale("log")
         self.refresh()
+
+
+def log_ticks(lo_log10: float, hi_log10: float) -> list[float]:
+    """Tick values (1, 2, 5 × 10^k) spanning [10^lo, 10^hi]; at least the two ends when the span is narrow."""
+    ticks = [m * 10.0 ** k for k in range(math.floor(lo_log10) - 1, math.ceil(hi_log10) + 1) for m in (1, 2, 5)
+             if lo_log10 - 1e-9 <= math.log10(m * 10.0 ** k) <= hi_log10 + 1e-9]
+    if len(ticks) < 2:
+        ticks = [10 ** lo_log10, 10 ** hi_log10] if hi_log10 > lo_log10 else [10 ** lo_log10]
+    return ticks
 
 
 def _rgb(value: str | None, default: tuple[int, int, int]) -> tuple[int, int, int]:
