@@ -105,7 +105,8 @@ async def test_the_cost_chart_survives_theme_changes_and_resizes_with_data_on_it
 def test_log_ticks_span_the_data():
     from befori_tui.ui.widgets.levels import log_ticks
 
-    assert log_ticks(math.log10(0.05), math.log10(3.0)) == pytest.approx([0.05, 0.1, 0.2, 0.5, 1.0, 2.0])
+    assert log_ticks(math.log10(0.05), math.log10(3.0)) == pytest.approx([0.1, 1.0])  # a decade or more
+    assert log_ticks(math.log10(0.15), math.log10(0.9)) == pytest.approx([0.2, 0.5])  # within a decade: 1-2-5
     assert log_ticks(math.log10(2.4), math.log10(2.6)) == pytest.approx([2.4, 2.6])  # narrower than 1-2-5
 
 

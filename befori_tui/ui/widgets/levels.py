@@ -117,9 +117,15 @@ class CostChart(PlotextPlot):
 
 
 def log_ticks(lo_log10: float, hi_log10: float) -> list[float]:
-    """Tick values (1, 2, 5 × 10^k) spanning [10^lo, 10^hi]; at least the two ends when the span is narrow."""
-    ticks = [m * 10.0 ** k for k in range(math.floor(lo_log10) - 1, math.ceil(hi_log10) + 1) for m in (1, 2, 5)
-             if lo_log10 - 1e-9 <= math.log10(m * 10.0 ** k) <= hi_log10 + 1e-9]
+    """Tick values spanning [10^lo, 10^hi]: the powers of ten when the data spans a decade or more, else
+    1, 2, 5 × 10^k, else the two ends. Few enough that no two share a row of a small chart."""
+    def within(values):
+        return [v for v in values if lo_log10 - 1e-9 <= math.log10(v) <= hi_log10 + 1e-9]
+
+    ks = range(math.floor(lo_log10) - 1, math.ceil(hi_log10) + 2)
+    ticks = within([10.0 ** k for k in ks])
+    if len(ticks) < 2:
+        ticks = within([m * 10.0 ** k for k in ks for m in (1, 2, 5)])
     if len(ticks) < 2:
         ticks = [10 ** lo_log10, 10 ** hi_log10] if hi_log10 > lo_log10 else [10 ** lo_log10]
     return ticks
