@@ -19,9 +19,11 @@ from befori_tui.core.runner_thread import (
     EV_READY,
     EV_SAVED,
     EV_START,
+    EV_SWEEP,
     QueueObserver,
     RunnerOptions,
     RunnerThread,
+    SweepPlan,
     level_settled,
 )
 
@@ -134,3 +136,21 @@ def test_a_stop_before_the_loop_exists_is_not_lost(sim, tmp_path):
     assert runner.join(20), "the thread should end by itself"
     assert (tmp_path / "early.toml").exists()
     assert runner.session.runner is None or not any(lv.records for lv in runner.session.runner.levels)
+
+
+def test_a_settle_sweep_with_a_time_cap_moves_on_and_says_the_level_did_not_settle(sim, tmp_path):
+    # min_settle_requests so high that no level can settle: only the 1 s cap moves the sweep on.
+    plan = SweepPlan([1, 2], seconds=1.0, until_settled=True, min_settle_requests=10**6)
+    rt = RunnerThread(config(sim.base_url), tmp_path / "cap.toml", options=RunnerOptions(sweep=plan, telemetry="none"))
+    rt.start()
+    assert rt.wait_ready(20)
+    events: list[tuple] = []
+    wait_for(lambda: events.extend(drain(rt.events)) or any(e[0] == EV_SWEEP and "sweep done" in e[1]
+                                                             for e in events))
+    rt.stop()
+    assert rt.finished.wait(15) and rt.join(5)
+    sweep_lines = [e[1] for e in events if e[0] == EV_SWEEP]
+    assert sweep_lines[0] == "level not settled in 1 s · sweep to c=2", sweep_lines
+    levels = rt.session.runner.levels
+    assert [lv.concurrency for lv in levels] == [1, 2]
+    assert 1.0 <= levels[0].duration_s() < 3.0

@@ -84,6 +84,11 @@ async def test_pause_new_level_window_and_exact_concurrency(sim, tmp_path):
         await press(pilot, "3", "enter")  # the current value is selected: typing replaces it
         await wait_until(pilot, lambda: len(model.levels) == 3, what="the typed level")
         assert model.concurrency == 3
+        await press(pilot, "c")
+        await pilot.pause(0.1)
+        await press(pilot, "enter")  # the value shown, unchanged: no new level
+        await pilot.pause(0.3)
+        assert len(model.levels) == 3
         await press(pilot, "minus")
         await wait_until(pilot, lambda: len(model.levels) == 4, what="a level down")
         assert model.concurrency == 1  # ×2 step: 3 // 2
@@ -134,8 +139,10 @@ async def test_sweep_steps_through_levels_by_itself_and_user_can_step_in(sim, tm
         # Paused, the last level ends when its last request does: the pause is billed to no level.
         await wait_until(pilot, lambda: model.levels[-1].t_end_ns is not None, what="the drained level to end")
         await pilot.pause(1.0)
+        assert app.status.sweep_text.startswith("sweep done")
         await press(pilot, "p")  # resume: a new level at the same concurrency
         await wait_until(pilot, lambda: len(model.levels) == 4, what="a level after the pause")
+        assert app.status.sweep_text == ""  # "sweep done · paused" is no longer true
         await wait_until(pilot, lambda: len(model.levels[3].records) >= 1, what="a request after the pause")
         await press(pilot, "q")
         await wait_until(pilot, lambda: not app.is_running, what="the app to exit")

@@ -73,7 +73,8 @@ class QueueObserver(NullObserver):
 @dataclass
 class SweepPlan:
     """Levels the runner steps through by itself. Each lasts `requests` measured requests or `seconds`
-    (whichever the config sets), or — with `until_settled` — until both $/M intervals are within ±3%."""
+    (whichever the config sets), or — with `until_settled` — until both $/M intervals are within ±3%, or
+    `seconds` have passed if that is set (then the sweep says the level did not settle)."""
 
     concurrencies: list[int]
     requests: int = 0
@@ -147,6 +148,7 @@ class RunnerThread:
         self._stop_future: concurrent.futures.Future | None = None
         self._sweep_task: asyncio.Task | None = None
         self._user_stepped = False
+        self._capped = False  # the last level's settle wait ran out of time
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -257,8 +259,11 @@ class RunnerThread:
                         runner.pause()
                     return
                 i = plan.concurrencies.index(nxt[0])
-                self.events.put((EV_SWEEP, f"level settled · sweep to c={nxt[0]}" if plan.until_settled
-                                 else f"sweep to c={nxt[0]}"))
+                if plan.until_settled:
+                    done_how = f"not settled in {plan.seconds:g} s" if self._capped else "settled"
+                    self.events.put((EV_SWEEP, f"level {done_how} · sweep to c={nxt[0]}"))
+                else:
+                    self.events.put((EV_SWEEP, f"sweep to c={nxt[0]}"))
                 runner.set_concurrency(nxt[0], reason="sweep")
         finally:
             self.sweep_active = False
@@ -269,7 +274,11 @@ class RunnerThread:
             return await runner.wait_level(plan.requests, plan.seconds)
         loop = asyncio.get_running_loop()
         checked = -1
+        self._capped = False
         while not runner.stopping and runner.level is level:
+            if plan.seconds > 0 and level.duration_s() >= plan.seconds and not runner.paused:
+                self._capped = True  # not settled in the time allowed: move on, and say so
+                return True
             if level.measured_done != checked and not runner.paused:
                 checked = level.measured_done
                 # The bootstrap is numpy work: do it off the load loop on a copy of the finished records.

@@ -335,10 +335,14 @@ class MonitorApp(App[int]):
         new = step_concurrency(c, self.options.step, up=False)
         if new != c:
             self._set_c(new)
+        else:
+            self.notify(f"concurrency is already {c}, the least", timeout=2)
 
     def action_set_concurrency(self) -> None:
         def done(value: int | None) -> None:
-            if value is not None:
+            if value == self._current_c():  # Enter on the value shown: nothing to change (n opens a new level)
+                self.notify(f"concurrency stays {value}", timeout=2)
+            elif value is not None:
                 self._set_c(value)
         self.push_screen(ConcurrencyScreen(self._current_c()), done)
 
@@ -347,6 +351,8 @@ class MonitorApp(App[int]):
             return
         self.paused = not self.paused
         (self.runner.pause if self.paused else self.runner.resume)()
+        if not self.paused and self.status.sweep_text.startswith("sweep done"):
+            self.status.sweep_text = ""  # resumed after the sweep: its last word is no longer the news
         self.notify("paused: no new requests (p to resume)" if self.paused else "resumed", timeout=3)
         self.status.refresh_status(self.paused, self.quitting)
 

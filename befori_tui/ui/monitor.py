@@ -16,6 +16,7 @@ DEMO_SWEEP = "1,8,32,64,128,256"
 # The UI thread holds the GIL while it draws; a shorter switch interval lets the load thread, woken by a
 # socket, take it sooner, so TTFT is not stretched by a frame (see bench/ui_overhead.py).
 SWITCH_INTERVAL_S = 0.0005
+DEMO_SETTLE_CAP_S = 60.0
 
 
 def add_monitor_flags(p: argparse.ArgumentParser) -> None:
@@ -24,7 +25,8 @@ def add_monitor_flags(p: argparse.ArgumentParser) -> None:
                    help="step through these concurrencies by itself (no value: --concurrency's levels); "
                         "each lasts --requests-per-level / --seconds-per-level")
     m.add_argument("--sweep-until-settled", action="store_true",
-                   help="move to the next level when both $/M have settled (±3%%) instead")
+                   help="move to the next level when both $/M have settled (±3%%) instead, or after "
+                        "--seconds-per-level if given")
     m.add_argument("--step", default="x2", metavar="xN|+N", help="what +/- do to the concurrency (default x2)")
     m.add_argument("--fps", type=float, default=10.0, metavar="HZ", help="redraws per second (default 10)")
     m.add_argument("--window", type=float, default=60.0, choices=[30.0, 60.0, 120.0], metavar="S",
@@ -59,6 +61,8 @@ def monitor_main(command: str, argv: list[str]) -> int:
         args.output_tokens = args.output_tokens or "150"
         if args.sweep is None and not args.concurrency:
             args.sweep, args.sweep_until_settled = DEMO_SWEEP, True
+            # A level that has not settled in a minute moves on: the demo should show the whole curve soon.
+            args.seconds_per_level = args.seconds_per_level or DEMO_SETTLE_CAP_S
     cfg = config_from_args(args)
     if not 0 < args.fps <= 60:
         raise ConfigError(f"--fps must be in (0, 60], got {args.fps:g}")

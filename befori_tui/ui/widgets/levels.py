@@ -11,7 +11,7 @@ from textual_plotext import PlotextPlot
 from befori_tui.ui import format as fmt
 
 COLUMNS = (
-    ("lvl", "level"), ("c", "c"), ("ok/fail", "ok"), ("TTFT", "ttft"), ("E2E", "e2e"),
+    ("lvl", "level"), ("c", "c"), ("meas/fail", "ok"), ("TTFT", "ttft"), ("E2E", "e2e"),
     ("T_in/s", "t_in"), ("T_out/s", "t_out"), ("$/M in", "usd_in"), ("$/M out", "usd_out"), ("", "settled"),
     ("occ in", "occ_in"), ("occ out", "occ_out"),
 )
@@ -21,7 +21,7 @@ def level_row(s: dict) -> list[str]:
     occ = s.get("occupancy", {})
     pin, pout = fmt.interval_pct(s, "input"), fmt.interval_pct(s, "output")
     return [
-        str(s["level"]), str(s["concurrency"]), f"{s.get('requests_ok', 0)}/{s.get('requests_failed', 0)}",
+        str(s["level"]), str(s["concurrency"]), f"{s.get('requests_steady', 0)}/{s.get('requests_failed', 0)}",
         fmt.dur(s.get("ttft_s_mean")), fmt.dur(s.get("e2e_s_mean")),
         fmt.rate(s.get("input_tok_per_s")), fmt.rate(s.get("output_tok_per_s")),
         fmt.usd(s.get("usd_per_million_input")) + ("" if pin is None else f" ±{pin:.0f}%"),
