@@ -11,15 +11,22 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-READING = """\
-Slots: one row per slot; each request is a bar split at its first token. Light shade before it (prefill,
-billed to input tokens), dark shade after it (decode, billed to output tokens), blank when the slot is idle,
-× when the request failed.
-
-Cost: the befori method (Ori's: throughput from mean TTFT and decode time) with its 95% bootstrap interval,
-and the occupancy method (the server's time shared among requests in flight; idle time on its own).
-A level has settled (✓) when both befori $/M intervals are within ±3%: time to move on.
-"""
+# One line per paragraph: the screen wraps them to its width.
+READING = "\n\n".join([
+    "Slots: one row per slot; each request is a bar split at its first token. Light shade before it (prefill, "
+    "billed to input tokens), dark shade after it (decode, billed to output tokens), blank when the slot is "
+    "idle, × when the request failed.",
+    "Cost: the befori method (Ori's: throughput from mean TTFT and decode time) with its 95% interval, and the "
+    "occupancy method (the server's time shared among the requests in flight; idle time on its own).",
+    "Marks: ✓ both befori $/M intervals are within ±3% (settled: time to move on) · … still settling · — not "
+    "enough requests yet.",
+    "Words: T_in/s and T_out/s are the befori method's rates, R × mean tokens / mean TTFT (input) or / mean "
+    "decode time (output): what it bills, not the tokens/s served (Metrics). occ: $/M by the occupancy method. "
+    "blend 3:1: one price for a workload of 3 input tokens per output token (pricing.blend_input_per_output). "
+    "meas/fail: requests in the figures (ok, not warm-up, not outlived) / failed requests. client-bound: the "
+    "load loop itself ran late (lag p99 over 5 ms), so the client may be adding time to what it measures.",
+    "Ctrl+P opens the command palette: every key's action by name.",
+])
 
 
 class HelpScreen(ModalScreen[None]):
