@@ -4,6 +4,7 @@ pure helpers (timeline cells, steps, formatting)."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -215,3 +216,27 @@ def test_concurrency_steps(step, c, up, expected):
 def test_bad_steps_are_refused(bad):
     with pytest.raises(ValueError):
         parse_step(bad)
+
+
+def _plain(renderable) -> str:
+    from rich.console import Console
+
+    console = Console(width=160, record=True, file=open(os.devnull, "w"))
+    console.print(renderable)
+    return console.export_text()
+
+
+async def test_the_servers_queue_shows_without_gpu_telemetry_and_before_the_gpu_lines():
+    from befori_tui.core.telemetry.readings import ServerReading, TelemetrySample
+
+    app = fixed_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause(0.2)
+        with_gpus = _plain(app.gpus.content)
+        assert "vllm: " in with_gpus and with_gpus.index("vllm: ") < with_gpus.index("H100")  # first, not cut
+        app.model.samples.append(TelemetrySample(app.model.clock(), "none", [], ServerReading("llamacpp", 3, 5),
+                                                 gpu_error="no GPU telemetry: NVML did not load"))
+        app.gpus.show(app.model, app.summaries)
+        await pilot.pause(0.1)
+        text = _plain(app.gpus.content)
+        assert "NVML did not load" in text and "llamacpp: 3 running, 5 waiting" in text

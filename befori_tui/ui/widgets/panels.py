@@ -136,8 +136,9 @@ class GpuPanel(Static):
             self.update(Text("waiting for telemetry…", dim))
             return
         self.border_title = "GPUs · simulated (befori-tui sim)" if sample.simulated else f"GPUs · {sample.gpu_source}"
+        server = _server_line(sample, dim)
         if not sample.gpus:
-            self.update(Text(sample.gpu_error or "no GPU telemetry", dim))
+            self.update(Group(Text(sample.gpu_error or "no GPU telemetry", dim), *([server] if server else [])))
             return
         width = max(50, self.content_region.width or 64)
         name_w = 9 if width < 90 else 16
@@ -197,12 +198,21 @@ class GpuPanel(Static):
             extra.append(f"   {gpu['joules_per_output_token']:.2f} J per output token", "bold")
             if gpu.get("usd_energy_per_million_output") is not None:
                 extra.append(f" (energy ${gpu['usd_energy_per_million_output']:.3f}/M)")
-        if sample.server is not None and sample.server.engine != "unknown":
-            srv = sample.server
-            extra.append(f"   {srv.engine}: {_n(srv.running)} running, {_n(srv.waiting)} waiting", dim)
-            if srv.kv_cache_usage_frac is not None:
-                extra.append(f", KV cache {srv.kv_cache_usage_frac * 100:.0f}%", dim)
-        self.update(Group(*lines, total, extra))
+        # Totals, energy and the server's queue first: on a short panel the per-GPU lines are what is cut.
+        head = [total] + ([extra] if extra.plain else []) + ([server] if server else [])
+        self.update(Group(*head, *lines))
+
+
+def _server_line(sample, dim) -> Text | None:
+    """The inference server's own view (its /metrics), beside the GPUs; None when it has none."""
+    srv = sample.server
+    if srv is None or srv.engine == "unknown":
+        return None
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(f"   {srv.engine}: {_n(srv.running)} running, {_n(srv.waiting)} waiting", dim)
+    if srv.kv_cache_usage_frac is not None:
+        line.append(f", KV cache {srv.kv_cache_usage_frac * 100:.0f}%", dim)
+    return line
 
 
 def _n(x: float | None) -> str:
