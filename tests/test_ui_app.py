@@ -240,3 +240,19 @@ async def test_the_servers_queue_shows_without_gpu_telemetry_and_before_the_gpu_
         await pilot.pause(0.1)
         text = _plain(app.gpus.content)
         assert "NVML did not load" in text and "llamacpp: 3 running, 5 waiting" in text
+
+
+async def test_a_narrow_header_keeps_the_endpoint_line_when_the_client_bound_warning_shows():
+    app = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.status.client_lag_p99_ms = lambda: 12.0
+        app.status.sweep_text = "level settled · sweep to c=128"
+        app.status.refresh_status(False)
+        await pilot.pause(0.1)
+        from rich.console import Console
+
+        console = Console(width=app.status.size.width, record=True, file=open(os.devnull, "w"))
+        console.print(app.status.content)
+        lines = console.export_text().rstrip("\n").splitlines()
+        assert len(lines) == 2, lines  # cut at the edge, never wrapped
+        assert "http://127.0.0.1:8000/v1" in lines[1]

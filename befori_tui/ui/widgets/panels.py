@@ -47,6 +47,7 @@ class StatusBar(Static):
             " ", (fmt.clock(m.elapsed_s()), "bold"),
             "  c=", (f"{m.concurrency}", "bold"),
             "  level ", (f"{lv.index}" if lv else "—", "bold"), (f" ({lv.reason})" if lv else "", dim),
+            no_wrap=True, overflow="ellipsis",  # a long line is cut, never pushed onto the endpoint line
         )
         if simulated:
             text.append("  ")
@@ -54,15 +55,19 @@ class StatusBar(Static):
         if self.sweep_text:
             text.append(f"  {self.sweep_text}", dim)
         lag_ms = self.client_lag_p99_ms() if self.client_lag_p99_ms is not None else None
+        narrow = self.size.width < 120
         if lag_ms is not None and lag_ms > CLIENT_BOUND_LAG_MS:
-            text.append(f"  ⚠ {CLIENT_BOUND_NOTE} (loop lag p99 {lag_ms:.0f} ms)", state_style)
-        text.append("\n " if self.size.width < 120 else "   ")
-        text.append(info.get("url", "—"))
-        text.append(" · ", dim)
-        text.append(str(info.get("model", "—")), "bold")
-        text.append(" · ", dim)
-        text.append(str(info.get("api", "—")))
-        self.update(text)
+            note = "client-bound" if narrow else CLIENT_BOUND_NOTE
+            text.append(f"  ⚠ {note} (loop lag p99 {lag_ms:.0f} ms)", state_style)
+        where = Text(no_wrap=True, overflow="ellipsis")
+        where.append(" " if narrow else "   ")
+        where.append(info.get("url", "—"))
+        where.append(" · ", dim)
+        where.append(str(info.get("model", "—")), "bold")
+        where.append(" · ", dim)
+        where.append(str(info.get("api", "—")))
+        # Narrow: two lines, each cut at the edge. Wide: one line.
+        self.update(Group(text, where) if narrow else Text.assemble(text, where, no_wrap=True, overflow="ellipsis"))
 
 
 class MetricsPanel(Static):
