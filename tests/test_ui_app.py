@@ -3,8 +3,8 @@ pure helpers (timeline cells, steps, formatting)."""
 
 from __future__ import annotations
 
+import io
 import math
-import os
 import re
 from pathlib import Path
 
@@ -221,7 +221,7 @@ def test_bad_steps_are_refused(bad):
 def _plain(renderable) -> str:
     from rich.console import Console
 
-    console = Console(width=160, record=True, file=open(os.devnull, "w"))
+    console = Console(width=160, record=True, file=io.StringIO())
     console.print(renderable)
     return console.export_text()
 
@@ -251,7 +251,7 @@ async def test_a_narrow_header_keeps_the_endpoint_line_when_the_client_bound_war
         await pilot.pause(0.1)
         from rich.console import Console
 
-        console = Console(width=app.status.size.width, record=True, file=open(os.devnull, "w"))
+        console = Console(width=app.status.size.width, record=True, file=io.StringIO())
         console.print(app.status.content)
         lines = console.export_text().rstrip("\n").splitlines()
         assert len(lines) == 2, lines  # cut at the edge, never wrapped
