@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from befori_tui.core.columns import CANCELLED, NONE_NS, RecordColumns
 from befori_tui.core.config import PricingConfig
 from befori_tui.core.cost import befori_cost, blended_usd_per_million, occupancy, occupancy_window
-from befori_tui.core.records import ERROR_KINDS, RequestRecord
+from befori_tui.core.records import RequestRecord
 
 PERCENTILES = (50, 90, 99)
 SETTLED_REL = 0.03  # a level's $/M has settled when its 95% interval is within ±3%
@@ -24,11 +23,6 @@ def _stats(prefix: str, values: np.ndarray, out: dict, scale: float = 1.0) -> No
     out[f"{prefix}_mean"] = float(values.mean()) * scale
     for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES, overwrite_input=True)):
         out[f"{prefix}_p{p}"] = float(v) * scale
-
-
-def counts_by_outcome(records: Iterable[RequestRecord]) -> dict[str, int]:
-    errors = Counter(r.error_kind for r in records if r.error_kind)
-    return {k: errors.get(k, 0) for k in ERROR_KINDS if errors.get(k, 0)}
 
 
 def latency_stats(records: Sequence[RequestRecord]) -> dict[str, float]:
