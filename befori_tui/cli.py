@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("demo", argv)
     try:
         if command == "sim":
-            from befori_tui.core.sim.cli import main as sim_main
+            from befori_tui.sim.cli import main as sim_main
 
             return sim_main(rest)
         if command == "demo" and "--headless" in rest:

@@ -104,7 +104,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.time_scale <= 0:
         raise ConfigError(f"--time-scale must be > 0, got {args.time_scale:g}")
     if not cfg.endpoint.url:  # the built-in simulator will run: its profile must exist
-        from befori_tui.core.sim.profile import list_profiles
+        from befori_tui.sim.profile import list_profiles
 
         if args.profile not in list_profiles():
             raise ConfigError(f"--profile: no simulator profile {args.profile!r} (there are: "

@@ -17,7 +17,7 @@ from befori_tui.core.health import CLIENT_BOUND_NOTE
 from befori_tui.core.loadgen import Level
 from befori_tui.core.observer import NullObserver
 from befori_tui.core.session import Session, default_out_path
-from befori_tui.ui.format import usd
+from befori_tui.core.format import usd
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -171,7 +171,7 @@ def bench_main(args, cfg: Config) -> int:
     check_output_paths(out, raw)
     with ExitStack() as stack:
         if not cfg.endpoint.url:
-            from befori_tui.core.sim.launch import start_sim
+            from befori_tui.sim.launch import start_sim
 
             print(f"no --url: starting the built-in simulator (profile {args.profile}, simulated GPUs)",
                   file=sys.stderr, flush=True)

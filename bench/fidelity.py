@@ -42,7 +42,7 @@ import reference_client  # noqa: E402
 from tui_driver import run_monitor  # noqa: E402
 from befori_tui.core.config import Config  # noqa: E402
 from befori_tui.core.session import Session  # noqa: E402
-from befori_tui.core.sim.launch import start_sim  # noqa: E402
+from befori_tui.sim.launch import start_sim  # noqa: E402
 
 OUTPUT_TOKENS = 32
 INPUT_TOKENS = 64
@@ -52,7 +52,7 @@ FRONTEND_MS = 80.0
 
 def flat_profile(directory: str, max_seqs: int, step_ms: float = STEP_MS, frontend_ms: float = FRONTEND_MS) -> str:
     """The 8B profile with a constant step time and room for every stream, so load does not change timing."""
-    src = resources.files("befori_tui.core.sim") / "profiles" / "llama-3.1-8b-1xh100.toml"
+    src = resources.files("befori_tui.sim") / "profiles" / "llama-3.1-8b-1xh100.toml"
     data = tomllib.loads(src.read_text())
     data["name"] = f"flat-{step_ms:g}ms"
     e = data["engine"]

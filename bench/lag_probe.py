@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from befori_tui.core.config import Config  # noqa: E402
 from befori_tui.core.health import LoopLagMonitor  # noqa: E402
 from befori_tui.core.session import Session  # noqa: E402
-from befori_tui.core.sim.launch import start_sim  # noqa: E402
+from befori_tui.sim.launch import start_sim  # noqa: E402
 
 
 class TimerProbe:

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tomli_w  # noqa: E402
 
-from befori_tui.core.sim.launch import start_sim  # noqa: E402
-from befori_tui.core.sim.profile import load_profile  # noqa: E402
+from befori_tui.sim.launch import start_sim  # noqa: E402
+from befori_tui.sim.profile import load_profile  # noqa: E402
 
 BASE_PROFILE = "llama-3.1-8b-1xh100"
 _GT = re.compile(rb'"befori_sim":(\{[^}]*\})')
@@ -126,7 +126,7 @@ def _profile_file(streams: int, directory: str) -> str:
     """The 8B profile with the batch cap raised to the stream count, so every stream decodes each step."""
     base = load_profile(BASE_PROFILE)
     from importlib import resources
-    src = resources.files("befori_tui.core.sim") / "profiles" / f"{BASE_PROFILE}.toml"
+    src = resources.files("befori_tui.sim") / "profiles" / f"{BASE_PROFILE}.toml"
     data = tomllib.loads(src.read_text())
     data["name"] = f"{base.name}-cap{streams}"
     data["engine"]["max_num_seqs"] = max(streams, base.engine.max_num_seqs)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from befori_tui.core.sim.launch import start_sim  # noqa: E402
+from befori_tui.sim.launch import start_sim  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

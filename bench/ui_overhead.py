@@ -25,7 +25,7 @@ from pathlib import Path
 from befori_tui.core.config import Config
 from befori_tui.core.metrics import latency_stats
 from befori_tui.core.session import Session
-from befori_tui.core.sim.launch import start_sim
+from befori_tui.sim.launch import start_sim
 from tui_driver import run_monitor
 
 

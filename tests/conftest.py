@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from befori_tui.core.sim.launch import SimProcess, start_sim
+from befori_tui.sim.launch import SimProcess, start_sim
 
 # Fast enough for tests, slow enough that engine steps stay well above event-loop jitter.
 FAST_TIME_SCALE = 20.0

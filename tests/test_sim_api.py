@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from befori_tui.core.sim.tokenizer import count_text
+from befori_tui.sim.tokenizer import count_text
 
 
 # -- a tiny streaming client, also used by the other test_sim modules (kept apart from the app's client)

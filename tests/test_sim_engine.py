@@ -6,8 +6,8 @@ import asyncio
 import dataclasses
 import time
 
-from befori_tui.core.sim.engine import Engine, Seq
-from befori_tui.core.sim.profile import Profile, load_profile
+from befori_tui.sim.engine import Engine, Seq
+from befori_tui.sim.profile import Profile, load_profile
 
 
 def small_profile(**engine: float) -> Profile:

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from befori_tui.core.sim.cli import main as sim_main
+from befori_tui.sim.cli import main as sim_main
 from tests.test_sim_api import make_client, stream
 
 PAYLOAD = {"prompt": "Tell me a story.", "max_tokens": 8, "ignore_eos": True}

@@ -7,7 +7,7 @@ import statistics
 
 import httpx
 
-from befori_tui.core.sim.profile import load_profile
+from befori_tui.sim.profile import load_profile
 from tests.test_sim_api import make_client, stream
 
 PROFILE = "llama-3.1-8b-1xh100"

@@ -1,4 +1,4 @@
-"""Cost per token (DESIGN §3).
+"""Cost per token (README, "The cost methods"; docs/results.md).
 
 befori — Ori's BeFOri method, kept for comparability: with R slots and hourly price H,
     T_in = R·mean(N_in)/mean(TTFT),  T_out = R·mean(N_out)/mean(E2E − TTFT),  $/token = (H/3600)/T.

@@ -1,4 +1,4 @@
-"""Per-level figures from request records (DESIGN §2), with numpy."""
+"""Per-level figures from request records (docs/results.md, "Raw records"), with numpy."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def summarize_level(
     now_ns: int | None = None,
     view: LevelView | None = None,
 ) -> dict:
-    """The flat per-level table of DESIGN §5, plus sub-tables `occupancy`, `errors` and `api_compare`.
+    """The flat per-level table of docs/results.md, plus sub-tables `occupancy`, `errors` and `api_compare`.
 
     `all_records` is every finished request of the run: the occupancy method shares the server among all
     requests in flight, whichever level they were sent in. `view`, kept by the caller between calls on the

@@ -1,4 +1,4 @@
-"""The seam between the load loop and whatever displays it (DESIGN §1).
+"""The seam between the load loop and whatever displays it (docs/architecture.md).
 
 Observers are called from the load loop's own thread and event loop. They must return quickly: the
 headless printer writes a line now and then, the TUI only puts events on a queue it drains on a timer.

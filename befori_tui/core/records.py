@@ -1,4 +1,4 @@
-"""What one request was, as measured by the client (DESIGN §2)."""
+"""What one request was, as measured by the client (docs/results.md, "Raw records")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Results: the TOML summary (DESIGN §5, written atomically) and the raw JSON-lines records.
+"""Results: the TOML summary (docs/results.md, written atomically) and the raw JSON-lines records.
 
 Schema and units: docs/results.md. Every `usd_*` figure of a level is linear in the hourly price, which is
 what lets `befori-tui cost session.toml --usd-per-hour X` re-price a saved session exactly.

@@ -1,4 +1,4 @@
-"""The load loop on its own thread and asyncio loop, so a display on another thread never slows it (DESIGN §1).
+"""The load loop on its own thread and asyncio loop, so a display on another thread never slows it (docs/architecture.md).
 
 The display talks to it only through thread-safe calls (each hops onto the runner's loop with
 `call_soon_threadsafe` / `run_coroutine_threadsafe`) and hears from it only through `events`, a

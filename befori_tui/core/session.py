@@ -1,7 +1,7 @@
 """A measuring session: everything one run needs, shared by the headless `bench` and the TUI.
 
 Sets up the HTTP client, the model, the prompts, the raw-record writer and the load runner; turns the
-runner's levels into the results dict (DESIGN §5) and saves it atomically.
+runner's levels into the results dict (docs/results.md) and saves it atomically.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def monitor_main(command: str, argv: list[str]) -> int:
         telemetry = args.telemetry or cfg.telemetry or None
         simulated = False
         if not cfg.endpoint.url:
-            from befori_tui.core.sim.launch import start_sim
+            from befori_tui.sim.launch import start_sim
 
             print(f"no --url: starting the built-in simulator (profile {args.profile}, simulated GPUs)…",
                   file=sys.stderr, flush=True)

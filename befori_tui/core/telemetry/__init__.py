@@ -1,4 +1,4 @@
-"""Telemetry (DESIGN §4): GPUs through NVML or a DCGM exporter, the inference server's /metrics, sampled at
+"""Telemetry (docs/telemetry.md): GPUs through NVML or a DCGM exporter, the inference server's /metrics, sampled at
 about 1 Hz in a daemon thread, summarised per level for the results."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What one telemetry sample holds (DESIGN §4). Plain dataclasses; None means n/a."""
+"""What one telemetry sample holds (docs/telemetry.md). Plain dataclasses; None means n/a."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from textual.color import Color
 from textual.widgets import DataTable
 from textual_plotext import PlotextPlot
 
-from befori_tui.ui import format as fmt
+from befori_tui.core import format as fmt
 
 COLUMNS = (
     ("lvl", "level"), ("c", "c"), ("meas/fail", "ok"), ("TTFT", "ttft"), ("E2E", "e2e"),

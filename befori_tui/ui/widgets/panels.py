@@ -11,7 +11,7 @@ from textual.widgets import Static
 from befori_tui.core.config import PricingConfig
 from befori_tui.core.cost import blended_usd_per_million
 from befori_tui.core.health import CLIENT_BOUND_LAG_MS, CLIENT_BOUND_NOTE
-from befori_tui.ui import format as fmt
+from befori_tui.core import format as fmt
 from befori_tui.ui.model import LiveModel, Summaries
 
 

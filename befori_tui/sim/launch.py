@@ -50,7 +50,7 @@ class SimProcess:
 
 def sim_command(profile: str = "dbrx-8xh100", time_scale: float = 1.0, faults: dict[str, float] | None = None,
                 seed: int = 0, host: str = "127.0.0.1", port: int | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "befori_tui.core.sim", "--host", host, "--port", str(port or 0),
+    cmd = [sys.executable, "-m", "befori_tui.sim", "--host", host, "--port", str(port or 0),
            "--profile", profile, "--time-scale", repr(float(time_scale)), "--seed", str(seed)]
     for kind, rate in (faults or {}).items():
         cmd += ["--fault", kind, "--fault-rate", repr(float(rate))]
@@ -60,7 +60,7 @@ def sim_command(profile: str = "dbrx-8xh100", time_scale: float = 1.0, faults: d
 def start_sim(profile: str = "dbrx-8xh100", time_scale: float = 1.0, faults: dict[str, float] | None = None,
               seed: int = 0, host: str = "127.0.0.1", port: int | None = None,
               ready_timeout_s: float = 20.0) -> SimProcess:
-    """Start `python -m befori_tui.core.sim`, wait until /health answers; RuntimeError if it does not."""
+    """Start `python -m befori_tui.sim`, wait until /health answers; RuntimeError if it does not."""
     env = dict(os.environ)
     pkg_parent = str(Path(__file__).resolve().parents[3])  # so the child imports this same checkout
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

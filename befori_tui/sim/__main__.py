@@ -1,5 +1,5 @@
 import sys
 
-from befori_tui.core.sim.cli import main
+from befori_tui.sim.cli import main
 
 raise SystemExit(main(sys.argv[1:]))

@@ -3,7 +3,7 @@
 Import-light on purpose: uvicorn and Starlette load only in the server process (app.py, cli.serve).
 """
 
-from befori_tui.core.sim.launch import SimProcess, start_sim
-from befori_tui.core.sim.profile import Profile, list_profiles, load_profile
+from befori_tui.sim.launch import SimProcess, start_sim
+from befori_tui.sim.profile import Profile, list_profiles, load_profile
 
 __all__ = ["Profile", "SimProcess", "list_profiles", "load_profile", "start_sim"]

@@ -9,8 +9,8 @@ import signal
 import socket
 import sys
 
-from befori_tui.core.sim.faults import FAULT_KINDS, FaultPlan, SimulatedDrop
-from befori_tui.core.sim.profile import list_profiles, load_profile
+from befori_tui.sim.faults import FAULT_KINDS, FaultPlan, SimulatedDrop
+from befori_tui.sim.profile import list_profiles, load_profile
 
 DEFAULT_PROFILE = "dbrx-8xh100"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -95,7 +95,7 @@ def serve(sock: socket.socket, profile: object, time_scale: float, faults: dict[
           log_level: str) -> int:
     import uvicorn  # only the server process needs it
 
-    from befori_tui.core.sim.app import SimServer
+    from befori_tui.sim.app import SimServer
 
     server_app = SimServer(profile, time_scale, faults, seed)  # type: ignore[arg-type]
     config = uvicorn.Config(server_app.app, log_level=log_level, access_log=False, lifespan="on",

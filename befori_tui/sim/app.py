@@ -27,11 +27,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from befori_tui.core.sim import tokenizer
-from befori_tui.core.sim.engine import TTFT_BUCKETS_S, Engine, Seq
-from befori_tui.core.sim.faults import RETRY_AFTER_S, STALL_S, FaultPlan, SimulatedDrop
-from befori_tui.core.sim.gpu import GpuModel
-from befori_tui.core.sim.profile import Profile
+from befori_tui.sim import tokenizer
+from befori_tui.sim.engine import TTFT_BUCKETS_S, Engine, Seq
+from befori_tui.sim.faults import RETRY_AFTER_S, STALL_S, FaultPlan, SimulatedDrop
+from befori_tui.sim.gpu import GpuModel
+from befori_tui.sim.profile import Profile
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

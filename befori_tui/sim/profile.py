@@ -69,7 +69,7 @@ class Profile:
 
 
 def _profiles_dir() -> Path:
-    return Path(str(resources.files("befori_tui.core.sim") / "profiles"))
+    return Path(str(resources.files("befori_tui.sim") / "profiles"))
 
 
 def list_profiles() -> list[str]:

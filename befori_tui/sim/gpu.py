@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from befori_tui.core.sim.engine import Engine
+from befori_tui.sim.engine import Engine
 
 
 @dataclass(slots=True)

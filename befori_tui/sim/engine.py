@@ -20,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from befori_tui.core.sim.profile import Profile
+from befori_tui.sim.profile import Profile
 
 # asyncio sleeps wake up to ~2 ms late: the selector rounds the timeout up to whole milliseconds, and epoll
 # rounds the float up again (measured here: a 25.8 ms sleep took 1.9 ms longer at the median, 2.3 ms at most).
