@@ -13,6 +13,7 @@ USAGE = """befori-tui — what your self-hosted LLM costs per input and output t
   befori-tui                       the demo: the live monitor on the built-in simulated 8×H100 DBRX server
   befori-tui demo --headless       the same demo without the UI (a short headless sweep)
   befori-tui monitor [flags]       the live monitor against your server (--url or --config)
+  befori-tui attach [RUN]          the monitor on a run already going (a monitor's or a bench's)
   befori-tui bench [flags]         headless benchmark: levels of concurrency, Ori's table, a TOML session
   befori-tui cost [flags]          the befori cost method from means, or re-price a saved session
   befori-tui sim [flags]           the simulated OpenAI-compatible server on 127.0.0.1
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             return sim_main(rest)
         if command == "demo" and "--headless" in rest:
             return bench_command(command, [a for a in rest if a != "--headless"])
+        if command == "attach":
+            from befori_tui.ui.monitor import attach_main
+
+            return attach_main(rest)
         if command in ("demo", "monitor"):
             from befori_tui.ui.monitor import monitor_main  # lazy: Textual only for the UI
 

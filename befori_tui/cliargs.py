@@ -46,6 +46,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--concurrency", metavar="N[,N…]", help="concurrency levels, e.g. 1,2,4,8")
     ld.add_argument("--requests-per-level", type=int, metavar="N", help="measured requests per level")
     ld.add_argument("--seconds-per-level", type=float, metavar="S", help="seconds per level")
+    ld.add_argument("--sweep-until-settled", action="store_true",
+                    help="end each level when both $/M have settled (±3%%) instead, or after --seconds-per-level "
+                         "if given")
     ld.add_argument("--warmup-requests", type=int, metavar="N", help="warm-up requests per level (default: one per slot)")
     ld.add_argument("--timeout", type=float, metavar="S", help="per-request timeout in seconds")
     ld.add_argument("--max-seconds", type=float, metavar="S", help="hard bound on the whole run")

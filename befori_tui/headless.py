@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -11,15 +10,15 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from befori_tui.cliargs import check_output_paths
-from befori_tui.core.client import ClientSetupError
+from befori_tui.core import events as ev
 from befori_tui.core.config import Config
+from befori_tui.core.controller import EXIT_BAD_INPUT, RunController, RunPlan
 from befori_tui.core.health import CLIENT_BOUND_NOTE
-from befori_tui.core.loadgen import Level
-from befori_tui.core.observer import NullObserver
-from befori_tui.core.session import Session, default_out_path
+from befori_tui.core.runproc import make_hello, new_run_id, serve_run
+from befori_tui.core.runserver import socket_path_for
+from befori_tui.core.session import default_out_path
 from befori_tui.core.format import usd
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
 
 def _ms(x: float | None) -> str:
@@ -93,76 +92,46 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
     return "\n".join(rows)
 
 
-class ProgressPrinter(NullObserver):
-    def on_level_change(self, old: Level | None, new: Level) -> None:
-        print(f"level {new.index} · c={new.concurrency} · started", file=sys.stderr, flush=True)
+def progress_printer(event) -> None:
+    """What `bench` says on stderr while it runs (the run's events, as they happen)."""
+    t = type(event)
+    if t is ev.LevelOpened:
+        print(f"level {event.index} · c={event.concurrency} · started", file=sys.stderr, flush=True)
+    elif t is ev.Ready:
+        print(f"endpoint {event.url} · model {event.model} · api {event.api}"
+              f" · prompts sized by {event.prompt_count_source}", file=sys.stderr, flush=True)
+    elif t in (ev.Note, ev.SweepNote):
+        print(event.text, file=sys.stderr, flush=True)
 
 
-async def run_bench(cfg: Config, out: Path, raw: Path | None) -> int:
-    session = Session(cfg, out, raw)
-    loop = asyncio.get_running_loop()
-    stop_requested = asyncio.Event()
-    signals = 0
+async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | None = None,
+                    telemetry: str | None = None, simulated: bool = False, run_id: str | None = None,
+                    cleanup=None) -> int:
+    controller = RunController(cfg, out, raw, plan, telemetry=telemetry, simulated=simulated)
+    controller.listeners.append(progress_printer)
+    controller.level_done.append(lambda level, summary: print(level_line(summary), file=sys.stderr, flush=True))
+    run_id = run_id or new_run_id()
+    hello = make_hello(run_id, out, controller.session.raw_path, cfg.pricing)
+    socket_path = socket_path_for(out, run_id)
 
-    def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        session.interrupted = True
-        if signals == 1:
+    def on_signal(signum: int, first: bool) -> None:
+        if first:
             print(f"\n{signal.Signals(signum).name}: stopping, saving what was measured "
                   "(again to exit at once)", file=sys.stderr, flush=True)
-            stop_requested.set()
-        else:
-            # Exit at once, but leave valid files: pending lines and an atomic TOML.
-            try:
-                session.writer.flush_sync()
-                session.save()
-            finally:
-                os._exit(EXIT_INTERRUPTED)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        try:
-            await session.open(ProgressPrinter())
-        except ClientSetupError as exc:
-            print(f"befori-tui bench: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        print(f"endpoint {session.endpoint.base_url} · model {session.endpoint.model} · api {cfg.endpoint.api}"
-              f" · prompts sized by {session.prompt_count_source}", file=sys.stderr, flush=True)
-        note = session.start_telemetry()
-        if note:
-            print(note, file=sys.stderr, flush=True)
-
-        def level_done(level: Level) -> None:
-            results = session.results()
-            summary = results["levels"][level.index]
-            print(level_line(summary), file=sys.stderr, flush=True)
-            session.save(results)  # a crash later loses nothing already summarised
-
-        sweep = asyncio.create_task(session.run_sweep(cfg.load.concurrency, level_done))
-        stopper = asyncio.create_task(stop_requested.wait())
-        await asyncio.wait({sweep, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        completed = sweep.done() and not sweep.cancelled() and sweep.result()
-        if not sweep.done():
-            sweep.cancel()
-        session.ended_by = "signal" if session.interrupted else "completed" if completed else "max_seconds"
-        await session.close()
-        results = session.results()
-        path = session.save(results)
-        levels = results["levels"]
-        if session.ended_by == "max_seconds" and levels:
-            print(level_line(levels[-1]) + " · cut short", file=sys.stderr)  # it never reached its level end
-            print(f"stopped after load.max_seconds ({cfg.load.max_seconds:g} s)", file=sys.stderr)
-        print(results_table(levels, results.get("api_compare")))
-        written = session.writer.written
-        print(f"saved {path} and {session.raw_path} ({written} requests)", file=sys.stderr)
-        return EXIT_INTERRUPTED if session.interrupted else EXIT_OK
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-        await session.close()
+    code = await serve_run(controller, socket_path, hello, on_signal=on_signal, cleanup=cleanup)
+    if controller.ended_by == "setup":
+        print(f"befori-tui bench: {controller.error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    session = controller.session
+    results = session.results()
+    levels = results["levels"]
+    if controller.ended_by == "max_seconds" and levels:
+        print(level_line(levels[-1]) + " · cut short", file=sys.stderr)  # it never reached its level end
+        print(f"stopped after load.max_seconds ({cfg.load.max_seconds:g} s)", file=sys.stderr)
+    print(results_table(levels, results.get("api_compare")))
+    print(f"saved {session.out_path} and {session.raw_path} ({session.writer.written} requests)", file=sys.stderr)
+    return code
 
 
 def bench_main(args, cfg: Config) -> int:
@@ -170,6 +139,7 @@ def bench_main(args, cfg: Config) -> int:
     raw = Path(args.raw) if args.raw else None
     check_output_paths(out, raw)
     with ExitStack() as stack:
+        simulated, sim = False, None
         if not cfg.endpoint.url:
             from befori_tui.sim.launch import start_sim
 
@@ -179,8 +149,12 @@ def bench_main(args, cfg: Config) -> int:
             cfg.endpoint.url = sim.base_url
             # The simulator's /metrics carries DCGM-style series for its simulated GPUs.
             cfg.telemetry = cfg.telemetry or f"dcgm:{sim.root_url}/metrics"
+            simulated = True
         t0 = time.monotonic()
-        code = asyncio.run(run_bench(cfg, out, raw))
+        plan = RunPlan(list(cfg.load.concurrency), cfg.load.requests_per_level, cfg.load.seconds_per_level,
+                       until_settled=bool(getattr(args, "sweep_until_settled", False)))
+        code = asyncio.run(run_bench(cfg, out, raw, plan, telemetry=cfg.telemetry or None,
+                                     simulated=simulated, cleanup=sim.stop if sim is not None else None))
         if code != EXIT_BAD_INPUT:  # bad input stays one line
             print(f"took {time.monotonic() - t0:.1f} s", file=sys.stderr)
         return code

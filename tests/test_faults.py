@@ -220,8 +220,7 @@ def test_retry_after_and_backoff_units():
 
 async def test_monitor_survives_every_hostile_reply_and_shows_kinds(tmp_path):
     from befori_tui.core.config import Config
-    from befori_tui.ui.app import UiOptions
-    from befori_tui.ui.monitor import build_app
+    from tests.runs import live_monitor
     from tests.test_ui_live import press, wait_until
 
     with HostileServer() as server:
@@ -232,7 +231,7 @@ async def test_monitor_survives_every_hostile_reply_and_shows_kinds(tmp_path):
         cfg.load.timeout_s = 0.4
         cfg.workload.input_tokens_mean, cfg.workload.output_tokens_mean = 40, 8
         out = tmp_path / "ui.toml"
-        runner, model, app = build_app(cfg, out, None, None, "none", False, UiOptions(fps=10))
+        runner, model, app = live_monitor(cfg, out)
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_until(pilot, lambda: {r.error_kind for r in model.records} >= {None, "http_status", "protocol",
                                                                                     "timeout"}, what="every kind")

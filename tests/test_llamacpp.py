@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from befori_tui.core.config import Config
-from befori_tui.core.session import Session
+from befori_tui.core.controller import RunController
 from befori_tui.core.telemetry import ServerMetricsSource, open_server_source
 from befori_tui.core.telemetry.prometheus import parse_series
 from tests.llamacpp import MODEL_ALIAS, LlamaCppServer, LlamaCppUnavailable, ServerOptions, start_server
@@ -150,14 +150,10 @@ async def test_server_metrics_move_by_what_we_sent(llama: LlamaCppServer, tmp_pa
     assert source is not None and source.url == llama.root_url + "/metrics"
     try:
         before = _quiet_counters(source)
-        session = Session(cfg, tmp_path / "m.toml")
-        try:
-            await session.open()
-            assert await session.run_sweep(cfg.load.concurrency)
-            await session.stop(drain_s=30.0)  # let every request end, so the server did exactly what we count
-        finally:
-            await session.close()
-        records = session.all_records()
+        # drain_s: let every request end, so the server did exactly what we count.
+        controller = RunController(cfg, tmp_path / "m.toml", telemetry="none", drain_s=30.0)
+        assert await controller.run() == 0 and controller.ended_by == "completed"
+        records = controller.session.all_records()
         assert records and all(r.ok for r in records), [r.error_message for r in records if not r.ok]
         sent_in = sum(r.input_tokens for r in records)
         sent_out = sum(r.output_tokens for r in records)

@@ -98,9 +98,9 @@ async def test_pause_stops_new_requests(sim, tmp_path: Path):
 
 
 async def test_seconds_per_level(sim, tmp_path: Path):
-    session = Session(make_cfg(sim.base_url), tmp_path / "s.toml")
-    session.cfg.load.requests_per_level, session.cfg.load.seconds_per_level = 0, 0.4
-    await session.open()
-    assert await session.run_sweep([1, 2])
-    await session.close()
-    assert [round(lv.duration_s(), 1) for lv in session.runner.levels] == [0.4, 0.4]
+    from befori_tui.core.controller import RunController, RunPlan
+
+    controller = RunController(make_cfg(sim.base_url), tmp_path / "s.toml", plan=RunPlan([1, 2], seconds=0.4),
+                               telemetry="none")
+    assert await controller.run() == 0 and controller.ended_by == "completed"
+    assert [round(lv.duration_s(), 1) for lv in controller.session.runner.levels] == [0.4, 0.4]

@@ -12,8 +12,7 @@ import time
 import tomllib
 
 from befori_tui.core.config import Config
-from befori_tui.ui.app import UiOptions
-from befori_tui.ui.monitor import build_app
+from tests.runs import live_monitor
 from tests.hostile_server import HostileServer
 from tests.test_signals import PtyApp, wait_for_records
 
@@ -96,12 +95,12 @@ async def test_monitor_screenshot_has_no_secrets(tmp_path, monkeypatch):
         cfg.load.concurrency = [2]
         cfg.workload.input_tokens_mean, cfg.workload.output_tokens_mean = 40, 8
         out = tmp_path / "shot.toml"
-        runner, model, app = build_app(cfg, out, None, None, "none", False, UiOptions(fps=10))
+        runner, model, app = live_monitor(cfg, out)
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_until(pilot, lambda: len(model.records) >= 6, what="records")
             await pilot.pause(0.3)
             svg = app.export_screenshot()
-            app.runner.stop()
+            runner.controller.stop()
             await wait_until(pilot, lambda: runner.finished.is_set(), what="the runner to stop")
     assert "127.0.0.1" in svg  # the URL is on screen, without its credentials
     assert_clean("a screenshot", svg)

@@ -146,10 +146,20 @@ class PtyApp:
             pass
 
 
+def wait_for_end(out: Path, timeout_s: float) -> None:
+    """The run process saves after the viewer has gone (a hangup): wait for its final TOML."""
+    deadline = time.monotonic() + timeout_s
+    while not out.exists() or tomllib.loads(out.read_text()).get("ended_by") == "running":
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{out}: no final save within {timeout_s} s")
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "ctrl-c key", "SIGHUP, terminal gone"])
 def test_monitor_stops_and_saves_on(sim, tmp_path, how):
     out = tmp_path / "m.toml"
-    app = PtyApp(long_run_args(sim.base_url, out))
+    hangup = ["--on-hangup", "stop"] if how.startswith("SIGHUP") else []
+    app = PtyApp([*long_run_args(sim.base_url, out), *hangup])
     try:
         wait_for_records(out.with_suffix(".jsonl"), min_bytes=1)  # the runner only writes records
         t0 = time.monotonic()
@@ -160,12 +170,14 @@ def test_monitor_stops_and_saves_on(sim, tmp_path, how):
         else:
             app.proc.send_signal(getattr(signal, how))
         code = app.wait()
+        wait_for_end(out, STOP_WITHIN_S)
         elapsed_s = time.monotonic() - t0
     finally:
         app.close()
     assert elapsed_s < STOP_WITHIN_S, elapsed_s
     assert "Traceback" not in app.text, app.text[-2000:]
     data, records = check_saved(out)
+    assert data["ended_by"] == "signal"
     assert data["levels"][0]["requests_ok"] >= 1
     if how != "SIGHUP, terminal gone":  # no terminal left to report to
         assert code == 130, app.text[-2000:]
@@ -211,3 +223,38 @@ def test_an_error_inside_the_monitor_is_not_a_clean_quit(sim, tmp_path):
     assert "ZeroDivisionError" in app.text  # Textual shows what went wrong
     data = tomllib.loads(out.read_text())  # and what was measured is saved, marked as such
     assert data["ended_by"] == "error" and data["interrupted"] is False
+
+
+def test_a_hangup_leaves_the_run_going_and_attach_finds_it(sim, tmp_path):
+    """--on-hangup continue (the default): the viewer is gone within 2 s, the run goes on in its own process,
+    `attach` finds it by its results file, and a Stop from there ends it with everything saved."""
+    from befori_tui.core import events as ev
+    from befori_tui.core.runlink import RunLink, resolve_target
+
+    out = tmp_path / "h.toml"
+    app = PtyApp(long_run_args(sim.base_url, out))
+    try:
+        wait_for_records(out.with_suffix(".jsonl"), min_bytes=1)
+        t0 = time.monotonic()
+        app.hang_up()
+        app.wait(10)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        app.close()
+    raw = out.with_suffix(".jsonl")
+    size = raw.stat().st_size
+    time.sleep(1.0)
+    assert raw.stat().st_size > size, "the run stopped with its viewer"
+    runs = resolve_target(str(out))
+    assert len(runs) == 1
+    link = RunLink(runs[0]["socket"])
+    hello = link.connect()
+    assert hello.results == str(out.absolute()) and hello.on_hangup == "continue"
+    link.send(ev.Stop("quit"))
+    assert link.closed.wait(STOP_WITHIN_S), "the run did not end"
+    wait_for_end(out, STOP_WITHIN_S)
+    data = tomllib.loads(out.read_text())
+    assert data["ended_by"] == "quit"
+    records = [json.loads(line) for line in raw.read_text().splitlines()]
+    assert len(records) == sum(lv["requests_sent"] for lv in data["levels"])
+    assert not out.with_suffix(".sock").exists()  # the run took its socket with it

@@ -11,7 +11,7 @@ from textual import events
 from befori_tui.core.config import Config
 from befori_tui.core.results import read_records
 from befori_tui.ui.app import UiOptions
-from befori_tui.ui.monitor import build_app
+from tests.runs import live_monitor
 
 
 async def wait_until(pilot, cond, timeout_s: float = 15.0, what: str = "condition") -> None:
@@ -30,14 +30,16 @@ async def press(pilot, *keys: str) -> None:
         await pilot.pause(0.05)
 
 
-def live_app(sim, tmp_path, concurrency: int = 2, **ui):
+def live_app(sim, tmp_path, concurrency: int = 2, max_seconds: float | None = None, **ui):
     cfg = Config()
     cfg.endpoint.url = sim.base_url
     cfg.load.concurrency = [concurrency]
     cfg.workload.input_tokens_mean, cfg.workload.output_tokens_mean = 200, 40
     out = tmp_path / "session.toml"
-    runner, model, app = build_app(cfg, out, None, None, f"dcgm:{sim.root_url}/metrics", True,
-                                   UiOptions(fps=10, **ui))
+    if max_seconds is not None:
+        cfg.load.max_seconds = max_seconds
+    runner, model, app = live_monitor(cfg, out, telemetry=f"dcgm:{sim.root_url}/metrics",
+                                      ui_options=UiOptions(fps=10, **ui))
     return runner, model, app, out
 
 
@@ -59,7 +61,7 @@ async def test_plus_opens_a_level_save_writes_it_and_quit_keeps_every_record(sim
         await wait_until(pilot, lambda: runner.finished.is_set(), what="the runner to stop")
         await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
     assert app.return_code == 0
-    assert not runner.alive
+    assert runner.join(5)
     records = read_records(out.with_suffix(".jsonl"))
     ids = [r.request_id for r in records]
     sent = sum(lv.sent for lv in model.levels)
@@ -96,7 +98,7 @@ async def test_pause_new_level_window_and_exact_concurrency(sim, tmp_path):
         await press(pilot, "w")
         assert app.timeline.window_s != window
         await press(pilot, "p")
-        assert app.paused
+        await wait_until(pilot, lambda: model.paused, what="the run to say it paused")
         await pilot.pause(0.3)
         n = len(model.records)
         await pilot.pause(0.5)
@@ -123,26 +125,26 @@ async def test_gpu_panel_shows_the_sims_series_marked_simulated(sim, tmp_path):
 
 
 async def test_sweep_steps_through_levels_by_itself_and_user_can_step_in(sim, tmp_path):
-    from befori_tui.core.runner_thread import SweepPlan
+    from befori_tui.core.controller import RunPlan
 
     cfg = Config()
     cfg.endpoint.url = sim.base_url
     cfg.load.concurrency = [1]
     cfg.workload.input_tokens_mean, cfg.workload.output_tokens_mean = 100, 20
     out = tmp_path / "sweep.toml"
-    runner, model, app = build_app(cfg, out, None, SweepPlan([1, 2, 8], seconds=1.5), "none", True, UiOptions())
+    runner, model, app = live_monitor(cfg, out, RunPlan([1, 2, 8], seconds=1.5, then="pause"))
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: model.concurrency == 1, what="the sweep's first level")
         await press(pilot, "plus")  # the user steps in: c=2, measured by the same rule, then the sweep goes on
         await wait_until(pilot, lambda: model.concurrency == 8, timeout_s=20, what="the sweep to go on")
-        await wait_until(pilot, lambda: runner.session.runner.paused, timeout_s=20, what="the sweep to end")
+        await wait_until(pilot, lambda: model.paused, timeout_s=20, what="the sweep to end")
         # Paused, the last level ends when its last request does: the pause is billed to no level.
         await wait_until(pilot, lambda: model.levels[-1].t_end_ns is not None, what="the drained level to end")
         await pilot.pause(1.0)
-        assert app.status.sweep_text.startswith("sweep done")
+        assert model.sweep_text.startswith("sweep done")
         await press(pilot, "p")  # resume: a new level at the same concurrency
         await wait_until(pilot, lambda: len(model.levels) == 4, what="a level after the pause")
-        assert app.status.sweep_text == ""  # "sweep done · paused" is no longer true
+        assert model.sweep_text == ""  # "sweep done · paused" is no longer true
         await wait_until(pilot, lambda: len(model.levels[3].records) >= 1, what="a request after the pause")
         await press(pilot, "q")
         await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
@@ -207,8 +209,7 @@ async def test_the_screen_never_turns_records_into_text(sim, tmp_path, monkeypat
 
 
 async def test_the_monitor_stops_by_itself_after_max_seconds_and_keeps_the_screen(sim, tmp_path):
-    runner, model, app, out = live_app(sim, tmp_path)
-    app.cfg.load.max_seconds = 1.5
+    runner, model, app, out = live_app(sim, tmp_path, max_seconds=1.5)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: runner.finished.is_set(), what="the run to stop by itself")
         await wait_until(pilot, lambda: model.finished, what="the app to hear of it")

@@ -58,7 +58,7 @@ class Level:
 
 
 class LoadRunner:
-    """Owns the slots. Call its methods from the loop it runs on (RunnerThread does that for other threads)."""
+    """Owns the slots. Call its methods from the loop it runs on (the RunController does; commands from other threads hop onto its loop)."""
 
     def __init__(
         self,

@@ -106,31 +106,6 @@ class Session:
             out["server"] = server
         return out
 
-    async def run_sweep(self, concurrencies: list[int], on_level_done=None) -> bool:
-        """Each concurrency for requests_per_level measured requests or seconds_per_level seconds.
-
-        Returns False when the run was stopped early (by stop(), a signal or load.max_seconds).
-        """
-        ld = self.cfg.load
-        runner = self.runner
-        deadline = time.monotonic() + ld.max_seconds
-        for i, c in enumerate(concurrencies):
-            if i == 0:
-                runner.start(c)
-            else:
-                runner.set_concurrency(c, reason="sweep")
-            level = runner.level
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    finished = await runner.wait_level(ld.requests_per_level, ld.seconds_per_level)
-            except TimeoutError:
-                return False
-            if not finished:
-                return False
-            if on_level_done is not None:
-                on_level_done(level)
-        return True
-
     def all_records(self):
         return [r for lv in self.runner.levels for r in lv.records] if self.runner else []
 

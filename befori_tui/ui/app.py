@@ -1,8 +1,9 @@
-"""The live monitor: a Textual app that watches a RunnerThread through its event queue.
+"""The live monitor: a Textual app that watches a run through its socket (a RunLink).
 
-The load loop runs on its own thread (core/runner_thread.py). This app drains the queue on a timer
-(`fps`, ≤ 10 Hz by default), redraws the timeline and status, and computes the numpy summaries in a
-thread worker at ~2 Hz; it never does work per token.
+The load runs in another process (core/controller.py, docs/architecture.md); this app only draws. It
+drains the link's event queue on a timer (`fps`, ≤ 10 Hz by default), redraws the timeline and status,
+and computes the numpy summaries in a thread worker at ~2 Hz; it never does work per token. Its keys
+become commands to the run, which every viewer of that run then sees as events.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from textual.theme import Theme
 from textual.widgets import Footer
 
 from befori_tui.core.config import Config
-from befori_tui.core.runner_thread import EV_ERROR, EV_NOTE, EV_SWEEP, RunnerThread
+from befori_tui.core import events as ev
+from befori_tui.core.runlink import RunLink
 from befori_tui.ui.model import LiveModel, Summaries, SummaryCache
 from befori_tui.ui.screens.concurrency import MAX_CONCURRENCY, ConcurrencyScreen
 from befori_tui.ui.screens.help import HelpScreen
+from befori_tui.ui.screens.quit import QuitScreen
 from befori_tui.ui.themes import DEFAULT_THEME, ThemeError, all_themes
 from befori_tui.ui.widgets.levels import CostChart, LevelsTable
 from befori_tui.ui.widgets.panels import CostPanel, GpuPanel, MetricsPanel, StatusBar
@@ -35,6 +38,7 @@ from befori_tui.ui.widgets.timeline import WINDOWS_S, TimelinePanel
 LOWER_PANELS = ("metrics", "cost", "gpus", "levels", "chart")
 PANEL_TITLES = {"metrics": "Metrics", "cost": "Cost", "gpus": "GPUs", "levels": "Levels", "chart": "$/M chart"}
 EXIT_INTERRUPTED = 130  # as `bench`: stopped by Ctrl-C, SIGTERM or SIGHUP, everything measured saved
+EXIT_HANGUP = 129  # the terminal went away (128 + SIGHUP); nobody reads it, but a parent may
 NARROW_BELOW = (120, 36)  # below this many columns or rows: one lower panel at a time (v switches)
 
 
@@ -49,6 +53,8 @@ class UiOptions:
     live: bool = True  # False: fixed data (snapshots, screenshots): one synchronous summary, no timers
     quit_timeout_s: float = 30.0
     panel: str = "metrics"  # the lower panel shown first on a small terminal
+    owns_run: bool = True  # the monitor started this run: q stops it. False (attach): q asks, d detaches
+    on_hangup: str = "continue"  # what the run does when this terminal goes away: continue | stop
 
 
 def parse_step(step: str) -> tuple[str, int]:
@@ -96,6 +102,7 @@ class MonitorApp(App[int]):
         Binding("v", "next_panel", "panel", id="view.panel"),
         Binding("question_mark,f1", "help", "help", id="app.help"),
         Binding("q", "quit", "quit", id="app.quit"),
+        Binding("d", "detach", "detach", id="app.detach"),
         # Ctrl-C stops and saves like q (Textual's default only says how to quit); a second one exits at once.
         Binding("ctrl+c", "interrupt", "stop", show=False, priority=True, id="app.interrupt"),
     ]
@@ -110,26 +117,28 @@ class MonitorApp(App[int]):
         "window": "Timeline window: 30 / 60 / 120 s",
         "next_panel": "Next panel (small terminals)",
         "help": "Keys and how to read the screen",
-        "quit": "Quit: stop, save, exit",
+        "quit": "Quit: stop the run, save, exit (attached: asks first)",
+        "detach": "Detach: leave the run going and exit (befori-tui attach comes back)",
         "interrupt": "Stop, save, exit (as q; also SIGINT, SIGTERM, SIGHUP); twice: exit at once, files valid",
     }
 
-    def __init__(self, cfg: Config, model: LiveModel, runner: RunnerThread | None = None,
+    def __init__(self, cfg: Config, model: LiveModel, link: RunLink | None = None,
                  options: UiOptions | None = None) -> None:
         self.cfg = cfg
         self.model = model
-        self.runner = runner
+        self.link = link
         self.options = options or UiOptions()
         parse_step(self.options.step)
         self.summaries: Summaries | None = None
-        self.paused = False
         self.quitting = False
+        self.detached = False
         self.exit_note: str | None = None
         self.interrupted = False  # stopped by Ctrl-C or a signal: saved as such, exit code 130
         self._target_c: tuple[int, int] | None = None  # (concurrency, levels seen when asked)
         self._summary_busy = False
         self._quit_deadline = 0.0
         self._gpu_seen = -1
+        self._link_noted = self._finish_noted = False
         self._cache = SummaryCache()
         self._panel = self.options.panel
         # Themes are data files: validated and registered before the CSS is built; errors shown on mount.
@@ -164,10 +173,6 @@ class MonitorApp(App[int]):
 
     def compose(self) -> ComposeResult:
         self.status = StatusBar(self.model, id="status")
-        if self.runner is not None:  # read across threads: a list of floats the load loop appends to
-            runner = self.runner
-            self.status.client_lag_p99_ms = lambda: (runner.session.runner.health.recent_p99_ms()
-                                                     if runner.session.runner is not None else None)
         self.timeline = TimelinePanel(self.model, self.options.window_s, id="timeline", classes="panel")
         self.metrics = MetricsPanel(id="metrics", classes="panel lower")
         self.cost = CostPanel(self.cfg.pricing, id="cost", classes="panel lower")
@@ -198,13 +203,18 @@ class MonitorApp(App[int]):
             self.set_interval(5.0, self.model.prune)
             if not self.is_headless:
                 loop = __import__("asyncio").get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the SSH session dropped
+                for sig in (signal.SIGINT, signal.SIGTERM):
                     try:
                         loop.add_signal_handler(sig, self.action_interrupt)
                     except (NotImplementedError, RuntimeError):
                         pass
-            if self.runner is not None and not self.runner.alive and not self.runner.finished.is_set():
-                self.runner.start()
+                # The terminal went away (a dropped SSH session): not through the event loop, which may be
+                # stuck writing to the dead terminal — a plain handler runs in the main thread at once.
+                signal.signal(signal.SIGHUP, self._on_hangup)
+                if self.link is not None and self.options.owns_run:
+                    what = ("goes on (befori-tui attach comes back to it)" if self.options.on_hangup == "continue"
+                            else "stops and saves")
+                    self.notify(f"if this terminal goes away, the run {what}", title="hangup", timeout=6)
         else:
             self._show_summaries(self._compute_summaries())
         self._tick()
@@ -237,38 +247,44 @@ class MonitorApp(App[int]):
         if action == "next_panel":
             return self.narrow
         if action in ("concurrency_up", "concurrency_down", "set_concurrency", "pause", "new_level", "save"):
-            return None if self.runner is None or self.quitting or self.model.finished else True
+            return None if self.link is None or self.quitting or self.model.finished else True
+        if action == "detach":
+            return self.link is not None and not self.model.finished
         return True
 
     # --- the frame ---------------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        if self.runner is not None:
-            self.model.drain(self.runner.events)
+        if self.link is not None:
+            self.model.drain(self.link.events)
         self._handle_notes()
         self.timeline.tick()
-        if self.model.paused_by_runner:  # so that the next p resumes
-            self.model.paused_by_runner, self.paused = False, True
-        self.status.refresh_status(self.paused, self.quitting)
+        self.status.refresh_status(self.quitting)
         if self.model.gpu_version != self._gpu_seen:
             self._gpu_seen = self.model.gpu_version
             self.gpus.show(self.model, self.summaries)
-        if self.runner is not None:
-            if self.model.error and not self.model.levels:
-                self.exit_note = f"befori-tui monitor: {self.model.error}"
-                self.exit(2)
-            elif self.quitting and (self.model.finished or time.monotonic() > self._quit_deadline):
-                self.exit(EXIT_INTERRUPTED if self.interrupted else 0 if self.model.finished else 1)
+        if self.link is not None:
+            m = self.model
+            if m.error and not m.levels and (m.finished or m.link_closed):
+                self.exit_note = f"befori-tui monitor: {m.error}"
+                self.exit(m.exit_code if m.exit_code is not None else 2)
+            elif self.quitting and (m.finished or m.link_closed or time.monotonic() > self._quit_deadline):
+                self.exit(EXIT_INTERRUPTED if self.interrupted else 0 if m.finished else 1)
+            elif m.link_closed and not m.finished and not self.quitting and not self._link_noted:
+                self._link_noted = True  # the run went away without its last word (killed?)
+                self.notify(f"lost the run: {m.link_closed}", title="run", severity="error", timeout=30)
+            elif m.finished and not self.quitting and not self._finish_noted:
+                self._finish_noted = True  # ended by itself (its plan, max_seconds) or by another viewer
+                self.notify(f"the run has ended ({m.ended_by}); q exits", title="run", timeout=30)
 
     def _handle_notes(self) -> None:
         notes, self.model.notes = self.model.notes, []
         for kind, text in notes:
-            if kind == EV_SWEEP:
-                self.status.sweep_text = text
+            if kind == "sweep":
                 self.notify(text, title="sweep", timeout=4)
-            elif kind == EV_NOTE:
+            elif kind == "note":
                 self.notify(text, severity="warning", timeout=8)
-            elif kind == EV_ERROR:
+            elif kind == "error":
                 self.notify(text, title="error", severity="error", timeout=15)
         saved = self.model.last_saved
         if saved is not None and saved != getattr(self, "_saved_seen", None):
@@ -321,10 +337,10 @@ class MonitorApp(App[int]):
         return self.model.concurrency or 1
 
     def _set_c(self, c: int) -> None:
-        if self.runner is None:
+        if self.link is None:
             return
         self._target_c = (c, len(self.model.levels))
-        self.runner.set_concurrency(c)
+        self.link.send(ev.SetConcurrency(c))
         self.notify(f"concurrency {c}: new level", timeout=2)
 
     def action_concurrency_up(self) -> None:
@@ -347,25 +363,22 @@ class MonitorApp(App[int]):
         self.push_screen(ConcurrencyScreen(self._current_c()), done)
 
     def action_pause(self) -> None:
-        if self.runner is None:
+        if self.link is None:
             return
-        self.paused = not self.paused
-        (self.runner.pause if self.paused else self.runner.resume)()
-        if not self.paused and self.status.sweep_text.startswith("sweep done"):
-            self.status.sweep_text = ""  # resumed after the sweep: its last word is no longer the news
-        self.notify("paused: no new requests (p to resume)" if self.paused else "resumed", timeout=3)
-        self.status.refresh_status(self.paused, self.quitting)
+        pause = not self.model.paused  # the run's state, as its events said: the same for every viewer
+        self.link.send(ev.Pause() if pause else ev.Resume())
+        self.notify("paused: no new requests (p to resume)" if pause else "resumed", timeout=3)
 
     def action_new_level(self) -> None:
-        if self.runner is not None:
-            self.runner.new_level()
+        if self.link is not None:
+            self.link.send(ev.NewLevel())
             self.notify(f"new level at c={self._current_c()}", timeout=2)
 
     def action_save(self) -> None:
-        if self.runner is None:
+        if self.link is None:
             self.notify("nothing to save: fixed data", severity="warning")
             return
-        self.runner.save()  # the path comes back as an event; the notification says where
+        self.link.send(ev.Save())  # the path comes back as an event; the notification says where
 
     def action_next_theme(self) -> None:
         names = self.theme_names
@@ -390,40 +403,60 @@ class MonitorApp(App[int]):
         self.push_screen(HelpScreen(rows))
 
     async def action_quit(self) -> None:
-        if self.runner is None or self.model.finished or not self.runner.alive:
+        if self.link is None or self.model.finished or self.model.link_closed:
             self.exit(EXIT_INTERRUPTED if self.interrupted else 0)
             return
         if self.quitting:
             self.notify("still saving… (the measured records are safe on disk)", timeout=3)
             return
+        if not self.options.owns_run and not self.interrupted:
+            self.push_screen(QuitScreen(), self._quit_answer)  # attached: the run is not only this viewer's
+            return
+        self._stop_run()
+
+    def _quit_answer(self, answer: str | None) -> None:
+        if answer == "stop":
+            self._stop_run()
+        elif answer == "detach":
+            self.action_detach()
+
+    def _stop_run(self) -> None:
         self.quitting = True
         self._quit_deadline = time.monotonic() + self.options.quit_timeout_s
         self.notify("stopping and saving…", timeout=10)
-        self.runner.stop()
+        self.link.send(ev.Stop("signal" if self.interrupted else "quit"))
+
+    def action_detach(self) -> None:
+        """Leave the run going; it saves as usual and can be attached to again."""
+        if self.link is None:
+            return
+        self.detached = True
+        self.link.close()
+        self.exit(0)
 
     def action_interrupt(self) -> None:
-        if self.runner is not None:
-            self.runner.session.interrupted = True
         first = not self.interrupted or not self.quitting
         self.interrupted = True
-        if first or self.runner is None or not self.runner.alive:
+        if first or self.link is None or self.model.finished:
             self.call_later(self.action_quit)
         else:
             self._exit_at_once()
 
     def _exit_at_once(self) -> None:
-        """The second Ctrl-C: no waiting for the load loop, but valid files — pending raw lines appended
-        whole, the TOML written atomically (on the load loop if it answers at once, else from here)."""
-        session = self.runner.session
+        """The second Ctrl-C: the run flushes its raw lines, writes its TOML and exits; so does this, now."""
         try:
-            session.writer.flush_sync()
-            try:
-                self.runner.save().result(timeout=1.0)
-            except Exception:  # noqa: BLE001 — the loop is busy or gone: save from this thread
-                session.save()
+            if self.link.send(ev.Stop("signal", at_once=True)):
+                self.link.closed.wait(1.5)  # the run has flushed, saved and exited: its files are whole
         finally:
             self._restore_terminal()
             os._exit(EXIT_INTERRUPTED)
+
+    def _on_hangup(self, signum, frame) -> None:
+        """The terminal is gone: tell the run what was chosen, exit without drawing (nothing can be written
+        to a dead terminal, and Textual's shutdown would wait on it)."""
+        if self.link is not None and self.options.owns_run and self.options.on_hangup == "stop":
+            self.link.send(ev.Stop("signal"))
+        os._exit(EXIT_HANGUP)
 
     def _restore_terminal(self) -> None:
         # os._exit skips Textual's clean-up: put the terminal back (cooked mode, main screen, no mouse).
@@ -441,7 +474,7 @@ class MonitorApp(App[int]):
     def get_system_commands(self, screen: Screen):
         yield from super().get_system_commands(screen)
         for b in self.BINDINGS:
-            if b.action in ("quit", "help", "interrupt"):
+            if b.action in ("quit", "help", "interrupt", "detach"):
                 continue
             if self.check_action(b.action, ()) is not True:
                 continue

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from befori_tui.core.config import ApiPrice, Config
 from befori_tui.core.loadgen import Level
 from befori_tui.core.records import RequestRecord
-from befori_tui.core.runner_thread import EV_FIRST, EV_START
+from befori_tui.core import events as ev
 from befori_tui.core.telemetry.readings import GpuReading, ServerReading, TelemetrySample
 from befori_tui.ui.model import LiveModel
 
@@ -102,9 +102,9 @@ def fixed_model(run: FixedRun | None = None, cfg: Config | None = None) -> LiveM
     for r in sorted(finished, key=lambda r: r.t_end_ns):
         model.add_record(r)
     for r, t_first in in_flight:
-        model.apply((EV_START, r.request_id, r.slot, r.level, r.t_send_ns))
+        model.apply(ev.RequestStarted(r.request_id, r.slot, r.level, r.t_send_ns))
         if t_first is not None:
-            model.apply((EV_FIRST, r.request_id, r.slot, t_first))
+            model.apply(ev.FirstToken(r.request_id, r.slot, t_first))
     for s in _samples(bounds, now_ns, run.gpus, rnd):
         model.samples.append(s)
         model.gpu_version += 1

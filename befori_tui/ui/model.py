@@ -1,4 +1,4 @@
-"""What the monitor knows, rebuilt from the runner's events. Plain Python, no Textual: the widgets read it,
+"""What the monitor knows, rebuilt from the run's events (core/events.py). Plain Python, no Textual: the widgets read it,
 tests and the screenshot script fill it with fixed records.
 
 Per request the UI does constant work (a start, a first token, an end): nothing per token.
@@ -18,21 +18,8 @@ from befori_tui.core.loadgen import Level
 from befori_tui.core.columns import CANCELLED, NONE_NS, RecordColumns
 from befori_tui.core.metrics import LevelView, column_latency_stats, summarize_level
 from befori_tui.core.records import RequestRecord
-from befori_tui.core.runner_thread import (
-    EV_END,
-    EV_ERROR,
-    EV_FINISH,
-    EV_FIRST,
-    EV_LEVEL,
-    EV_LEVEL_END,
-    EV_PAUSED,
-    EV_NOTE,
-    EV_READY,
-    EV_SAMPLE,
-    EV_SAVED,
-    EV_START,
-    EV_SWEEP,
-)
+from befori_tui.core import events as ev
+from befori_tui.core.runlink import LinkClosed
 
 KEEP_S = 130.0  # the longest timeline window plus a margin; older bars are dropped
 
@@ -74,11 +61,19 @@ class LiveModel:
         self.info: dict[str, Any] = {}
         self.notes: list[tuple[str, str]] = []  # (kind, text) for the app to show, then clear
         self.t_start_ns: int | None = None
-        self.paused = False
+        self.paused = False  # the run's state: every viewer sees the same
+        self.paused_by: str | None = None  # "sweep" | "user"
+        self.sweep_text = ""
         self.finished = False
-        self.paused_by_runner = False  # a sweep ended and paused the runner; the app takes it up
+        self.ended_by: str | None = None
+        self.exit_code: int | None = None
+        self.link_closed: str | None = None  # the run's socket closed: why
+        self.connecting: str | None = None  # what the run is waiting for during setup
+        self.loop_lag_ms_p99: float | None = None  # the run's load loop, over the last 10 s
+        self.hello = None
         self.error: str | None = None
         self.last_saved: tuple[str, int] | None = None
+        self.raw_path: str | None = None
         self.version = 0  # bumped on every event, so the app redraws only when something happened
         self.gpu_version = 0
 
@@ -88,57 +83,79 @@ class LiveModel:
         n = 0
         while n < limit:
             try:
-                ev = events.get_nowait()
+                event = events.get_nowait()
             except queue.Empty:
                 break
-            self.apply(ev)
+            self.apply(event)
             n += 1
         return n
 
-    def apply(self, ev: tuple) -> None:
-        kind = ev[0]
+    def apply(self, event) -> None:
+        """One event of the run (core/events.py), in the order the run sent them."""
         self.version += 1
-        if kind == EV_START:
-            _, rid, slot, level, t_send = ev
-            bar = Bar(t_send)
-            self.slots.setdefault(slot, deque()).append(bar)
-            self.in_flight[rid] = (slot, bar)
-            if self.levels and self.levels[-1].index == level:
+        t = type(event)
+        if t is ev.RequestStarted:
+            bar = Bar(event.t_send_ns)
+            self.slots.setdefault(event.slot, deque()).append(bar)
+            self.in_flight[event.request_id] = (event.slot, bar)
+            if self.levels and self.levels[-1].index == event.level:
                 self.levels[-1].sent += 1
             else:
                 for lv in self.levels:
-                    if lv.index == level:
+                    if lv.index == event.level:
                         lv.sent += 1
-        elif kind == EV_FIRST:
-            _, rid, _slot, t_first = ev
-            entry = self.in_flight.get(rid)
+        elif t is ev.FirstToken:
+            entry = self.in_flight.get(event.request_id)
             if entry is not None:
-                entry[1].t_first_ns = t_first
-        elif kind == EV_END:
-            self.add_record(ev[1])
-        elif kind == EV_LEVEL:
-            self.open_level(ev[1])
-        elif kind == EV_PAUSED:
-            self.paused_by_runner = True
-        elif kind == EV_LEVEL_END:
+                entry[1].t_first_ns = event.t_first_token_ns
+        elif t is ev.RequestEnded:
+            self.add_record(ev.record_from_wire(event.record))
+        elif t is ev.LevelOpened:
+            self.open_level(Level(event.index, event.concurrency, event.t_start_ns, event.warmup_target,
+                                  event.reason))
+        elif t is ev.LevelEnded:
             for lv in self.levels:
-                if lv.index == ev[1] and lv.t_end_ns is None:
-                    lv.t_end_ns = ev[2]
-        elif kind == EV_SAMPLE:
-            if ev[1] is not None:
-                self.samples.append(ev[1])
-                self.gpu_version += 1
-        elif kind == EV_READY:
-            self.info.update(ev[1])
-        elif kind == EV_SAVED:
-            self.last_saved = (ev[1], ev[2])
-        elif kind in (EV_SWEEP, EV_NOTE):
-            self.notes.append((kind, ev[1]))
-        elif kind == EV_ERROR:
-            self.error = ev[1]
-            self.notes.append((kind, ev[1]))
-        elif kind == EV_FINISH:
+                if lv.index == event.index and lv.t_end_ns is None:
+                    lv.t_end_ns = event.t_end_ns
+        elif t is ev.Paused:
+            self.paused = True
+            self.paused_by = event.by
+        elif t is ev.Resumed:
+            self.paused = False
+            self.paused_by = None
+            if self.sweep_text.startswith("sweep done"):
+                self.sweep_text = ""  # resumed after the sweep: its last word is no longer the news
+        elif t is ev.Sample:
+            self.samples.append(event.sample)
+            self.gpu_version += 1
+        elif t is ev.Health:
+            self.loop_lag_ms_p99 = event.loop_lag_ms_p99
+        elif t is ev.Connecting:
+            self.connecting = event.what
+        elif t is ev.Ready:
+            self.connecting = None
+            self.info.update({"url": event.url, "model": event.model, "api": event.api,
+                              "prompt_count_source": event.prompt_count_source})
+            self.info["simulated"] = self.info.get("simulated") or event.simulated
+        elif t is ev.Saved:
+            self.last_saved = (event.path, event.requests_written)
+            self.raw_path = event.raw_path
+        elif t is ev.SweepNote:
+            self.sweep_text = event.text
+            self.notes.append(("sweep", event.text))
+        elif t is ev.Note:
+            self.notes.append(("note", event.text))
+        elif t is ev.Failed:
+            self.error = event.text
+            self.notes.append(("error", event.text))
+        elif t is ev.Finished:
             self.finished = True
+            self.ended_by = event.ended_by
+            self.exit_code = event.exit_code
+        elif t is ev.Hello:
+            self.hello = event
+        elif t is LinkClosed:
+            self.link_closed = event.reason
 
     def open_level(self, level: Level) -> None:
         if self.levels and self.levels[-1].t_end_ns is None:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import ExitStack
+import time
 from pathlib import Path
 
 from befori_tui.cliargs import OneLineParser, add_run_flags, check_output_paths, config_from_args
 from befori_tui.core.config import ConfigError, parse_int_list, redact_url
-from befori_tui.core.runner_thread import RunnerOptions, RunnerThread, SweepPlan
+from befori_tui.core import events as ev
+from befori_tui.core.controller import RunPlan
+from befori_tui.core.runlink import AttachError, RunLink, resolve_target
+from befori_tui.core.runproc import RunSpec, new_run_id, spawn_run
+from befori_tui.core.runserver import socket_path_for
 from befori_tui.core.session import default_out_path
+from befori_tui.ui.model import LiveModel
 
 DEMO_SWEEP = "1,8,32,64,128,256"
-# The UI thread holds the GIL while it draws; a shorter switch interval lets the load thread, woken by a
-# socket, take it sooner, so TTFT is not stretched by a frame (see bench/ui_overhead.py).
-SWITCH_INTERVAL_S = 0.0005
 DEMO_SETTLE_CAP_S = 60.0
 
 
@@ -24,9 +26,6 @@ def add_monitor_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--sweep", nargs="?", const="", metavar="N[,N…]",
                    help="step through these concurrencies by itself (no value: --concurrency's levels); "
                         "each lasts --requests-per-level / --seconds-per-level")
-    m.add_argument("--sweep-until-settled", action="store_true",
-                   help="move to the next level when both $/M have settled (±3%%) instead, or after "
-                        "--seconds-per-level if given")
     m.add_argument("--step", default="x2", metavar="xN|+N", help="what +/- do to the concurrency (default x2)")
     m.add_argument("--fps", type=float, default=10.0, metavar="HZ", help="redraws per second (default 10)")
     m.add_argument("--window", type=float, default=60.0, choices=[30.0, 60.0, 120.0], metavar="S",
@@ -35,6 +34,9 @@ def add_monitor_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--themes", metavar="DIR", help="load more themes from DIR/*.toml")
     m.add_argument("--drain", type=float, default=0.0, metavar="S",
                    help="on quit, give requests in flight S seconds to finish (default: cancel at once)")
+    m.add_argument("--on-hangup", choices=["continue", "stop"], default="continue",
+                   help="when the terminal goes away: the run goes on to the end of its plan or "
+                        "--max-seconds and can be attached to again (continue, the default), or stops and saves")
 
 
 def build_parser(command: str) -> OneLineParser:
@@ -45,11 +47,13 @@ def build_parser(command: str) -> OneLineParser:
     return p
 
 
-def sweep_from_args(args: argparse.Namespace, cfg) -> SweepPlan | None:
+def plan_from_args(args: argparse.Namespace, cfg) -> RunPlan:
+    """A sweep (--sweep, --sweep-until-settled) pauses when done; without one the first level holds."""
     if args.sweep is None and not args.sweep_until_settled:
-        return None
+        return RunPlan(cfg.load.concurrency[:1], then="hold")
     levels = parse_int_list(args.sweep, "--sweep") if args.sweep else list(cfg.load.concurrency)
-    return SweepPlan(levels, cfg.load.requests_per_level, cfg.load.seconds_per_level, args.sweep_until_settled)
+    return RunPlan(levels, cfg.load.requests_per_level, cfg.load.seconds_per_level, args.sweep_until_settled,
+                   then="pause")
 
 
 def monitor_main(command: str, argv: list[str]) -> int:
@@ -86,63 +90,166 @@ def monitor_main(command: str, argv: list[str]) -> int:
             raise ConfigError(f"--theme: no theme {args.theme!r} (there are: {', '.join(ours)}, and Textual's own)")
     if args.drain < 0:
         raise ConfigError(f"--drain must be ≥ 0 seconds, got {args.drain:g}")
-    sweep = sweep_from_args(args, cfg)
+    try:
+        plan = plan_from_args(args, cfg)
+    except ValueError as exc:
+        raise ConfigError(f"--sweep: {exc}") from None
     # The saved config says what this run was asked to do: the sweep's levels, or the one it starts at (the
     # levels that really ran are in the session's [[levels]]).
-    cfg.load.concurrency = list(sweep.concurrencies) if sweep else cfg.load.concurrency[:1]
+    cfg.load.concurrency = list(plan.concurrencies)
     out = Path(args.out) if args.out else default_out_path()
     raw = Path(args.raw) if args.raw else None
     check_output_paths(out, raw)
-
-    with ExitStack() as stack:
-        telemetry = args.telemetry or cfg.telemetry or None
-        simulated = False
-        if not cfg.endpoint.url:
-            from befori_tui.sim.launch import start_sim
-
-            print(f"no --url: starting the built-in simulator (profile {args.profile}, simulated GPUs)…",
-                  file=sys.stderr, flush=True)
-            sim = stack.enter_context(start_sim(profile=args.profile, time_scale=args.time_scale))
-            cfg.endpoint.url = sim.base_url
-            telemetry = telemetry or f"dcgm:{sim.root_url}/metrics"  # the sim's GPU series, marked simulated
-            simulated = True
-        runner, model, app = build_app(cfg, out, raw, sweep, telemetry, simulated, UiOptions(
-            fps=args.fps, window_s=args.window, step=args.step, theme=args.theme,
-            themes_dir=Path(args.themes) if args.themes else None), drain_s=args.drain)
-        old_switch = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        crashed = True
-        try:
-            code = app.run()
-            # Textual sets return_code 1 when the app died of an exception (our own exits pass their code as
-            # the result, with return_code 0).
-            crashed = bool(app.return_code)
-        finally:
-            sys.setswitchinterval(old_switch)
-            if crashed:
-                runner.session.ended_by = "error"
-            if runner.alive:  # the app ended without a clean quit: still stop, flush and save
-                runner.stop()
-                runner.join(30)
-        if crashed:
-            code = 1
-        if app.exit_note:
-            print(app.exit_note, file=sys.stderr)
-        if model.last_saved:
-            path, n = model.last_saved
-            print(f"saved {path} and {runner.session.raw_path} ({n} requests)", file=sys.stderr)
-        return code if isinstance(code, int) else 0
+    ui_options = UiOptions(fps=args.fps, window_s=args.window, step=args.step, theme=args.theme,
+                           themes_dir=Path(args.themes) if args.themes else None, on_hangup=args.on_hangup)
+    run_id = new_run_id()
+    spec = RunSpec(cfg, out, raw, plan, socket_path_for(out, run_id), run_id,
+                   telemetry=args.telemetry or cfg.telemetry or None, drain_s=args.drain,
+                   sim_profile=None if cfg.endpoint.url else args.profile, sim_time_scale=args.time_scale,
+                   on_hangup=args.on_hangup)
+    if spec.sim_profile is not None:
+        print(f"no --url: starting the built-in simulator (profile {args.profile}, simulated GPUs)…",
+              file=sys.stderr, flush=True)
+    proc, log = spawn_run(spec)
+    try:
+        link = connect_to_new_run(spec.socket_path, proc, log)
+    except AttachError as exc:
+        print(f"befori-tui {command}: {exc}", file=sys.stderr)
+        return 1
+    model = LiveModel(cfg.pricing, clock=link.clock)
+    model.info.update({"url": redact_url(cfg.endpoint.url) if cfg.endpoint.url else "built-in simulator",
+                       "api": cfg.endpoint.api, "simulated": spec.sim_profile is not None})
+    return watch(cfg, link, model, ui_options, run_proc=proc)
 
 
-def build_app(cfg, out: Path, raw: Path | None, sweep: SweepPlan | None, telemetry: str | None, simulated: bool,
-              ui_options, drain_s: float = 0.0):
-    """The runner, the model and the app, wired (also used by tests and bench/ui_overhead.py)."""
+def connect_to_new_run(socket_path: Path, proc, log: Path, timeout_s: float = 60.0) -> RunLink:
+    """Wait for the run process's socket (a fresh interpreter: about a second), then connect."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if socket_path.exists():
+            link = RunLink(socket_path)
+            try:
+                link.connect()
+                return link
+            except AttachError:
+                pass
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            raise AttachError(f"the run process exited with code {proc.returncode} before it was ready"
+                              + (f": {tail[0]}" if tail else ""))
+        if time.monotonic() > deadline:
+            raise AttachError(f"the run process did not open {socket_path} within {timeout_s:g} s (log: {log})")
+        time.sleep(0.02)
+
+
+def watch(cfg, link: RunLink, model, ui_options, run_proc=None) -> int:
+    """The app on a run's link until the user quits, detaches or the run is gone; then what it says."""
     from befori_tui.ui.app import MonitorApp
-    from befori_tui.ui.model import LiveModel
 
-    runner = RunnerThread(cfg, out, raw, RunnerOptions(
-        initial_concurrency=cfg.load.concurrency[0], sweep=sweep, telemetry=telemetry, drain_s=drain_s))
-    model = LiveModel(cfg.pricing)
-    model.info.update({"url": redact_url(cfg.endpoint.url), "api": cfg.endpoint.api, "simulated": simulated})
-    app = MonitorApp(cfg, model, runner, ui_options)
-    return runner, model, app
+    app = MonitorApp(cfg, model, link, ui_options)
+    crashed = True
+    try:
+        code = app.run()
+        # Textual sets return_code 1 when the app died of an exception (our own exits pass their code as
+        # the result, with return_code 0).
+        crashed = bool(app.return_code)
+    finally:
+        if crashed and not model.finished and ui_options.owns_run:
+            link.send(ev.Stop("error"))  # the screen broke, not the run: stop it and save as an error
+        if crashed or (ui_options.owns_run and not app.detached):
+            _wait_for_end(link, model, run_proc)
+        link.close()
+    if crashed:
+        code = 1
+    if app.exit_note:
+        print(app.exit_note, file=sys.stderr)
+    if app.detached:
+        print(f"detached; the run goes on. befori-tui attach {link.socket_path} to watch it again",
+              file=sys.stderr)
+    elif model.last_saved:
+        path, n = model.last_saved
+        print(f"saved {path} and {model.raw_path} ({n} requests)", file=sys.stderr)
+    return code if isinstance(code, int) else 0
+
+
+def _wait_for_end(link: RunLink, model, run_proc, timeout_s: float = 30.0) -> None:
+    """The run's last events (its final save) before this process says where the files are."""
+    deadline = time.monotonic() + timeout_s
+    while not model.finished and not link.closed.is_set() and time.monotonic() < deadline:
+        model.drain(link.events)
+        time.sleep(0.02)
+    model.drain(link.events)
+    if run_proc is not None:
+        try:
+            run_proc.wait(max(0.5, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001 — it goes on by itself; nothing more to wait for
+            pass
+
+
+def attach_main(argv: list[str]) -> int:
+    """`befori-tui attach [SOCKET | RESULTS.toml | FOLDER]`: the monitor on a run that is already going."""
+    from befori_tui.core.config import Config
+    from befori_tui.ui.app import UiOptions, parse_step
+
+    p = OneLineParser(prog="befori-tui attach",
+                      description="Watch a running run (a monitor's or a bench's): its history, then live. "
+                                  "q stops the run (after asking), d detaches and leaves it going.")
+    p.add_argument("target", nargs="?", metavar="SOCKET|RESULTS.toml|FOLDER",
+                   help="which run (default: the one running here, in ./befori-results, or anywhere for this user)")
+    m = p.add_argument_group("view")
+    m.add_argument("--step", default="x2", metavar="xN|+N", help="what +/- do to the concurrency (default x2)")
+    m.add_argument("--fps", type=float, default=10.0, metavar="HZ", help="redraws per second (default 10)")
+    m.add_argument("--window", type=float, default=60.0, choices=[30.0, 60.0, 120.0], metavar="S",
+                   help="timeline window: 30, 60 or 120 s (default 60)")
+    m.add_argument("--theme", metavar="NAME", help="befori-dark (default), befori-light, befori-contrast, …")
+    m.add_argument("--themes", metavar="DIR", help="load more themes from DIR/*.toml")
+    args = p.parse_args(argv)
+    if not 0 < args.fps <= 60:
+        raise ConfigError(f"--fps must be in (0, 60], got {args.fps:g}")
+    try:
+        parse_step(args.step)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        runs = resolve_target(args.target)
+    except AttachError as exc:
+        raise ConfigError(str(exc)) from None
+    if not runs:
+        where = args.target or "./befori-results or this user's runtime folder"
+        print(f"befori-tui attach: no run is going in {where}", file=sys.stderr)
+        return 1
+    run = runs[0] if len(runs) == 1 else choose_run(runs)
+    if run is None:
+        return 1
+    link = RunLink(run["socket"])
+    try:
+        hello = link.connect()
+    except AttachError as exc:
+        print(f"befori-tui attach: {exc}", file=sys.stderr)
+        return 1
+    cfg = Config()
+    cfg.pricing = hello.pricing
+    model = LiveModel(cfg.pricing, clock=link.clock)
+    ui_options = UiOptions(fps=args.fps, window_s=args.window, step=args.step, theme=args.theme,
+                           themes_dir=Path(args.themes) if args.themes else None, owns_run=False,
+                           on_hangup=hello.on_hangup)
+    return watch(cfg, link, model, ui_options)
+
+
+def choose_run(runs: list[dict]) -> dict | None:
+    """Several runs: list them and read a number (the terminal is still a plain one here)."""
+    print("runs going:", file=sys.stderr)
+    for i, r in enumerate(runs, 1):
+        print(f"  {i}. {r.get('results', r['socket'])}  (started {r.get('started_at', '?')}, pid {r.get('pid', '?')})",
+              file=sys.stderr)
+    if not sys.stdin.isatty():
+        print("befori-tui attach: several runs; name one (its socket or results file)", file=sys.stderr)
+        return None
+    try:
+        answer = input(f"attach to which (1-{len(runs)})? ").strip()
+    except EOFError:
+        return None
+    if answer.isdigit() and 1 <= int(answer) <= len(runs):
+        return runs[int(answer) - 1]
+    print(f"befori-tui attach: no run {answer!r}", file=sys.stderr)
+    return None

@@ -30,12 +30,11 @@ class StatusBar(Static):
     def __init__(self, model: LiveModel, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = model
-        self.sweep_text = ""
-        self.client_lag_p99_ms = None  # a callable: the load loop's recent lag p99 (ms), or None
 
-    def refresh_status(self, paused: bool, quitting: bool = False) -> None:
+    def refresh_status(self, quitting: bool = False) -> None:
         m = self.model
         info = m.info
+        paused = m.paused
         state = "saving…" if quitting else "stopped" if m.finished else "paused" if paused else \
             "running" if m.levels else "connecting…"
         lv = m.level
@@ -52,9 +51,11 @@ class StatusBar(Static):
         if simulated:
             text.append("  ")
             text.append(" SIMULATED ", self.get_component_rich_style("status--simulated"))
-        if self.sweep_text:
-            text.append(f"  {self.sweep_text}", dim)
-        lag_ms = self.client_lag_p99_ms() if self.client_lag_p99_ms is not None else None
+        if m.sweep_text:
+            text.append(f"  {m.sweep_text}", dim)
+        if m.connecting and not m.levels and not m.finished:
+            text.append(f"  waiting for {m.connecting}", dim)
+        lag_ms = m.loop_lag_ms_p99
         narrow = self.size.width < 120
         if lag_ms is not None and lag_ms > CLIENT_BOUND_LAG_MS:
             note = "client-bound" if narrow else CLIENT_BOUND_NOTE

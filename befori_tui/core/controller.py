@@ -1,0 +1,467 @@
+"""The run controller: one run's plan, levels, pauses, stops and saves — the same for `bench` and the monitor.
+
+It owns a Session (client, prompts, load runner, raw records) on one asyncio loop and turns what happens
+into typed events (core/events.py) that any number of observers read: `bench` prints some of them, a
+RunServer (core/runserver.py) sends them all to viewers, who send commands back. Front ends never touch
+the load runner; they observe the run and ask it things. docs/architecture.md has the whole picture.
+
+The plan: levels of concurrency, each lasting a number of measured requests, a number of seconds, or until
+both $/M intervals have settled (±3%, capped by the seconds when given); then the run stops (`bench`),
+pauses (a monitor's sweep: the user may go on) or holds its level until told otherwise (a monitor without a
+sweep). A user who steps in (a viewer's +, -, c, n) gets a level measured by the same rule, and a sweep goes
+on from there. `load.max_seconds` bounds every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from befori_tui.core import events as ev
+from befori_tui.core.client import ClientSetupError
+from befori_tui.core.config import Config, redact_url
+from befori_tui.core.loadgen import Level
+from befori_tui.core.metrics import SETTLED_REL, befori_interval
+from befori_tui.core.observer import NullObserver
+from befori_tui.core.records import RequestRecord
+from befori_tui.core.session import Session
+
+# Exit codes, shared by every front end (README, "Exit codes").
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+THEN = ("stop", "pause", "hold")
+
+
+@dataclass
+class RunPlan:
+    """Levels the run steps through by itself, and what it does after the last one (`then`)."""
+
+    concurrencies: list[int]
+    requests: int = 0  # measured requests per level
+    seconds: float = 0.0  # seconds per level (with until_settled: the cap)
+    until_settled: bool = False
+    min_settle_requests: int = 16  # never call a level settled on fewer steady requests than this (or c)
+    then: str = "stop"  # stop | pause | hold
+
+    def __post_init__(self) -> None:
+        if not self.concurrencies or min(self.concurrencies) < 1:
+            raise ValueError("a plan needs at least one concurrency, each ≥ 1")
+        if self.then not in THEN:
+            raise ValueError(f"then must be one of {THEN}")
+
+    @property
+    def has_rule(self) -> bool:
+        """Whether a level ends by itself; without a rule the first level holds until told otherwise."""
+        return bool(self.requests or self.seconds or self.until_settled)
+
+
+def level_settled(records: list[RequestRecord], concurrency: int, usd_per_hour: float, min_requests: int) -> bool:
+    """Both befori $/M bootstrap intervals within ±SETTLED_REL of the point estimate (as in metrics)."""
+    steady = [r for r in records if r.steady]
+    if len(steady) < max(min_requests, concurrency, 5) or usd_per_hour <= 0:
+        return False
+    iv = befori_interval(steady, concurrency, usd_per_hour)
+    rate = usd_per_hour / 3600.0 * 1e6
+    for name in ("input", "output"):
+        lo, hi = iv.get(f"usd_per_million_{name}_lo"), iv.get(f"usd_per_million_{name}_hi")
+        if lo is None or hi is None:
+            return False
+        if name == "input":
+            mid = rate * _mean([r.ttft_s for r in steady]) / (concurrency * _mean([r.input_tokens or 0 for r in steady]))
+        else:
+            mid = rate * _mean([r.e2e_s - r.ttft_s for r in steady]) / (
+                concurrency * _mean([r.output_tokens or 0 for r in steady]))
+        if not mid > 0 or max(hi - mid, mid - lo) > SETTLED_REL * mid:
+            return False
+    return True
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+class _EventObserver(NullObserver):
+    """On the load loop: one small event per request start, first token and end — nothing per token."""
+
+    def __init__(self, emit: Callable[[Any], None]) -> None:
+        self.emit = emit
+
+    def on_request_start(self, record: RequestRecord) -> None:
+        self.emit(ev.RequestStarted(record.request_id, record.slot, record.level, record.t_send_ns))
+
+    def on_first_token(self, record: RequestRecord) -> None:
+        self.emit(ev.FirstToken(record.request_id, record.slot, record.t_first_token_ns))
+
+    def on_record(self, record: RequestRecord) -> None:
+        self.emit(ev.RequestEnded(ev.record_to_wire(record)))
+
+    def on_level_change(self, old: Level | None, new: Level) -> None:
+        self.emit(level_opened(new))
+
+    def on_level_end(self, level: Level) -> None:
+        self.emit(ev.LevelEnded(level.index, level.t_end_ns))
+
+
+def level_opened(level: Level) -> ev.LevelOpened:
+    return ev.LevelOpened(level.index, level.concurrency, level.t_start_ns, level.warmup_target, level.reason)
+
+
+class RunController:
+    """One run. `await run()` returns its exit code; everything else may be called from any thread."""
+
+    def __init__(self, cfg: Config, out_path: Path, raw_path: Path | None = None, plan: RunPlan | None = None,
+                 telemetry: str | None = None, telemetry_interval_s: float = 1.0, drain_s: float = 0.0,
+                 simulated: bool = False, max_slots: int = 1024) -> None:
+        self.cfg = cfg
+        self.plan = plan or RunPlan(list(cfg.load.concurrency), cfg.load.requests_per_level,
+                                    cfg.load.seconds_per_level)
+        self.telemetry = telemetry
+        self.telemetry_interval_s = telemetry_interval_s
+        self.drain_s = drain_s
+        self.simulated = simulated
+        self.session = Session(cfg, Path(out_path), raw_path,
+                               max_slots=max([max_slots, *self.plan.concurrencies]))
+        # Events waiting for the publisher, each with its sequence number (a viewer that attaches gets a
+        # snapshot up to some number, then the events after it). deque: append and popleft are thread-safe.
+        self.pending: deque[tuple[int, Any]] = deque()
+        self.seq = 0
+        self.listeners: list[Callable[[Any], None]] = []  # called with each event, on the emitting thread
+        self.level_done: list[Callable[[Level, dict], None]] = []  # after a level of the plan ends and is saved
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.ended_by = ""
+        self.exit_code: int | None = None
+        self.error: str | None = None
+        self.finished = threading.Event()
+        self.ready: dict[str, Any] | None = None
+        self.paused_by: str | None = None  # "sweep" | "user" while paused
+        self.sweep_text = ""
+        self.last_saved: ev.Saved | None = None
+        self.on_stop_at_once: Callable[[], None] | None = None  # the process's way out after Stop(at_once)
+        self._seq_lock = threading.Lock()
+        self._save_lock = threading.Lock()
+        self._stop: asyncio.Event | None = None
+        self._stop_reason: str | None = None  # a stop asked before the loop existed is not lost
+        self._user_stepped = False
+        self._capped = False
+        self._reports: set[asyncio.Task] = set()  # level summaries being saved off the loop
+        self._frozen = False  # after a stop at once: no more saves
+
+    # --- events ----------------------------------------------------------------------------------------
+
+    def emit(self, event: Any) -> None:
+        with self._seq_lock:  # the load loop and the telemetry thread both emit
+            self.seq += 1
+            self.pending.append((self.seq, event))
+        for listener in self.listeners:
+            listener(event)
+
+    # --- the run -------------------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if self._stop_reason is not None:
+            self._stop.set()
+        session = self.session
+        try:
+            code = await self._run(session)
+        except BaseException as exc:  # noqa: BLE001 — report, save, never lose the reason
+            self.error = self.error or f"{type(exc).__name__}: {exc}"
+            self.ended_by = "error"
+            self.emit(ev.Failed(self.error))
+            code = EXIT_ERROR
+            await self._close_and_save()
+            if not isinstance(exc, Exception):
+                raise
+        self.exit_code = code
+        self.emit(ev.Finished(self.ended_by, code))
+        self.finished.set()
+        return code
+
+    async def _run(self, session: Session) -> int:
+        url = redact_url(self.cfg.endpoint.url)
+        self.emit(ev.Connecting("the server's model list and prompt sizes", url))
+        try:
+            runner = await session.open(_EventObserver(self.emit))
+        except ClientSetupError as exc:
+            self.error = str(exc)
+            self.ended_by = "setup"
+            self.emit(ev.Failed(self.error))
+            await session.close()
+            return EXIT_BAD_INPUT
+        self.ready = {"url": session.endpoint.base_url, "model": session.endpoint.model,
+                      "api": self.cfg.endpoint.api, "prompt_count_source": session.prompt_count_source,
+                      "simulated": self.simulated}
+        self.emit(ev.Ready(**self.ready))
+        self._start_telemetry()
+        plan = self.plan
+        plan_task = None
+        if not self._stop.is_set():  # stopped while connecting: send nothing
+            runner.start(plan.concurrencies[0])
+            plan_task = asyncio.create_task(self._run_plan(plan))
+        stopper = asyncio.create_task(self._stop.wait())
+        waiting = {stopper} | ({plan_task} if plan_task else set())
+        max_s = self.cfg.load.max_seconds
+        done, _ = await asyncio.wait(waiting, timeout=max_s, return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done:
+            self.ended_by = self._stop_reason or "quit"
+        elif plan_task is not None and plan_task in done:
+            plan_task.result()  # an error in the plan is the run's error
+            self.ended_by = "completed"
+        else:
+            self.ended_by = "max_seconds"
+            self.emit(ev.Note(f"stopped after load.max_seconds ({max_s:g} s); the session is saved", "warning"))
+        stopper.cancel()
+        if plan_task is not None and not plan_task.done():
+            plan_task.cancel()
+            await asyncio.gather(plan_task, return_exceptions=True)
+        results = await self._close_and_save()
+        if self.ended_by == "completed" and results and results["levels"]:
+            for hook in self.level_done:  # the plan's last level ends with the run
+                hook(runner.level, results["levels"][-1])
+        return EXIT_INTERRUPTED if self.ended_by in ("signal", "hangup") else EXIT_OK
+
+    async def _close_and_save(self) -> dict | None:
+        session = self.session
+        session.ended_by = self.ended_by
+        session.interrupted = self.ended_by in ("signal", "hangup")
+        try:
+            await session.stop(self.drain_s)
+        finally:
+            try:
+                await session.close()  # also stops the telemetry sampler and flushes the raw records
+            finally:
+                # A level's report still being saved must not land after (and over) the final save.
+                await asyncio.gather(*self._reports, return_exceptions=True)
+                results = await asyncio.to_thread(self._save_results)
+        return results
+
+    def _start_telemetry(self) -> None:
+        if self.telemetry:
+            self.cfg.telemetry = self.telemetry
+        try:
+            note = self.session.start_telemetry(lambda s: self.emit(ev.Sample(s)) if s is not None else None,
+                                                self.telemetry_interval_s)
+        except ValueError as exc:
+            self.emit(ev.Note(f"telemetry off: {exc}"))
+            return
+        if note:
+            self.emit(ev.Note(note, "information"))
+
+    # --- the plan ----------------------------------------------------------------------------------------
+
+    async def _run_plan(self, plan: RunPlan) -> None:
+        """Returns when the plan is done and `then` is "stop"; otherwise pauses or holds until cancelled."""
+        runner = self.session.runner
+        if not plan.has_rule:
+            await asyncio.Event().wait()  # hold: only a viewer, a signal or max_seconds ends this run
+        i = 0
+        while True:
+            level = runner.level
+            done = await self._wait_level(plan, level)
+            if runner.stopping:
+                return
+            if not done:
+                continue  # the user stepped in: measure their level by the same rule, then go on from there
+            nxt_from_user = self._user_stepped
+            self._user_stepped = False
+            if nxt_from_user:
+                nxt = [c for c in plan.concurrencies if c > runner.concurrency]
+            else:
+                nxt = plan.concurrencies[i + 1:]
+            how = ""
+            if plan.until_settled:
+                how = f"not settled in {plan.seconds:g} s" if self._capped else "settled"
+            if not nxt:
+                if plan.then == "stop":
+                    # The last level ends here; its summary comes with the final save.
+                    return
+                text = "sweep done" + (" · paused (p to resume)" if plan.then == "pause" else "")
+                self._sweep(text)
+                if plan.then == "pause":
+                    runner.pause()
+                    self.paused_by = "sweep"
+                    self.emit(ev.Paused("sweep"))
+                self._report_level(level)
+                await asyncio.Event().wait()  # paused or holding: until stopped
+            i = plan.concurrencies.index(nxt[0])
+            self._sweep((f"level {how} · " if how else "") + f"sweep to c={nxt[0]}")
+            runner.set_concurrency(nxt[0], reason="sweep")
+            self._report_level(level)
+
+    def _sweep(self, text: str) -> None:
+        self.sweep_text = text
+        self.emit(ev.SweepNote(text))
+
+    def _report_level(self, level: Level) -> None:
+        """Summarise and save a finished level off the load loop (numpy work would delay token reads)."""
+        async def report() -> None:
+            results = await asyncio.to_thread(self._save_results)
+            if results is not None and level.index < len(results["levels"]):
+                for hook in self.level_done:
+                    hook(level, results["levels"][level.index])
+        task = asyncio.create_task(report())
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _wait_level(self, plan: RunPlan, level: Level) -> bool:
+        runner = self.session.runner
+        if not plan.until_settled:
+            return await runner.wait_level(plan.requests, plan.seconds)
+        loop = asyncio.get_running_loop()
+        checked = -1
+        self._capped = False
+        while not runner.stopping and runner.level is level:
+            if plan.seconds > 0 and level.duration_s() >= plan.seconds and not runner.paused:
+                self._capped = True  # not settled in the time allowed: move on, and say so
+                return True
+            if level.measured_done != checked and not runner.paused:
+                checked = level.measured_done
+                # The bootstrap is numpy work: off the load loop, on a copy of the finished records.
+                records = list(level.records)
+                if await loop.run_in_executor(None, level_settled, records, level.concurrency,
+                                              self.cfg.pricing.usd_per_hour, plan.min_settle_requests):
+                    return runner.level is level
+            await asyncio.sleep(0.5)
+        return False
+
+    # --- commands, from any thread ------------------------------------------------------------------------
+
+    def submit(self, command: Any) -> None:
+        """Do what a viewer asks, on the run's loop. Commands after the end are ignored."""
+        if isinstance(command, ev.Stop):
+            self.stop(command.ended_by, command.at_once)
+            return
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._apply, command)
+        except RuntimeError:  # the loop closed in between
+            pass
+
+    def _apply(self, command: Any) -> None:
+        runner = self.session.runner
+        if isinstance(command, ev.Save):
+            if not self.finished.is_set():
+                asyncio.ensure_future(asyncio.to_thread(self.save))
+            return
+        if runner is None or runner.stopping or not runner.levels:
+            return
+        if isinstance(command, ev.SetConcurrency):
+            if command.concurrency >= 1:
+                self._user_stepped = True
+                runner.set_concurrency(command.concurrency, reason="user")
+        elif isinstance(command, ev.NewLevel):
+            self._user_stepped = True
+            runner.new_level("new")
+        elif isinstance(command, ev.Pause):
+            if not runner.paused:
+                runner.pause()
+                self.paused_by = "user"
+                self.emit(ev.Paused("user"))
+        elif isinstance(command, ev.Resume):
+            if runner.paused:
+                runner.resume()
+                self.paused_by = None
+                if self.sweep_text.startswith("sweep done"):
+                    self.sweep_text = ""
+                self.emit(ev.Resumed())
+
+    def stop(self, ended_by: str = "quit", at_once: bool = False) -> None:
+        """Stop sending, cancel what is in flight (after drain_s), flush, save. Watch `finished`.
+        `at_once`: flush the raw lines, write the TOML and leave through `on_stop_at_once` now."""
+        if at_once:
+            self._stop_at_once(ended_by)
+            return
+        if self._stop_reason is None:
+            self._stop_reason = ended_by
+        if self._stop is not None and self.loop is not None and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:
+                pass
+
+    def _stop_at_once(self, ended_by: str) -> None:
+        session = self.session
+        self.ended_by = session.ended_by = ended_by
+        session.interrupted = ended_by in ("signal", "hangup")
+        try:
+            session.writer.flush_sync()
+            self.save()
+        finally:
+            self._frozen = True  # this save is the last: a drain that ends meanwhile must not write over it
+            self.exit_code = EXIT_INTERRUPTED
+            self.emit(ev.Finished(ended_by, EXIT_INTERRUPTED))
+            if self.on_stop_at_once is not None:
+                self.on_stop_at_once()
+            else:
+                os._exit(EXIT_INTERRUPTED)
+
+    # --- saving ------------------------------------------------------------------------------------------
+
+    def _save_results(self) -> dict | None:
+        with self._save_lock:
+            if self._frozen:
+                return None
+            results = self.session.results()
+            self._saved(self.session.save(results))
+            return results
+
+    def save(self) -> Path:
+        """Write the session TOML now (any thread; saves never overlap)."""
+        with self._save_lock:
+            if self._frozen:
+                return self.session.out_path
+            return self._saved(self.session.save())
+
+    def _saved(self, path: Path) -> Path:
+        s = self.session
+        recorded = sum(len(lv.records) for lv in s.runner.levels) if s.runner else 0
+        self.last_saved = ev.Saved(str(path), str(s.raw_path), recorded)
+        self.emit(self.last_saved)
+        return path
+
+    # --- for a viewer that attaches ----------------------------------------------------------------------
+
+    def snapshot(self) -> tuple[int, list]:
+        """Call on the run's loop: (the last event number it covers, events that rebuild the run so far).
+        Finished records are never touched again, so the caller may encode them on another thread."""
+        with self._seq_lock:
+            seq = self.seq
+        out: list[Any] = []
+        runner = self.session.runner
+        if self.ready is not None:
+            out.append(ev.Ready(**self.ready))
+        if runner is not None:
+            for lv in runner.levels:
+                out.append(level_opened(lv))
+                out.extend(("record", r) for r in list(lv.records))
+            last = runner.levels[-1] if runner.levels else None
+            if last is not None and last.t_end_ns is not None and not runner.stopping:
+                out.append(ev.LevelEnded(last.index, last.t_end_ns))
+            for r in list(runner.in_flight.values()):
+                out.append(ev.RequestStarted(r.request_id, r.slot, r.level, r.t_send_ns))
+                if r.t_first_token_ns is not None:
+                    out.append(ev.FirstToken(r.request_id, r.slot, r.t_first_token_ns))
+        sampler = self.session.sampler
+        if sampler is not None:
+            out.extend(ev.Sample(s) for s in sampler.samples_between(time.perf_counter_ns() - 900 * 10**9,
+                                                                     time.perf_counter_ns()) if s is not None)
+        if self.paused_by:
+            out.append(ev.Paused(self.paused_by))
+        if self.sweep_text:
+            out.append(ev.SweepNote(self.sweep_text))
+        if self.last_saved is not None:
+            out.append(self.last_saved)
+        return seq, out
+
+    def loop_lag_ms_p99(self) -> float | None:
+        runner = self.session.runner
+        return runner.health.recent_p99_ms() if runner is not None else None

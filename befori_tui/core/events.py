@@ -1,0 +1,313 @@
+"""What a run tells whoever watches it, and what a viewer may ask of it: typed, versioned messages.
+
+A run (core/controller.py) turns what the load loop does into the events below; they travel in `Batch`es —
+a few a second, never one per token — over a Unix socket (core/runserver.py) to every viewer
+(core/runlink.py). Viewers send `Command`s back on the same socket. docs/architecture.md describes the flow.
+
+Encoding: msgpack through msgspec. Every message is a frozen `msgspec.Struct` (a frozen dataclass with a
+compact, validated wire form): `array_like`, so a message is `[tag, field, field, …]`. Compatible changes
+append fields with defaults at the end; anything else raises SCHEMA_VERSION, which `Hello` carries first on
+every connection. Frames are a 4-byte big-endian length and that many bytes of msgpack.
+
+Times are `time.perf_counter_ns()` of the process that took them (CLOCK_MONOTONIC). A viewer never assumes
+it shares that clock: each batch carries its sender's clock when sent (`Batch.sent_ns`), from which the
+viewer estimates the offset (`ClockOffset`).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from array import array
+from typing import Any, Union
+
+import msgspec
+
+from befori_tui.core.config import PricingConfig
+from befori_tui.core.records import RequestRecord
+from befori_tui.core.telemetry.readings import TelemetrySample
+
+SCHEMA_VERSION = 1
+MAX_FRAME_BYTES = 64 * 1024 * 1024  # a bigger length prefix means a broken or hostile peer
+
+
+class _Message(msgspec.Struct, frozen=True, array_like=True, tag_field="kind"):
+    pass
+
+
+# --- the wire form of one finished request ---------------------------------------------------------------
+
+class WireRecord(msgspec.Struct, frozen=True, array_like=True):
+    """RequestRecord on the wire: the same fields, the inter-token gaps as packed int64 bytes."""
+
+    request_id: int
+    slot: int
+    level: int
+    concurrency: int
+    t_send_ns: int
+    t_headers_ns: int | None
+    t_first_token_ns: int | None
+    t_end_ns: int | None
+    itl_ns: bytes
+    input_tokens: int | None
+    input_tokens_source: str
+    output_tokens: int | None
+    output_tokens_source: str
+    content_chunks: int
+    finish_reason: str | None
+    http_status: int | None
+    error_kind: str | None
+    error_message: str | None
+    warmup: bool
+    outlived_level: bool
+    server_timing: dict[str, Any] | None
+
+
+def record_to_wire(r: RequestRecord) -> WireRecord:
+    return WireRecord(r.request_id, r.slot, r.level, r.concurrency, r.t_send_ns, r.t_headers_ns,
+                      r.t_first_token_ns, r.t_end_ns, r.itl_ns.tobytes(), r.input_tokens, r.input_tokens_source,
+                      r.output_tokens, r.output_tokens_source, r.content_chunks, r.finish_reason, r.http_status,
+                      r.error_kind, r.error_message, r.warmup, r.outlived_level, r.server_timing)
+
+
+def record_from_wire(w: WireRecord) -> RequestRecord:
+    itl = array("q")
+    itl.frombytes(w.itl_ns)
+    return RequestRecord(w.request_id, w.slot, w.level, w.concurrency, w.t_send_ns, w.t_headers_ns,
+                         w.t_first_token_ns, w.t_end_ns, itl, w.input_tokens, w.input_tokens_source,
+                         w.output_tokens, w.output_tokens_source, w.content_chunks, w.finish_reason,
+                         w.http_status, w.error_kind, w.error_message, w.warmup, w.outlived_level,
+                         w.server_timing)
+
+
+# --- events: run → viewers -------------------------------------------------------------------------------
+
+class Hello(_Message, tag="hello"):
+    """First on every connection. `results` and `raw` are the paths the run saves to."""
+
+    schema_version: int
+    run_id: str
+    pid: int
+    results: str
+    raw: str
+    started_at: str  # ISO 8601, UTC
+    on_hangup: str = "continue"  # what the run does when its own viewer's terminal goes away
+    # The run's prices: every viewer computes $/M with them, never with its own defaults.
+    pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)
+
+
+class Connecting(_Message, tag="connecting"):
+    """Setup under way: what is being waited for (the server's model list, /tokenize, …)."""
+
+    what: str
+    url: str
+
+
+class Ready(_Message, tag="ready"):
+    url: str
+    model: str
+    api: str
+    prompt_count_source: str
+    simulated: bool = False
+
+
+class RequestStarted(_Message, tag="start"):
+    request_id: int
+    slot: int
+    level: int
+    t_send_ns: int
+
+
+class FirstToken(_Message, tag="first"):
+    request_id: int
+    slot: int
+    t_first_token_ns: int
+
+
+class RequestEnded(_Message, tag="end"):
+    record: WireRecord
+
+
+class LevelOpened(_Message, tag="level"):
+    index: int
+    concurrency: int
+    t_start_ns: int
+    warmup_target: int
+    reason: str  # start | sweep | user | new | resume
+
+
+class LevelEnded(_Message, tag="level_end"):
+    """A paused level drained and ended, with no new level after it (yet)."""
+
+    index: int
+    t_end_ns: int
+
+
+class Paused(_Message, tag="paused"):
+    """The run paused (by: "sweep" when a sweep finished and waits, "user" when a viewer asked)."""
+
+    by: str
+
+
+class Resumed(_Message, tag="resumed"):
+    pass
+
+
+class Sample(_Message, tag="sample"):
+    sample: TelemetrySample
+
+
+class Health(_Message, tag="health"):
+    """The load loop's own lag (p99 over the last 10 s): whether the client, not the server, is the limit."""
+
+    loop_lag_ms_p99: float | None
+
+
+class Saved(_Message, tag="saved"):
+    path: str
+    raw_path: str
+    requests_written: int
+
+
+class SweepNote(_Message, tag="sweep"):
+    text: str
+
+
+class Note(_Message, tag="note"):
+    text: str
+    severity: str = "warning"  # information | warning | error
+
+
+class Failed(_Message, tag="error"):
+    """Setup failed, or the run broke: `text` is the one-line reason."""
+
+    text: str
+
+
+class Finished(_Message, tag="finish"):
+    """The run has stopped, closed and saved: nothing follows."""
+
+    ended_by: str  # completed | max_seconds | signal | quit | hangup | error | setup
+    exit_code: int
+
+
+Event = Union[Hello, Connecting, Ready, RequestStarted, FirstToken, RequestEnded, LevelOpened, LevelEnded,
+              Paused, Resumed, Sample, Health, Saved, SweepNote, Note, Failed, Finished]
+
+
+class Batch(msgspec.Struct, frozen=True, array_like=True):
+    """What one frame from a run holds: the events since the last batch, in order."""
+
+    sent_ns: int  # the sender's perf_counter_ns when it sent this batch
+    events: list[Event]
+
+
+# --- commands: viewer → run ------------------------------------------------------------------------------
+
+class SetConcurrency(_Message, tag="set_concurrency"):
+    concurrency: int
+
+
+class NewLevel(_Message, tag="new_level"):
+    pass
+
+
+class Pause(_Message, tag="pause"):
+    pass
+
+
+class Resume(_Message, tag="resume"):
+    pass
+
+
+class Save(_Message, tag="save"):
+    pass
+
+
+class Stop(_Message, tag="stop"):
+    """Stop the run, save, end. `ended_by`: quit | signal | hangup | error. `at_once`: no draining and no
+    waiting — flush the raw lines, write the TOML, exit (a second Ctrl-C)."""
+
+    ended_by: str = "quit"
+    at_once: bool = False
+
+
+Command = Union[SetConcurrency, NewLevel, Pause, Resume, Save, Stop]
+
+
+# --- encoding and framing --------------------------------------------------------------------------------
+
+_batch_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(Batch)
+_command_decoder = msgspec.msgpack.Decoder(Command)
+_LENGTH = struct.Struct(">I")
+
+
+class ProtocolError(Exception):
+    """A frame that is not what the schema says (a bad peer, or another schema version)."""
+
+
+def frame(payload: bytes) -> bytes:
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def encode_batch(sent_ns: int, events: list) -> bytes:
+    return frame(_batch_encoder.encode(Batch(sent_ns, events)))
+
+
+def encode_command(command: Any) -> bytes:
+    return frame(_batch_encoder.encode(command))
+
+
+def decode_batch(payload: bytes) -> Batch:
+    try:
+        return _batch_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"not a batch of schema {SCHEMA_VERSION}: {exc}") from None
+
+
+def decode_command(payload: bytes) -> Any:
+    try:
+        return _command_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"not a command of schema {SCHEMA_VERSION}: {exc}") from None
+
+
+def read_frame(sock: socket.socket) -> bytes | None:
+    """One frame from a blocking socket; None at a clean end of stream."""
+    head = _recv_exactly(sock, _LENGTH.size)
+    if head is None:
+        return None
+    (n,) = _LENGTH.unpack(head)
+    if n > MAX_FRAME_BYTES:
+        raise ProtocolError(f"a frame of {n} bytes is over the limit of {MAX_FRAME_BYTES}")
+    body = _recv_exactly(sock, n)
+    if body is None:
+        raise ProtocolError("the stream ended inside a frame")
+    return body
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            if buf:
+                raise ProtocolError("the stream ended inside a frame")
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+class ClockOffset:
+    """Maps a sender's perf_counter_ns onto ours: offset = min over batches of (received − sent). The minimum
+    is the batch that waited least in transit, so the estimate only gets better; on one machine it is the
+    socket's latency (tens of µs), across machines it absorbs the clocks' difference."""
+
+    def __init__(self) -> None:
+        self.offset_ns: int | None = None
+
+    def observe(self, sent_ns: int, received_ns: int) -> None:
+        d = received_ns - sent_ns
+        if self.offset_ns is None or d < self.offset_ns:
+            self.offset_ns = d
