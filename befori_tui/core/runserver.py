@@ -209,10 +209,17 @@ class RunServer:
         if not items:
             return
         now = time.perf_counter_ns()
+        last_seq = max((s for s, _ in items if s is not None), default=-1)
         whole: bytes | None = None
         for v in list(self.viewers):
             if v.backlog is not None:  # its snapshot is still being sent: keep the events for after it
                 v.backlog.extend(items)
+                continue
+            if v.after_seq >= 0 and last_seq >= 0 and v.after_seq >= min(s for s, _ in items if s is not None):
+                # Events emitted before its snapshot but still waiting here: the snapshot has them already.
+                mine = [e for s, e in items if s is None or s > v.after_seq]
+                if mine:
+                    self._write(v, ev.encode_batch(now, mine))
                 continue
             if whole is None:
                 whole = ev.encode_batch(now, [e for _, e in items])
@@ -244,7 +251,7 @@ class RunServer:
             seq, history = await self._snapshot()
             self._send_snapshot(v, history)
             later = [(s, e) for s, e in v.backlog or [] if s is None or s > seq]
-            v.backlog = None
+            v.backlog, v.after_seq = None, seq
             if later:
                 self._write(v, ev.encode_batch(time.perf_counter_ns(), [e for _, e in later]))
             await self._read_commands(reader)

@@ -1,0 +1,257 @@
+"""The run controller — the one level policy behind `bench` and the monitor — and the event socket that
+viewers attach to. Against the fast simulator on 127.0.0.1, with real Unix sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+import tomllib
+
+import pytest
+
+from befori_tui.core import events as ev
+from befori_tui.core.config import Config
+from befori_tui.core.controller import RunController, RunPlan, level_settled
+from befori_tui.core.records import RequestRecord
+from befori_tui.core.runlink import LinkClosed, RunLink, resolve_target
+from tests.runs import start_run
+
+
+def config(url: str, concurrency: int = 1) -> Config:
+    cfg = Config()
+    cfg.endpoint.url = url
+    cfg.load.concurrency = [concurrency]
+    cfg.workload.input_tokens_mean, cfg.workload.output_tokens_mean = 100, 20
+    return cfg
+
+
+def wait_for(cond, timeout_s: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def drain(link: RunLink) -> list:
+    out = []
+    while not link.events.empty():
+        out.append(link.events.get_nowait())
+    return out
+
+
+# --- the level policy -------------------------------------------------------------------------------------
+
+def run_plan(cfg: Config, tmp_path, plan: RunPlan) -> RunController:
+    controller = RunController(cfg, tmp_path / "p.toml", plan=plan, telemetry="none")
+    seen: list = []
+    controller.listeners.append(seen.append)
+    controller.seen = seen
+    asyncio.run(controller.run())
+    return controller
+
+
+def test_a_plan_by_requests_steps_through_its_levels_then_stops(sim, tmp_path):
+    c = run_plan(config(sim.base_url), tmp_path, RunPlan([1, 3], requests=6))
+    assert c.ended_by == "completed" and c.exit_code == 0
+    levels = c.session.runner.levels
+    assert [(lv.concurrency, lv.reason) for lv in levels] == [(1, "start"), (3, "sweep")]
+    assert all(lv.measured_done >= 6 for lv in levels)
+    kinds = [type(e).__name__ for e in c.seen]
+    assert kinds[0] == "Connecting" and kinds[-1] == "Finished"
+    assert kinds.index("Ready") < kinds.index("LevelOpened")
+    data = tomllib.loads((tmp_path / "p.toml").read_text())
+    assert data["ended_by"] == "completed" and len(data["levels"]) == 2
+
+
+def test_a_settle_plan_with_a_cap_moves_on_and_says_the_level_did_not_settle(sim, tmp_path):
+    # min_settle_requests so high that no level can settle: only the 1 s cap moves the plan on.
+    c = run_plan(config(sim.base_url), tmp_path, RunPlan([1, 2], seconds=1.0, until_settled=True,
+                                                         min_settle_requests=10**6))
+    notes = [e.text for e in c.seen if isinstance(e, ev.SweepNote)]
+    assert notes == ["level not settled in 1 s · sweep to c=2"], notes
+    levels = c.session.runner.levels
+    assert [lv.concurrency for lv in levels] == [1, 2]
+    assert 1.0 <= levels[0].duration_s() < 3.0 and c.ended_by == "completed"
+
+
+def test_a_sweep_that_pauses_when_done_waits_and_a_stop_ends_it(sim, tmp_path):
+    run = start_run(config(sim.base_url), tmp_path / "s.toml", RunPlan([1, 2], requests=3, then="pause"))
+    c = run.controller
+    wait_for(lambda: c.paused_by == "sweep", what="the sweep to pause")
+    wait_for(lambda: not c.session.runner.level.open, what="the paused level to drain and end")
+    c.stop("quit")
+    assert run.join(15)
+    assert c.ended_by == "quit" and c.exit_code == 0
+    assert [lv.concurrency for lv in c.session.runner.levels] == [1, 2]
+
+
+def test_commands_change_the_run_and_a_user_level_is_measured_by_the_plans_rule(sim, tmp_path):
+    run = start_run(config(sim.base_url), tmp_path / "u.toml", RunPlan([1, 8], seconds=1.0, then="pause"))
+    c = run.controller
+    wait_for(lambda: c.session.runner is not None and c.session.runner.levels, what="the first level")
+    c.submit(ev.SetConcurrency(2))  # steps in: c=2 lasts 1 s too, then the plan goes on to 8
+    wait_for(lambda: c.paused_by == "sweep", timeout_s=20, what="the plan to finish")
+    wait_for(lambda: not c.session.runner.level.open, what="the paused level to drain and end")
+    c.submit(ev.Resume())
+    wait_for(lambda: len(c.session.runner.levels) == 4, what="a level after resuming")
+    c.submit(ev.NewLevel())
+    wait_for(lambda: len(c.session.runner.levels) == 5, what="a new level")
+    c.stop("quit")
+    assert run.join(15)
+    assert [(lv.concurrency, lv.reason) for lv in c.session.runner.levels] == [
+        (1, "start"), (2, "user"), (8, "sweep"), (8, "resume"), (8, "new")]
+    assert c.session.runner.levels[1].duration_s() >= 1.0
+
+
+def test_a_setup_error_ends_the_run_with_its_reason_and_exit_code_2(tmp_path):
+    c = run_plan(config("http://127.0.0.1:9/v1"), tmp_path, RunPlan([1], requests=1))
+    assert c.ended_by == "setup" and c.exit_code == 2
+    assert "cannot reach" in c.error
+    assert isinstance(c.seen[-1], ev.Finished) and c.seen[-1].exit_code == 2
+
+
+def test_a_stop_before_the_run_starts_sends_nothing_and_saves(sim, tmp_path):
+    controller = RunController(config(sim.base_url), tmp_path / "early.toml", plan=RunPlan([1], requests=5),
+                               telemetry="none")
+    controller.stop("quit")
+    asyncio.run(controller.run())
+    assert controller.ended_by == "quit"
+    assert (tmp_path / "early.toml").exists()
+    assert not controller.session.runner.levels
+
+
+def _records(n: int, jitter: float) -> list[RequestRecord]:
+    out = []
+    for i in range(n):
+        f = 1 + jitter * ((i % 7) - 3) / 3
+        out.append(RequestRecord(i, 0, 0, 4, t_send_ns=0, t_first_token_ns=int(0.1e9 * f), t_end_ns=int(2e9 * f),
+                                 input_tokens=500, output_tokens=100))
+    return out
+
+
+def test_level_settled_needs_enough_requests_and_a_tight_interval():
+    assert level_settled(_records(40, 0.01), 4, 27.78, 16)
+    assert not level_settled(_records(10, 0.01), 4, 27.78, 16)  # too few
+    assert not level_settled(_records(40, 0.6), 4, 27.78, 16)  # too spread
+    assert not level_settled(_records(40, 0.01), 4, 0.0, 16)  # no price, no $/M
+
+
+def test_bench_sweeps_until_settled_with_a_cap(sim, tmp_path):
+    out = tmp_path / "settle.toml"
+    proc = subprocess.run([sys.executable, "-m", "befori_tui", "bench", "--url", sim.base_url, "--concurrency", "1,2",
+                           "--sweep-until-settled", "--seconds-per-level", "1.5", "--input-tokens", "100",
+                           "--output-tokens", "20", "--telemetry", "none", "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    data = tomllib.loads(out.read_text())
+    assert [lv["concurrency"] for lv in data["levels"]] == [1, 2]
+    assert "sweep to c=2" in proc.stderr and ("settled" in proc.stderr)
+    assert data["levels"][0]["duration_s"] <= 2.5  # settled, or cut at the 1.5 s cap
+
+
+# --- events on the wire ----------------------------------------------------------------------------------
+
+def test_a_record_survives_the_wire_exactly():
+    from array import array
+
+    r = RequestRecord(7, 3, 1, 4, t_send_ns=10, t_first_token_ns=150, t_end_ns=900, itl_ns=array("q", [5, 6, 2**40]),
+                      input_tokens=12, output_tokens=3, http_status=200, server_timing={"t_received_ns": 11})
+    batch = ev.decode_batch(ev.encode_batch(99, [ev.RequestEnded(ev.record_to_wire(r))])[4:])
+    back = ev.record_from_wire(batch.events[0].record)
+    assert back.to_json_dict() == r.to_json_dict() and batch.sent_ns == 99
+
+
+def test_a_frame_of_another_kind_is_a_protocol_error_not_a_crash():
+    with pytest.raises(ev.ProtocolError):
+        ev.decode_batch(b"\x93\x01\x02\x03")
+    with pytest.raises(ev.ProtocolError):
+        ev.decode_command(ev.encode_batch(1, [])[4:])
+
+
+def test_the_clock_offset_keeps_the_least_delayed_batch():
+    off = ev.ClockOffset()
+    for sent, received in ((100, 180), (200, 230), (300, 400)):
+        off.observe(sent, received)
+    assert off.offset_ns == 30
+
+
+# --- attaching ---------------------------------------------------------------------------------------------
+
+def test_viewers_attach_see_the_history_change_the_run_and_leave_without_stopping_it(sim, tmp_path):
+    out = tmp_path / "a.toml"
+    run = start_run(config(sim.base_url, 2), out, RunPlan([2], then="hold"))
+    c = run.controller
+    wait_for(lambda: c.session.runner is not None and sum(len(lv.records) for lv in c.session.runner.levels) >= 6,
+             what="some history")
+    sock = run.socket_path
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600  # private to this user
+    assert resolve_target(str(out)) == [{"socket": str(sock)}]
+
+    first = RunLink(sock)
+    hello = first.connect()
+    assert hello.schema_version == ev.SCHEMA_VERSION and hello.results == str(out.absolute())
+    assert hello.pricing.usd_per_hour == c.cfg.pricing.usd_per_hour  # the viewer prices with the run's price
+    wait_for(lambda: first.events.qsize() >= 8, what="the history")
+    history = drain(first)
+    ended = [e.record.request_id for e in history if isinstance(e, ev.RequestEnded)]
+    assert len(ended) >= 6 and isinstance(history[0], ev.Ready)
+    assert [e.concurrency for e in history if isinstance(e, ev.LevelOpened)] == [2]
+
+    first.send(ev.SetConcurrency(4))  # a viewer raises the concurrency: every viewer hears of it
+    wait_for(lambda: c.session.runner.concurrency == 4, what="the new concurrency")
+    wait_for(lambda: history.extend(drain(first)) or any(isinstance(e, ev.LevelOpened) and e.concurrency == 4
+                                                         for e in history), what="the first viewer to hear of it")
+    second = RunLink(sock)
+    second.connect()
+    first.close()  # leaving changes nothing
+    time.sleep(0.5)
+    assert not c.finished.is_set() and c.session.runner.concurrency == 4
+
+    later = []
+    wait_for(lambda: later.extend(drain(second)) or any(isinstance(e, ev.LevelOpened) and e.concurrency == 4
+                                                        for e in later), what="the second viewer's history")
+    second.send(ev.Stop("quit"))
+    assert run.join(15)
+    wait_for(lambda: later.extend(drain(second)) or any(isinstance(e, LinkClosed) for e in later),
+             what="the end of the stream")
+    finished = [e for e in later if isinstance(e, ev.Finished)]
+    saves = [e for e in later if isinstance(e, ev.Saved)]
+    assert len(finished) == 1 and finished[0].ended_by == "quit"
+    # Every request the second viewer heard of ended exactly once, and the file holds them all.
+    ids = [e.record.request_id for e in later if isinstance(e, ev.RequestEnded)]
+    assert len(ids) == len(set(ids))
+    raw = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(r["request_id"] for r in raw)
+    assert saves[-1].requests_written == len(raw)
+    assert not sock.exists()
+
+
+def test_attach_to_a_bench_run_started_in_the_background(sim, tmp_path):
+    """`bench` publishes its events too: a viewer attaches by the results folder, sees the levels, leaves."""
+    out = tmp_path / "bg" / "b.toml"
+    out.parent.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "befori_tui", "bench", "--url", sim.base_url, "--concurrency",
+                             "2,4", "--seconds-per-level", "2", "--input-tokens", "100", "--output-tokens", "20",
+                             "--telemetry", "none", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: resolve_target(str(out.parent)) != [], timeout_s=20, what="the bench's socket")
+        runs = resolve_target(str(out.parent))
+        link = RunLink(runs[0]["socket"])
+        link.connect()
+        seen: list = []
+        wait_for(lambda: seen.extend(drain(link)) or any(isinstance(e, ev.RequestEnded) for e in seen),
+                 what="requests")
+        link.close()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    data = tomllib.loads(out.read_text())
+    assert [lv["concurrency"] for lv in data["levels"]] == [2, 4] and data["ended_by"] == "completed"
