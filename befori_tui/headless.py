@@ -17,7 +17,7 @@ from befori_tui.core.health import CLIENT_BOUND_NOTE
 from befori_tui.core.loadgen import Level
 from befori_tui.core.observer import NullObserver
 from befori_tui.core.session import Session, default_out_path
-from befori_tui.core.format import usd
+from befori_tui.core.format import price_note, usd
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -128,8 +128,10 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None) -> int:
         except ClientSetupError as exc:
             print(f"befori-tui bench: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        price = price_note(cfg.pricing)  # a price the user did not set says so before any figure rests on it
         print(f"endpoint {session.endpoint.base_url} · model {session.endpoint.model} · api {cfg.endpoint.api}"
-              f" · prompts sized by {session.prompt_count_source}", file=sys.stderr, flush=True)
+              f" · prompts sized by {session.prompt_count_source}" + (f" · {price}" if price else ""),
+              file=sys.stderr, flush=True)
         note = session.start_telemetry()
         if note:
             print(note, file=sys.stderr, flush=True)
