@@ -296,3 +296,31 @@ async def test_more_gpus_than_rows_shows_the_busiest_and_the_idlest_and_counts_t
         assert rows == [busiest.index, idlest.index], lines
         assert any("+22 more" in line for line in lines), lines
         assert lines[-1].startswith("╰"), lines
+
+
+@pytest.mark.parametrize("size", [(160, 48), (120, 40), (80, 24)], ids=["160x48", "120x40", "80x24"])
+async def test_the_cost_panel_says_when_the_price_is_a_default(size):
+    cfg = fixed_config()
+    cfg.pricing.source = "default"
+    app = MonitorApp(cfg, fixed_model(cfg=cfg), None, UiOptions(live=False, panel="cost"))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        text = "\n".join(_drawn(app.cost))
+        # The whole note where it fits, a short one on a narrow panel: either way the price and what to do.
+        assert re.search(r"⚠ .*default.*\$27\.78/h.* — set --usd-per-hour", text), text
+        if size[0] >= 160:
+            assert "priced at the default $27.78/h (8×H100 rental) — set --usd-per-hour" in text, text
+
+
+@pytest.mark.parametrize("source, expected", [("flag", None), ("config", None),
+                                              ("simulator", "price of the simulated box")])
+async def test_the_cost_panel_names_a_price_that_is_not_the_users_only(source, expected):
+    cfg = fixed_config()
+    cfg.pricing.source = source
+    app = MonitorApp(cfg, fixed_model(cfg=cfg), None, UiOptions(live=False))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        text = "\n".join(_drawn(app.cost))
+        assert "--usd-per-hour" not in text and "default" not in text, text
+        if expected:
+            assert expected in text, text

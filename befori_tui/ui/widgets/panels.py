@@ -93,13 +93,24 @@ class MetricsPanel(Static):
 
 
 class CostPanel(Static):
-    """$/M input and output by both methods (the current level, running), idle cost, API prices, blends."""
+    """$/M input and output by both methods (the current level, running), idle cost, API prices, blends; above
+    them, a warning when the hourly price is not the user's."""
+
+    COMPONENT_CLASSES = {"cost--warning", "cost--dim"}
+
+    _shown: Summaries | None = None
 
     def __init__(self, pricing: PricingConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.pricing = pricing
 
+    def on_resize(self) -> None:
+        # The long or the short price note: which one fits is known once the panel is laid out.
+        if self._shown is not None:
+            self.show(self._shown)
+
     def show(self, s: Summaries) -> None:
+        self._shown = s
         p = self.pricing
         lv = s.current
         occ = lv.get("occupancy", {})
@@ -126,7 +137,18 @@ class CostPanel(Static):
         settled = fmt.settled_mark(lv)
         hint = {"✓": " · settled ±3%: move on", "…": " · settling (±3%)"}.get(settled, "")
         line.append(hint, "bold" if settled == "✓" else "")
-        self.update(Group(t, line))
+        self.update(Group(*self._price_note(), t, line))
+
+    def _price_note(self) -> list[Text]:
+        """First, so that no number is read before it: every figure below rests on the hourly price."""
+        note = fmt.price_note(self.pricing)
+        if note is None:
+            return []
+        if len(note) + 2 > (self.content_region.width or 80):
+            note = fmt.price_note(self.pricing, short=True)
+        style = "cost--warning" if self.pricing.source == "default" else "cost--dim"
+        return [Text(f"{'⚠ ' if style == 'cost--warning' else ''}{note}", self.get_component_rich_style(style),
+                     no_wrap=True, overflow="ellipsis")]
 
 
 class GpuPanel(Static):
