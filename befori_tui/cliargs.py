@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from befori_tui.core.config import (
+    DEFAULT_GPU_COUNT,
+    DEFAULT_USD_PER_HOUR,
     ApiPrice,
     Config,
     ConfigError,
@@ -100,6 +102,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ld.concurrency = parse_int_list(args.concurrency, "--concurrency")
     if args.seconds_per_level is not None and args.requests_per_level is None:
         ld.requests_per_level = 0  # seconds alone decide, unless both are given
+    if args.usd_per_hour is not None:
+        pr.source = "flag"
     if args.honor_retry_after:
         ld.retry_after = True
     for spec in args.compare or []:
@@ -107,11 +111,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.time_scale <= 0:
         raise ConfigError(f"--time-scale must be > 0, got {args.time_scale:g}")
     if not cfg.endpoint.url:  # the built-in simulator will run: its profile must exist
-        from befori_tui.sim.profile import list_profiles
+        from befori_tui.sim.profile import list_profiles, load_profile
 
         if args.profile not in list_profiles():
             raise ConfigError(f"--profile: no simulator profile {args.profile!r} (there are: "
                               f"{', '.join(list_profiles())})")
+        if pr.source == "default":
+            # No price given: the simulated box's, its GPUs at the default's rate per GPU (the default is the
+            # demo's 8×H100, so the demo keeps it; a one-GPU profile is not billed for eight).
+            gpus = load_profile(args.profile).gpu.count
+            pr.usd_per_hour = DEFAULT_USD_PER_HOUR / DEFAULT_GPU_COUNT * gpus
+            pr.gpu_count, pr.source = gpus, "simulator"
     try:
         validate(cfg, "flags" if args.config is None else f"{args.config} + flags")
     except ConfigError as exc:

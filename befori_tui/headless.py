@@ -17,7 +17,7 @@ from befori_tui.core.health import CLIENT_BOUND_NOTE
 from befori_tui.core.runproc import make_hello, new_run_id, serve_run
 from befori_tui.core.runserver import socket_path_for
 from befori_tui.core.session import default_out_path
-from befori_tui.core.format import usd
+from befori_tui.core.format import price_note, usd
 
 
 
@@ -92,23 +92,28 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
     return "\n".join(rows)
 
 
-def progress_printer(event) -> None:
+def progress_printer(cfg: Config):
     """What `bench` says on stderr while it runs (the run's events, as they happen)."""
-    t = type(event)
-    if t is ev.LevelOpened:
-        print(f"level {event.index} · c={event.concurrency} · started", file=sys.stderr, flush=True)
-    elif t is ev.Ready:
-        print(f"endpoint {event.url} · model {event.model} · api {event.api}"
-              f" · prompts sized by {event.prompt_count_source}", file=sys.stderr, flush=True)
-    elif t in (ev.Note, ev.SweepNote):
-        print(event.text, file=sys.stderr, flush=True)
+    def show(event) -> None:
+        t = type(event)
+        if t is ev.LevelOpened:
+            print(f"level {event.index} · c={event.concurrency} · started", file=sys.stderr, flush=True)
+        elif t is ev.Ready:
+            # A price the user did not set says so before any figure rests on it.
+            price = price_note(cfg.pricing)
+            print(f"endpoint {event.url} · model {event.model} · api {event.api}"
+                  f" · prompts sized by {event.prompt_count_source}" + (f" · {price}" if price else ""),
+                  file=sys.stderr, flush=True)
+        elif t in (ev.Note, ev.SweepNote):
+            print(event.text, file=sys.stderr, flush=True)
+    return show
 
 
 async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | None = None,
                     telemetry: str | None = None, simulated: bool = False, run_id: str | None = None,
                     cleanup=None) -> int:
     controller = RunController(cfg, out, raw, plan, telemetry=telemetry, simulated=simulated)
-    controller.listeners.append(progress_printer)
+    controller.listeners.append(progress_printer(cfg))
     controller.level_done.append(lambda level, summary: print(level_line(summary), file=sys.stderr, flush=True))
     run_id = run_id or new_run_id()
     hello = make_hello(run_id, out, controller.session.raw_path, cfg.pricing)

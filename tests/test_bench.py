@@ -120,7 +120,7 @@ def test_reprice_saved_session(bench_run, tmp_path):
                            "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     new = tomllib.loads(out.read_text())
-    assert new["pricing"]["usd_per_hour"] == 6.48
+    assert new["pricing"]["usd_per_hour"] == 6.48 and new["pricing"]["source"] == "flag"  # `cost --usd-per-hour`
     for a, b in zip(data["levels"], new["levels"]):
         assert b["usd_per_million_output"] == pytest.approx(2 * a["usd_per_million_output"])
         assert b["occupancy"]["usd_bill"] == pytest.approx(2 * a["occupancy"]["usd_bill"])
@@ -191,3 +191,20 @@ def test_gpu_energy_from_the_sims_dcgm_series_is_saved_and_printed(sim, tmp_path
     assert gpu["usd_energy_per_million_output"] == pytest.approx(
         gpu["joules_per_output_token"] * 1e6 / 3.6e6 * 0.12, rel=1e-6)
     assert "GPU energy (electricity at pricing.usd_per_kwh)" in proc.stdout
+
+
+@pytest.mark.parametrize("price_flags, source", [([], "default"), (["--usd-per-hour", "10"], "flag")],
+                         ids=["no-price", "flag"])
+def test_a_price_nobody_set_is_marked_on_the_start_line_and_in_the_toml(sim, tmp_path, price_flags, source):
+    out = tmp_path / "price.toml"
+    proc = run_bench("--url", sim.base_url, "--concurrency", "1", "--requests-per-level", "2",
+                     "--output-tokens", "8", *price_flags, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    pricing = tomllib.loads(out.read_text())["pricing"]
+    assert pricing["source"] == source
+    start = next(line for line in proc.stderr.splitlines() if line.startswith("endpoint "))
+    note = "priced at the default $27.78/h (8×H100 rental) — set --usd-per-hour"
+    if source == "default":
+        assert pricing["usd_per_hour"] == 27.78 and note in start, proc.stderr
+    else:
+        assert pricing["usd_per_hour"] == 10 and "priced at" not in proc.stderr, proc.stderr

@@ -114,3 +114,50 @@ def test_shipped_configs_load():
     assert len(configs) >= 3
     for path in configs:
         load_config(path)
+
+
+URL = "http://127.0.0.1:8000/v1"
+
+
+@pytest.mark.parametrize("argv, config, source, usd_per_hour, gpu_count", [
+    (["--url", URL], None, "default", 27.78, 8),
+    (["--url", URL, "--usd-per-hour", "10"], None, "flag", 10, 8),
+    (["--url", URL], "[pricing]\nusd_per_hour = 3.24\n", "config", 3.24, 8),
+    (["--url", URL, "--usd-per-hour", "10"], "[pricing]\nusd_per_hour = 3.24\n", "flag", 10, 8),
+    (["--url", URL], "[pricing]\ngpu_count = 1\n", "default", 27.78, 1),  # a [pricing] table with no price
+    ([], None, "simulator", 27.78, 8),  # the demo's simulated 8×H100 box
+    (["--profile", "llama-3.1-8b-1xh100"], None, "simulator", 27.78 / 8, 1),  # one simulated H100
+    (["--usd-per-hour", "10"], None, "flag", 10, 8),
+    ([], "[pricing]\nusd_per_hour = 3.24\n", "config", 3.24, 8),
+])
+def test_the_price_says_where_it_came_from(tmp_path, argv, config, source, usd_per_hour, gpu_count):
+    from befori_tui.cliargs import OneLineParser, add_run_flags, config_from_args
+
+    if config is not None:
+        (tmp_path / "c.toml").write_text(config)
+        argv = [*argv, "--config", str(tmp_path / "c.toml")]
+    p = OneLineParser()
+    add_run_flags(p)
+    pricing = config_from_args(p.parse_args(argv)).pricing
+    assert (pricing.source, pricing.usd_per_hour, pricing.gpu_count) == (source, pytest.approx(usd_per_hour), gpu_count)
+
+
+def test_price_note_says_when_the_price_is_not_the_users():
+    from befori_tui.core.config import PricingConfig
+    from befori_tui.core.format import price_note
+
+    assert price_note(PricingConfig()) == "priced at the default $27.78/h (8×H100 rental) — set --usd-per-hour"
+    assert "--usd-per-hour" in price_note(PricingConfig(), short=True)
+    assert len(price_note(PricingConfig(), short=True)) < len(price_note(PricingConfig()))
+    assert "price of the simulated box" in price_note(PricingConfig(source="simulator"))
+    assert "price of the simulated box" in price_note(PricingConfig(source="simulator"), short=True)
+    assert price_note(PricingConfig(usd_per_hour=10, source="flag")) is None
+    assert price_note(PricingConfig(usd_per_hour=10, source="config")) is None
+
+
+def test_pricing_source_is_not_a_config_key(tmp_path):
+    # It records where the price came from; a file must not be able to claim it was given on the command line.
+    p = tmp_path / "c.toml"
+    p.write_text("[pricing]\nsource = 'flag'\n")
+    with pytest.raises(ConfigError, match="pricing.source"):
+        load_config(p)

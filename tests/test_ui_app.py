@@ -256,3 +256,71 @@ async def test_a_narrow_header_keeps_the_endpoint_line_when_the_client_bound_war
         lines = console.export_text().rstrip("\n").splitlines()
         assert len(lines) == 2, lines  # cut at the edge, never wrapped
         assert "http://127.0.0.1:8000/v1" in lines[1]
+
+
+def _drawn(widget) -> list[str]:
+    """The panel as it is drawn on the screen, border included: what a user sees, not what was handed to it."""
+    from textual.geometry import Region
+
+    return [strip.text for strip in widget.render_lines(Region(0, 0, *widget.outer_size))]
+
+
+@pytest.mark.parametrize("size", [(160, 48), (200, 60)], ids=["160x48", "200x60"])
+async def test_every_gpu_of_eight_is_drawn_under_column_headings(size):
+    app = fixed_app()
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        lines = _drawn(app.gpus)
+        assert any("Σ 8 GPUs" in line for line in lines), lines
+        headings = [line for line in lines if re.search(r"#\s+name\s+util\s+mem\s+power\s+temp\s+clock", line)]
+        assert len(headings) == 1, lines
+        rows = [int(m[1]) for line in lines if (m := re.match(r"│\s+(\d+) H100", line))]
+        assert rows == list(range(8)), lines
+        assert lines[-1].startswith("╰"), lines  # the bottom border: nothing below the last GPU was cut
+
+
+@pytest.mark.parametrize("size, panel", [((160, 48), "metrics"), ((80, 24), "gpus")], ids=["160x48", "80x24"])
+async def test_more_gpus_than_rows_shows_the_busiest_and_the_idlest_and_counts_the_rest(size, panel):
+    from befori_tui.ui.fixed import FixedRun
+
+    cfg = fixed_config()
+    app = MonitorApp(cfg, fixed_model(FixedRun(gpus=24), cfg=cfg), None, UiOptions(live=False, panel=panel))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        lines = _drawn(app.gpus)
+        assert any("Σ 24 GPUs" in line for line in lines), lines
+        gpus = app.model.samples[-1].gpus
+        busiest = max(gpus, key=lambda g: g.util_pct)
+        idlest = min(gpus, key=lambda g: g.util_pct)
+        rows = [int(m[1]) for line in lines if (m := re.match(r"│\s+(\d+) H100", line))]
+        assert rows == [busiest.index, idlest.index], lines
+        assert any("+22 more" in line for line in lines), lines
+        assert lines[-1].startswith("╰"), lines
+
+
+@pytest.mark.parametrize("size", [(160, 48), (120, 40), (80, 24)], ids=["160x48", "120x40", "80x24"])
+async def test_the_cost_panel_says_when_the_price_is_a_default(size):
+    cfg = fixed_config()
+    cfg.pricing.source = "default"
+    app = MonitorApp(cfg, fixed_model(cfg=cfg), None, UiOptions(live=False, panel="cost"))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        text = "\n".join(_drawn(app.cost))
+        # The whole note where it fits, a short one on a narrow panel: either way the price and what to do.
+        assert re.search(r"⚠ .*default.*\$27\.78/h.* — set --usd-per-hour", text), text
+        if size[0] >= 160:
+            assert "priced at the default $27.78/h (8×H100 rental) — set --usd-per-hour" in text, text
+
+
+@pytest.mark.parametrize("source, expected", [("flag", None), ("config", None),
+                                              ("simulator", "price of the simulated box")])
+async def test_the_cost_panel_names_a_price_that_is_not_the_users_only(source, expected):
+    cfg = fixed_config()
+    cfg.pricing.source = source
+    app = MonitorApp(cfg, fixed_model(cfg=cfg), None, UiOptions(live=False))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        text = "\n".join(_drawn(app.cost))
+        assert "--usd-per-hour" not in text and "default" not in text, text
+        if expected:
+            assert expected in text, text

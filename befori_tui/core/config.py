@@ -60,13 +60,20 @@ class ApiPrice:
     usd_per_million_output: float
 
 
+DEFAULT_USD_PER_HOUR = 27.78  # Ori 8×H100, as in the BeFOri DBRX post
+DEFAULT_GPU_COUNT = 8
+
+
 @dataclass
 class PricingConfig:
-    usd_per_hour: float = 27.78  # Ori 8×H100, as in the BeFOri DBRX post
-    gpu_count: int = 8
+    usd_per_hour: float = DEFAULT_USD_PER_HOUR
+    gpu_count: int = DEFAULT_GPU_COUNT
     usd_per_kwh: float = 0.0  # 0: no energy cost
     blend_input_per_output: float = 3.0  # the input:output token ratio for a blended price
     compare: list[ApiPrice] = field(default_factory=list)
+    # Where usd_per_hour came from (flag | config | default | simulator), set by the loaders, never read from a file: every $/M
+    # rests on this price, so one nobody set is said to be a default (format.price_note).
+    source: str = "default"
 
 
 @dataclass
@@ -169,7 +176,12 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         elif key in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{p}: [{key}] must be a table")
+            if key == "pricing" and "source" in value:
+                raise ConfigError(f"{p}: pricing.source is not a config key (befori-tui records there where the "
+                                  "price came from)")
             setattr(cfg, key, _build(SECTIONS[key], value, f"{p}: {key}"))
+            if key == "pricing" and "usd_per_hour" in value:
+                cfg.pricing.source = "config"
         else:
             raise ConfigError(f"{p}: unknown key {key!r} (known: {', '.join([*SECTIONS, 'telemetry'])})")
     validate(cfg, str(p))

@@ -81,3 +81,18 @@ def bar(frac: float | None, width: int) -> tuple[str, str]:
     full, part = divmod(eighths, 8)
     filled = "█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")
     return filled, " " * (width - len(filled))
+
+
+def price_note(pricing, short: bool = False) -> str | None:
+    """What bench's start line and the cost panel say about a price the user did not set (PricingConfig.source);
+    None when it is theirs (a flag or the config). `short`: for a narrow panel."""
+    price = f"${pricing.usd_per_hour:g}/h"
+    if pricing.source == "default":
+        return f"default price {price} — set --usd-per-hour" if short else \
+            f"priced at the default {price} (8×H100 rental) — set --usd-per-hour"
+    if pricing.source == "simulator":
+        gpus = f"{pricing.gpu_count} GPU{'s' if pricing.gpu_count != 1 else ''}"
+        per_gpu = f"${pricing.usd_per_hour / pricing.gpu_count:g}/h"
+        return f"{price}: price of the simulated box" if short else \
+            f"priced at {price}, the price of the simulated box ({gpus} at {per_gpu})"
+    return None

@@ -100,7 +100,7 @@ def reprice_session(data: dict, usd_per_hour: float) -> dict:
         raise ConfigError("session: pricing.usd_per_hour is 0, so its costs cannot be scaled")
     factor = usd_per_hour / old
     new = dict(data)
-    new["pricing"] = {**data["pricing"], "usd_per_hour": usd_per_hour}
+    new["pricing"] = {**data["pricing"], "usd_per_hour": usd_per_hour, "source": "flag"}  # `cost --usd-per-hour`
     new["levels"] = [_scale_usd(level, factor) for level in data["levels"]]
     return new
 

@@ -144,6 +144,7 @@ class Session:
             "load": dataclasses.asdict(cfg.load),
             "pricing": {
                 "usd_per_hour": cfg.pricing.usd_per_hour,
+                "source": cfg.pricing.source,
                 "gpu_count": cfg.pricing.gpu_count,
                 "usd_per_gpu_hour": cfg.pricing.usd_per_hour / cfg.pricing.gpu_count,
                 "usd_per_kwh": cfg.pricing.usd_per_kwh,

@@ -28,6 +28,7 @@ class FixedRun:
 def fixed_config() -> Config:
     cfg = Config()
     cfg.endpoint.url = "http://127.0.0.1:8000/v1"
+    cfg.pricing.source = "simulator"  # the demo's simulated 8×H100, priced as `befori-tui` prices it
     cfg.pricing.compare = [ApiPrice("example-api", 1.20, 3.60)]
     return cfg
 

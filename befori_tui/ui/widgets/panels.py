@@ -94,13 +94,24 @@ class MetricsPanel(Static):
 
 
 class CostPanel(Static):
-    """$/M input and output by both methods (the current level, running), idle cost, API prices, blends."""
+    """$/M input and output by both methods (the current level, running), idle cost, API prices, blends; above
+    them, a warning when the hourly price is not the user's."""
+
+    COMPONENT_CLASSES = {"cost--warning", "cost--dim"}
+
+    _shown: Summaries | None = None
 
     def __init__(self, pricing: PricingConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.pricing = pricing
 
+    def on_resize(self) -> None:
+        # The long or the short price note: which one fits is known once the panel is laid out.
+        if self._shown is not None:
+            self.show(self._shown)
+
     def show(self, s: Summaries) -> None:
+        self._shown = s
         p = self.pricing
         lv = s.current
         occ = lv.get("occupancy", {})
@@ -127,15 +138,36 @@ class CostPanel(Static):
         settled = fmt.settled_mark(lv)
         hint = {"✓": " · settled ±3%: move on", "…": " · settling (±3%)"}.get(settled, "")
         line.append(hint, "bold" if settled == "✓" else "")
-        self.update(Group(t, line))
+        self.update(Group(*self._price_note(), t, line))
+
+    def _price_note(self) -> list[Text]:
+        """First, so that no number is read before it: every figure below rests on the hourly price."""
+        note = fmt.price_note(self.pricing)
+        if note is None:
+            return []
+        if len(note) + 2 > (self.content_region.width or 80):
+            note = fmt.price_note(self.pricing, short=True)
+        style = "cost--warning" if self.pricing.source == "default" else "cost--dim"
+        return [Text(f"{'⚠ ' if style == 'cost--warning' else ''}{note}", self.get_component_rich_style(style),
+                     no_wrap=True, overflow="ellipsis")]
 
 
 class GpuPanel(Static):
-    """One line per GPU (name, utilisation bar, memory bar, power/limit, temperature, SM clock) and totals."""
+    """Totals, then one line per GPU under column headings (name, utilisation bar, memory bar, power/limit,
+    temperature, SM clock). When the panel is shorter than that, the busiest and the idlest GPU and a count
+    of the others."""
 
     COMPONENT_CLASSES = {"gpu--util", "gpu--mem", "gpu--empty", "gpu--dim"}
 
+    _shown: tuple[LiveModel, Summaries | None] | None = None
+
+    def on_resize(self) -> None:
+        # Which lines fit depends on the panel's height, known only once laid out (and changed by a resize).
+        if self._shown is not None:
+            self.show(*self._shown)
+
     def show(self, model: LiveModel, summaries: Summaries | None) -> None:
+        self._shown = (model, summaries)
         sample = model.samples[-1] if model.samples else None
         dim = self.get_component_rich_style("gpu--dim")
         if sample is None:
@@ -151,38 +183,13 @@ class GpuPanel(Static):
         # index+name, util bar + "100%", mem bar + "80/80G", power, temperature, clock
         fixed = 3 + name_w + 1 + 5 + 1 + 7 + 9 + 5 + 8
         bar_w = max(3, min(24, (width - fixed) // 2))
-        util_st = self.get_component_rich_style("gpu--util")
-        mem_st = self.get_component_rich_style("gpu--mem")
-        empty_st = self.get_component_rich_style("gpu--empty")
-        lines = []
+        styles = (self.get_component_rich_style("gpu--util"), self.get_component_rich_style("gpu--mem"),
+                  self.get_component_rich_style("gpu--empty"), dim)
         tot_power = tot_limit = tot_used = tot_total = 0.0
         utils = []
         for g in sample.gpus:
-            line = Text(no_wrap=True, overflow="ellipsis")
-            name = (g.name or "?").replace("NVIDIA ", "").replace("(simulated)", "").strip()
-            line.append(f"{g.index:>2} {name[:name_w]:<{name_w}} ")
             if g.error:
-                line.append(g.error, dim)
-                lines.append(line)
                 continue
-            util = None if g.util_pct is None else g.util_pct / 100
-            filled, empty = fmt.bar(util, bar_w)
-            line.append(filled, util_st + Style(bgcolor=empty_st.bgcolor))
-            line.append(empty, empty_st)
-            line.append(f"{fmt.DASH if g.util_pct is None else f'{g.util_pct:.0f}%':>5} ")
-            mem = (g.mem_used_mib / g.mem_total_mib) if g.mem_used_mib is not None and g.mem_total_mib else None
-            filled, empty = fmt.bar(mem, bar_w)
-            line.append(filled, mem_st + Style(bgcolor=empty_st.bgcolor))
-            line.append(empty, empty_st)
-            used = fmt.DASH if g.mem_used_mib is None else f"{g.mem_used_mib / 1024:.0f}"
-            total = fmt.DASH if g.mem_total_mib is None else f"{g.mem_total_mib / 1024:.0f}G"
-            line.append(f"{used:>3}/{total:<3}")
-            power = fmt.DASH if g.power_w is None else f"{g.power_w:.0f}"
-            limit = fmt.DASH if g.power_limit_w is None else f"{g.power_limit_w:.0f}W"
-            line.append(f" {power:>3}/{limit:<4}")
-            line.append(f"{fmt.DASH if g.temp_c is None else f'{g.temp_c:.0f}°C':>5}")
-            line.append(f"{fmt.DASH if g.sm_clock_mhz is None else f'{g.sm_clock_mhz:.0f}MHz':>8}")
-            lines.append(line)
             tot_power += g.power_w or 0
             tot_limit += g.power_limit_w or 0
             tot_used += g.mem_used_mib or 0
@@ -204,9 +211,48 @@ class GpuPanel(Static):
             extra.append(f"   {gpu['joules_per_output_token']:.2f} J per output token", "bold")
             if gpu.get("usd_energy_per_million_output") is not None:
                 extra.append(f" (energy ${gpu['usd_energy_per_million_output']:.3f}/M)")
-        # Totals, energy and the server's queue first: on a short panel the per-GPU lines are what is cut.
-        head = [total] + ([extra] if extra.plain else []) + ([server] if server else [])
-        self.update(Group(*head, *lines))
+        headings = Text(f"{'#':>2} {'name':<{name_w}} {'util':<{bar_w + 6}}{'mem':<{bar_w + 7}}"
+                        f"{'power':>9}{'temp':>5}{'clock':>8}", "bold", no_wrap=True, overflow="ellipsis")
+        # Totals, energy and the server's queue first, so that they are never what a short panel loses.
+        head = [total] + ([extra] if extra.plain else []) + ([server] if server else []) + [headings]
+        gpus, more = sample.gpus, None
+        rows = self.content_region.height  # 0 before the first layout: everything, redrawn on the resize
+        if rows and len(head) + len(gpus) > rows and len(gpus) > 2:
+            ranked = sorted((g for g in gpus if g.util_pct is not None), key=lambda g: g.util_pct)
+            gpus = [ranked[-1], ranked[0]] if len(ranked) >= 2 else gpus[:2]
+            more = Text(f"   +{len(sample.gpus) - 2} more (shown: the busiest and the idlest)", dim, no_wrap=True,
+                        overflow="ellipsis")
+        lines = [_gpu_line(g, name_w, bar_w, styles) for g in gpus]
+        self.update(Group(*head, *lines, *([more] if more else [])))
+
+
+def _gpu_line(g, name_w: int, bar_w: int, styles: tuple[Style, Style, Style, Style]) -> Text:
+    """One GPU's line, in the columns of GpuPanel's headings."""
+    util_st, mem_st, empty_st, dim = styles
+    line = Text(no_wrap=True, overflow="ellipsis")
+    name = (g.name or "?").replace("NVIDIA ", "").replace("(simulated)", "").strip()
+    line.append(f"{g.index:>2} {name[:name_w]:<{name_w}} ")
+    if g.error:
+        line.append(g.error, dim)
+        return line
+    util = None if g.util_pct is None else g.util_pct / 100
+    filled, empty = fmt.bar(util, bar_w)
+    line.append(filled, util_st + Style(bgcolor=empty_st.bgcolor))
+    line.append(empty, empty_st)
+    line.append(f"{fmt.DASH if g.util_pct is None else f'{g.util_pct:.0f}%':>5} ")
+    mem = (g.mem_used_mib / g.mem_total_mib) if g.mem_used_mib is not None and g.mem_total_mib else None
+    filled, empty = fmt.bar(mem, bar_w)
+    line.append(filled, mem_st + Style(bgcolor=empty_st.bgcolor))
+    line.append(empty, empty_st)
+    used = fmt.DASH if g.mem_used_mib is None else f"{g.mem_used_mib / 1024:.0f}"
+    total = fmt.DASH if g.mem_total_mib is None else f"{g.mem_total_mib / 1024:.0f}G"
+    line.append(f"{used:>3}/{total:<3}")
+    power = fmt.DASH if g.power_w is None else f"{g.power_w:.0f}"
+    limit = fmt.DASH if g.power_limit_w is None else f"{g.power_limit_w:.0f}W"
+    line.append(f" {power:>3}/{limit:<4}")
+    line.append(f"{fmt.DASH if g.temp_c is None else f'{g.temp_c:.0f}°C':>5}")
+    line.append(f"{fmt.DASH if g.sm_clock_mhz is None else f'{g.sm_clock_mhz:.0f}MHz':>8}")
+    return line
 
 
 def _server_line(sample, dim) -> Text | None:
