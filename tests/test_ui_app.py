@@ -177,6 +177,35 @@ async def test_fixed_data_fills_the_panels():
         assert waiting + decoding + idle == 64 and decoding > 0
 
 
+async def test_the_timeline_redraws_a_frame_only_when_a_cell_or_a_row_changed():
+    """What is redrawn is sent to the terminal (over SSH): within one cell of time, with no request changing,
+    a frame draws nothing; a late event redraws its own row only; the next cell redraws the view."""
+    app = fixed_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        view = app.timeline.view
+        now = [app.model.clock()]
+        app.model.clock = lambda: now[0]
+        cell_ns = view._cell_ns()
+        now[0] = (now[0] // cell_ns) * cell_ns + 0.1 * cell_ns  # early in a cell
+        view.tick()
+        calls = {"all": 0, "lines": []}
+        view.refresh = lambda *a, **k: calls.__setitem__("all", calls["all"] + 1)
+        view.refresh_lines = lambda y, n=1: calls["lines"].append(y)
+        now[0] += 0.5 * cell_ns
+        view.tick()
+        assert calls == {"all": 0, "lines": []}
+        # Slot 3 heard of a request late (its batch was in transit), and its row no longer matches what was
+        # drawn: only that row is drawn again. Slot 4 heard of one that changes nothing drawn: no redraw.
+        view._rows[3] = []
+        app.model.dirty_slots |= {3, 4}
+        view.tick()
+        assert calls == {"all": 0, "lines": [3]}
+        now[0] += cell_ns
+        view.tick()
+        assert calls["all"] == 1
+
+
 # --- pure helpers ----------------------------------------------------------------------------------------
 
 def test_timeline_row_splits_at_the_first_token_with_eighth_blocks():

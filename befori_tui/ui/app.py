@@ -45,7 +45,7 @@ NARROW_BELOW = (120, 36)  # below this many columns or rows: one lower panel at 
 @dataclass
 class UiOptions:
     fps: float = 10.0
-    summary_hz: float = 2.0
+    summary_hz: float = 1.0  # the panels; 1 Hz: percentiles over a minute gain nothing from more, and each redraw is bytes over SSH
     window_s: float = 60.0
     step: str = "x2"  # "x2" (double/halve) or "+1" (add/subtract); xN and +N work too
     theme: str | None = None

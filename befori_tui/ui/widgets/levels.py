@@ -48,10 +48,16 @@ class LevelsTable(DataTable):
             if row_key in self.rows:
                 for key, value in zip(keys, values):
                     if self.get_cell(row_key, key) != value:
-                        self.update_cell(row_key, key, value, update_width=True)  # "94.8ms" after "33.9ms" must not be cut
+                        # A wider value widens its column ("94.8ms" after "9.8ms" must not be cut); only then
+                        # is the table laid out again, which repaints far more than the cell.
+                        wider = len(str(value)) > self.columns[key].content_width
+                        self.update_cell(row_key, key, value, update_width=wider)
             else:
                 self.add_row(*values, key=row_key)
                 self.move_cursor(row=self.row_count - 1)
+
+
+_CHART_KEYS = tuple(f"usd_per_million_{n}{e}" for n in ("input", "output") for e in ("", "_lo", "_hi"))
 
 
 class CostChart(PlotextPlot):
@@ -62,6 +68,7 @@ class CostChart(PlotextPlot):
     """
 
     _levels: list[dict] = []
+    _drawn: tuple | None = None
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -70,6 +77,14 @@ class CostChart(PlotextPlot):
 
     def show(self, levels: list[dict]) -> None:
         self._levels = levels
+        # Drawn again only when what it shows changes (at the chart's resolution: three figures), or its
+        # theme or size: a chart is many bytes to send to a terminal, twice a second.
+        key = (self.app.theme, self.size, tuple(
+            (s["concurrency"], *(f"{s.get(k):.3g}" if s.get(k) is not None else "" for k in _CHART_KEYS))
+            for s in levels))
+        if key == self._drawn:
+            return
+        self._drawn = key
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()

@@ -30,6 +30,7 @@ class StatusBar(Static):
     def __init__(self, model: LiveModel, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = model
+        self._shown: tuple | None = None
 
     def refresh_status(self, quitting: bool = False) -> None:
         m = self.model
@@ -67,8 +68,15 @@ class StatusBar(Static):
         where.append(str(info.get("model", "—")), "bold")
         where.append(" · ", dim)
         where.append(str(info.get("api", "—")))
-        # Narrow: two lines, each cut at the edge. Wide: one line.
-        self.update(Group(text, where) if narrow else Text.assemble(text, where, no_wrap=True, overflow="ellipsis"))
+        # Narrow: two lines, each cut at the edge. Wide: one line. Unchanged: not drawn again (every frame
+        # calls this; what is sent to the terminal is what crosses a slow SSH link).
+        key = (text.plain, where.plain, narrow, self.size, self.app.theme)
+        if key == self._shown:
+            return
+        relayout = self._shown is None or self._shown[2] != narrow  # one line or two: the height changes
+        self._shown = key
+        self.update(Group(text, where) if narrow else Text.assemble(text, where, no_wrap=True, overflow="ellipsis"),
+                    layout=relayout)
 
 
 class MetricsPanel(Static):
@@ -90,7 +98,7 @@ class MetricsPanel(Static):
         if lv.get("errors"):
             errors.append(f" ({fmt.errors_text(lv['errors'])})")
         errors.append(f" · last {s.window_s:g} s: {fmt.errors_text(w.get('errors', {}))}")
-        self.update(Group(t, errors))
+        self.update(Group(t, errors), layout=False)  # a fixed grid cell: no layout pass, no full repaint
 
 
 class CostPanel(Static):
@@ -138,7 +146,7 @@ class CostPanel(Static):
         settled = fmt.settled_mark(lv)
         hint = {"✓": " · settled ±3%: move on", "…": " · settling (±3%)"}.get(settled, "")
         line.append(hint, "bold" if settled == "✓" else "")
-        self.update(Group(*self._price_note(), t, line))
+        self.update(Group(*self._price_note(), t, line), layout=False)
 
     def _price_note(self) -> list[Text]:
         """First, so that no number is read before it: every figure below rests on the hourly price."""
@@ -171,12 +179,13 @@ class GpuPanel(Static):
         sample = model.samples[-1] if model.samples else None
         dim = self.get_component_rich_style("gpu--dim")
         if sample is None:
-            self.update(Text("waiting for telemetry…", dim))
+            self.update(Text("waiting for telemetry…", dim), layout=False)
             return
         self.border_title = "GPUs · simulated (befori-tui sim)" if sample.simulated else f"GPUs · {sample.gpu_source}"
         server = _server_line(sample, dim)
         if not sample.gpus:
-            self.update(Group(Text(sample.gpu_error or "no GPU telemetry", dim), *([server] if server else [])))
+            self.update(Group(Text(sample.gpu_error or "no GPU telemetry", dim), *([server] if server else [])),
+                        layout=False)
             return
         width = max(50, self.content_region.width or 64)
         name_w = 9 if width < 90 else 16
@@ -223,7 +232,7 @@ class GpuPanel(Static):
             more = Text(f"   +{len(sample.gpus) - 2} more (shown: the busiest and the idlest)", dim, no_wrap=True,
                         overflow="ellipsis")
         lines = [_gpu_line(g, name_w, bar_w, styles) for g in gpus]
-        self.update(Group(*head, *lines, *([more] if more else [])))
+        self.update(Group(*head, *lines, *([more] if more else [])), layout=False)
 
 
 def _gpu_line(g, name_w: int, bar_w: int, styles: tuple[Style, Style, Style, Style]) -> Text:

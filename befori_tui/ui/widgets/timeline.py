@@ -1,6 +1,11 @@
 """The slot timeline: one row per slot over a moving window, drawn with the Line API.
 
 Only the visible rows are rendered (ScrollView + render_line), so 512 slots cost what 20 do.
+
+What crosses an SSH link is what gets redrawn. The window's right edge moves a whole cell at a time (a cell
+is window/width: 0.7 s at 160 columns and 60 s), so between those steps a row is redrawn only when a request
+in it changed what it shows — not every frame. The edge is the last whole cell: nothing is drawn ahead of
+the time it stands for.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ class TimelineView(ScrollView, can_focus=True):
         self.model = model
         self.window_s = window_s
         self.now_ns = 0
+        self._drawn_key: tuple | None = None  # (cell, window, width, rows, scroll, theme) of the last full redraw
+        self._rows: dict[int, list] = {}  # row -> the runs it was last drawn with
         self._styles: dict[tuple[int, int], Style] = {}
         self._label_style = Style()
         self._theme_key: object = None
@@ -37,13 +44,37 @@ class TimelineView(ScrollView, can_focus=True):
     def label_width(self) -> int:
         return max(3, len(str(max(0, self.model.slot_count - 1)))) + 1
 
+    def _cell_ns(self) -> float:
+        plot_w = max(1, self.scrollable_content_region.width - self.label_width)
+        return self.window_s * 1e9 / plot_w
+
     def tick(self) -> None:
-        """Called by the app at the frame rate: move the window to now and redraw the visible rows."""
-        self.now_ns = self.model.clock()
+        """Called by the app at the frame rate: redraw what has changed since the last frame."""
+        cell_ns = self._cell_ns()
+        cell = int(self.model.clock() // cell_ns)
+        self.now_ns = int(cell * cell_ns)
         size = Size(self.scrollable_content_region.width, max(1, self.model.slot_count))
         if size != self.virtual_size:
             self.virtual_size = size
-        self.refresh()
+        dirty, self.model.dirty_slots = self.model.dirty_slots, set()
+        key = (cell, self.window_s, size, int(self.scroll_offset.y), self.app.theme)
+        if key != self._drawn_key:
+            self._drawn_key = key
+            self._rows.clear()
+            self.refresh()
+            return
+        top = int(self.scroll_offset.y)
+        for row in dirty:
+            if top <= row < top + self.size.height and self._runs(row) != self._rows.get(row):
+                self.refresh_lines(row - top, 1)  # a late event (a batch in transit) changed a drawn cell
+
+    def _runs(self, row: int) -> list:
+        width = self.scrollable_content_region.width
+        plot_w = max(1, width - self.label_width)
+        now = self.now_ns or self.model.clock()
+        t0 = now - int(self.window_s * 1e9)
+        spans = intervals(self.model.slots.get(row, ()), t0, now, now)
+        return row_runs(spans, t0, self.window_s * 1e9 / plot_w, plot_w)
 
     def _prepare_styles(self) -> None:
         key = (self.app.theme, self.rich_style)
@@ -69,13 +100,10 @@ class TimelineView(ScrollView, can_focus=True):
         if row >= self.model.slot_count or width <= 0:
             return Strip.blank(width, self.rich_style)
         lw = self.label_width
-        plot_w = max(1, width - lw)
-        now = self.now_ns or self.model.clock()
-        t0 = now - int(self.window_s * 1e9)
-        cell_ns = self.window_s * 1e9 / plot_w
-        spans = intervals(self.model.slots.get(row, ()), t0, now, now)
+        runs = self._runs(row)
+        self._rows[row] = runs
         segments = [Segment(f"{row:>{lw - 1}}▕", self._label_style)]
-        for text, fg, bg in row_runs(spans, t0, cell_ns, plot_w):
+        for text, fg, bg in runs:
             if fg == bg == ERROR:
                 text = "×" * len(text)  # marked, not only coloured: readable on any terminal
             segments.append(Segment(text, self._styles[(fg, bg)]))
@@ -107,6 +135,7 @@ class TimelinePanel(Vertical):
         super().__init__(**kwargs)
         self.model = model
         self.view = TimelineView(model, window_s, id="timeline-view")
+        self._shown: dict[str, object] = {}
 
     def compose(self) -> ComposeResult:
         yield Static(id="timeline-summary")
@@ -126,13 +155,20 @@ class TimelinePanel(Vertical):
 
     def tick(self) -> None:
         self.view.tick()
-        waiting, decoding, idle = self.model.slot_states()
-        summary = Text.assemble(
-            (f"{waiting}", "bold"), " waiting for a first token · ",
-            (f"{decoding}", "bold"), " decoding · ",
-            (f"{idle}", "bold"), " idle",
-        )
-        self.query_one("#timeline-summary", Static).update(summary)
-        self.query_one("#timeline-axis", Static).update(self.view.axis_text())
-        self.border_title = f"Slots · {self.view.window_s:g} s"
-        self.border_subtitle = "light: prefill → input · dark: decode → output · ×: error"
+        states = self.model.slot_states()
+        if states != self._shown.get("states"):  # an unchanged line is not sent to the terminal again
+            self._shown["states"] = states
+            waiting, decoding, idle = states
+            self.query_one("#timeline-summary", Static).update(layout=False, content=Text.assemble(
+                (f"{waiting}", "bold"), " waiting for a first token · ",
+                (f"{decoding}", "bold"), " decoding · ",
+                (f"{idle}", "bold"), " idle",
+            ))
+        axis = self.view.axis_text()
+        if axis != self._shown.get("axis"):
+            self._shown["axis"] = axis
+            self.query_one("#timeline-axis", Static).update(axis, layout=False)
+        title = f"Slots · {self.view.window_s:g} s"
+        if title != self.border_title:
+            self.border_title = title
+            self.border_subtitle = "light: prefill → input · dark: decode → output · ×: error"
