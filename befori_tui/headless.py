@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -93,9 +94,33 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
 
 
 def progress_printer(cfg: Config):
-    """What `bench` says on stderr while it runs (the run's events, as they happen)."""
+    """What `bench` says on stderr while it runs (the run's events, as they happen). A setup wait is named
+    once it has lasted a second (a quick one stays quiet), then every 5 s with how long it has been."""
+    waiting: list[threading.Timer] = []
+
+    def stop_waiting() -> None:
+        while waiting:
+            waiting.pop().cancel()
+
+    def still(what: str, url: str, t0: float) -> None:
+        print(f"waiting for {what} ({url}) · {time.monotonic() - t0:.0f} s of at most "
+              f"{cfg.load.setup_timeout_s:g}", file=sys.stderr, flush=True)
+        timer = threading.Timer(5.0, still, (what, url, t0))
+        timer.daemon = True
+        waiting.append(timer)
+        timer.start()
+
     def show(event) -> None:
         t = type(event)
+        if t is ev.Connecting:
+            stop_waiting()
+            timer = threading.Timer(1.0, still, (event.what, event.url, time.monotonic()))
+            timer.daemon = True
+            waiting.append(timer)
+            timer.start()
+            return
+        if t in (ev.Ready, ev.Failed, ev.Finished):
+            stop_waiting()
         if t is ev.LevelOpened:
             print(f"level {event.index} · c={event.concurrency} · started", file=sys.stderr, flush=True)
         elif t is ev.Ready:

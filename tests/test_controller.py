@@ -121,8 +121,8 @@ def test_a_stop_before_the_run_starts_sends_nothing_and_saves(sim, tmp_path):
     controller.stop("quit")
     asyncio.run(controller.run())
     assert controller.ended_by == "quit"
-    assert (tmp_path / "early.toml").exists()
-    assert not controller.session.runner.levels
+    assert tomllib.loads((tmp_path / "early.toml").read_text())["ended_by"] == "quit"
+    assert controller.session.runner is None or not controller.session.runner.levels
 
 
 def _records(n: int, jitter: float) -> list[RequestRecord]:

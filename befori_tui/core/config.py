@@ -49,6 +49,7 @@ class LoadConfig:
     warmup_requests: int = -1  # per level; -1: one per slot (each slot's first request of the level)
     timeout_s: float = 600.0  # per request, whole stream
     connect_timeout_s: float = 10.0
+    setup_timeout_s: float = 15.0  # each setup call (/v1/models, /tokenize), apart from the per-request timeout
     max_seconds: float = 3600.0  # a hard bound on the whole run
     retry_after: bool = False  # wait a 429's Retry-After (at most 30 s) before that slot's next request
 
@@ -223,7 +224,7 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: set load.requests_per_level or load.seconds_per_level (both are 0)")
     if ld.warmup_requests < -1:
         raise ConfigError(f"{where}: load.warmup_requests must be ≥ 0 (or -1: one per slot)")
-    for key in ("timeout_s", "connect_timeout_s", "max_seconds"):
+    for key in ("timeout_s", "connect_timeout_s", "setup_timeout_s", "max_seconds"):
         if getattr(ld, key) <= 0:
             raise ConfigError(f"{where}: load.{key} must be > 0, got {getattr(ld, key):g}")
     if pr.usd_per_hour < 0:

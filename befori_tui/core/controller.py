@@ -139,6 +139,7 @@ class RunController:
         self.error: str | None = None
         self.finished = threading.Event()
         self.ready: dict[str, Any] | None = None
+        self.connecting: ev.Connecting | None = None  # the setup wait under way, until ready
         self.paused_by: str | None = None  # "sweep" | "user" while paused
         self.sweep_text = ""
         self.last_saved: ev.Saved | None = None
@@ -155,6 +156,8 @@ class RunController:
     # --- events ----------------------------------------------------------------------------------------
 
     def emit(self, event: Any) -> None:
+        if type(event) is ev.Connecting:
+            self.connecting = event  # a viewer that attaches while the run waits is told what for
         with self._seq_lock:  # the load loop and the telemetry thread both emit
             self.seq += 1
             self.pending.append((self.seq, event))
@@ -186,9 +189,23 @@ class RunController:
 
     async def _run(self, session: Session) -> int:
         url = redact_url(self.cfg.endpoint.url)
-        self.emit(ev.Connecting("the server's model list and prompt sizes", url))
+        # Setup may wait on a server that never answers: a stop must end that wait too, and still save a
+        # session that says why nothing was measured.
+        opening = asyncio.create_task(session.open(_EventObserver(self.emit),
+                                                   on_phase=lambda what: self.emit(ev.Connecting(what, url))))
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not opening.done():
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
+            self.ended_by = self._stop_reason or "quit"
+            self.error = "stopped while connecting: nothing was measured"
+            self.emit(ev.Note(self.error, "warning"))
+            await self._close_and_save()
+            return EXIT_INTERRUPTED if self.ended_by in ("signal", "hangup") else EXIT_OK
         try:
-            runner = await session.open(_EventObserver(self.emit))
+            runner = opening.result()
         except ClientSetupError as exc:
             self.error = str(exc)
             self.ended_by = "setup"
@@ -439,6 +456,8 @@ class RunController:
         runner = self.session.runner
         if self.ready is not None:
             out.append(ev.Ready(**self.ready))
+        elif self.connecting is not None:
+            out.append(self.connecting)
         if runner is not None:
             for lv in runner.levels:
                 out.append(level_opened(lv))

@@ -43,6 +43,7 @@ class RunSpec:
     sim_profile: str | None = None  # start the built-in simulator with this profile (no --url)
     sim_time_scale: float = 1.0
     on_hangup: str = "continue"
+    log_path: Path | None = None  # the process's stdout and stderr; removed when the run ends as expected
 
 
 def new_run_id() -> str:
@@ -99,6 +100,7 @@ async def serve_run(controller: RunController, socket_path: Path, hello: ev.Hell
 def spawn_run(spec: RunSpec) -> tuple[subprocess.Popen, Path]:
     """Start the run process; returns it and its log. Connect to `spec.socket_path` to watch it."""
     log = runtime_dir() / f"{spec.run_id}.log"
+    spec.log_path = log
     env = dict(os.environ)
     pkg_parent = str(Path(__file__).resolve().parents[2])  # so the child imports this same checkout
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -143,7 +145,10 @@ def run_spec(spec: RunSpec) -> int:
 def main() -> int:
     spec = pickle.load(sys.stdin.buffer)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no terminal: a stray hangup must not end the run
-    return run_spec(spec)
+    code = run_spec(spec)
+    if code != 1 and spec.log_path is not None:  # an expected end: the log holds nothing worth keeping
+        spec.log_path.unlink(missing_ok=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 
 import befori_tui
 from befori_tui.core.client import (
+    ClientSetupError,
     Endpoint,
     StreamClient,
     api_key_from_env,
@@ -56,18 +57,37 @@ class Session:
         self.sampler = None  # TelemetrySampler, when start_telemetry() was called
         self.telemetry_note: str | None = None
 
-    async def open(self, observer: RunObserver | None = None) -> LoadRunner:
-        """Connect, find the model, size prompts; raises ClientSetupError with a one-line reason."""
+    async def open(self, observer: RunObserver | None = None, on_phase=None) -> LoadRunner:
+        """Connect, find the model, size prompts; raises ClientSetupError with a one-line reason.
+
+        Each setup call is bounded by `load.setup_timeout_s`, apart from the per-request timeout: a server that
+        accepts connections and never answers is named within seconds, not after ten minutes. `on_phase(what)`
+        hears what is being waited for."""
         e, ld = self.cfg.endpoint, self.cfg.load
         # Credentials in the URL are dropped: httpx would send them as Basic auth, and the URL is shown.
         self.endpoint = Endpoint(redact_url(e.url).rstrip("/"), e.api, e.model, api_key_from_env(self.cfg))
         self._http = make_http_client(self.endpoint, self.max_slots, ld.timeout_s, ld.connect_timeout_s)
+
+        async def phase(what: str, url: str, call):
+            if on_phase is not None:
+                on_phase(what)
+            try:
+                async with asyncio.timeout(ld.setup_timeout_s):
+                    return await call
+            except TimeoutError:
+                raise ClientSetupError(f"{redact_url(url)}: no answer within {ld.setup_timeout_s:g} s "
+                                       f"(load.setup_timeout_s) while waiting for {what}") from None
+
+        models_url = self.endpoint.base_url + "/models"
         if not self.endpoint.model:
-            self.endpoint.model = await discover_model(self._http, self.endpoint.base_url)
+            self.endpoint.model = await phase("the server's model list", models_url,
+                                              discover_model(self._http, self.endpoint.base_url))
         else:
-            await check_model(self._http, self.endpoint.base_url, self.endpoint.model)
+            await phase("the server's model list", models_url,
+                        check_model(self._http, self.endpoint.base_url, self.endpoint.model))
         prompts = PromptSource(self.cfg.workload)
-        await prompts.calibrate(self._http, self.endpoint.root_url, self.endpoint.model)
+        await phase("prompt sizes from /tokenize", self.endpoint.root_url + "/tokenize",
+                    prompts.calibrate(self._http, self.endpoint.root_url, self.endpoint.model))
         self.prompt_count_source = prompts.count_source
         await self.writer.open()
         client = StreamClient(self._http, self.endpoint, self.cfg.workload.ignore_eos, ld.timeout_s)

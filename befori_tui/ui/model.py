@@ -69,6 +69,7 @@ class LiveModel:
         self.exit_code: int | None = None
         self.link_closed: str | None = None  # the run's socket closed: why
         self.connecting: str | None = None  # what the run is waiting for during setup
+        self.connecting_since_ns = 0
         self.loop_lag_ms_p99: float | None = None  # the run's load loop, over the last 10 s
         self.hello = None
         self.error: str | None = None
@@ -135,6 +136,7 @@ class LiveModel:
             self.loop_lag_ms_p99 = event.loop_lag_ms_p99
         elif t is ev.Connecting:
             self.connecting = event.what
+            self.connecting_since_ns = time.perf_counter_ns()  # this process's clock: only for the display
         elif t is ev.Ready:
             self.connecting = None
             self.info.update({"url": event.url, "model": event.model, "api": event.api,

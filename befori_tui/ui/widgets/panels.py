@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Group
 from rich.style import Style
 from rich.table import Table
@@ -55,7 +57,8 @@ class StatusBar(Static):
         if m.sweep_text:
             text.append(f"  {m.sweep_text}", dim)
         if m.connecting and not m.levels and not m.finished:
-            text.append(f"  waiting for {m.connecting}", dim)
+            waited_s = (time.perf_counter_ns() - m.connecting_since_ns) / 1e9
+            text.append(f"  waiting for {m.connecting} · {waited_s:.0f} s", dim)
         lag_ms = m.loop_lag_ms_p99
         narrow = self.size.width < 120
         if lag_ms is not None and lag_ms > CLIENT_BOUND_LAG_MS:

@@ -1,0 +1,97 @@
+"""A server that accepts connections and never answers: every setup wait is bounded, named, and ends at
+once on a stop, with a session file that says so (nothing measured is nothing lost)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.test_signals import PtyApp
+
+
+@pytest.fixture
+def silent_url():
+    """127.0.0.1: accepts every connection, reads nothing, answers nothing."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/v1"
+    stop.set()
+    t.join(2)
+    for c in held:
+        c.close()
+    srv.close()
+
+
+def config_file(tmp_path: Path, setup_timeout_s: float) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(f"[load]\nsetup_timeout_s = {setup_timeout_s}\n")
+    return p
+
+
+def test_bench_names_the_wait_and_gives_up_after_setup_timeout(silent_url, tmp_path):
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "befori_tui", "bench", "--url", silent_url, "--config",
+                           str(config_file(tmp_path, 2)), "--out", str(tmp_path / "s.toml")],
+                          capture_output=True, text=True, timeout=30)
+    elapsed_s = time.monotonic() - t0
+    assert proc.returncode == 2, proc.stderr
+    assert elapsed_s < 8, elapsed_s  # not the 600 s per-request timeout
+    assert "waiting for the server's model list" in proc.stderr  # said while it waited (after 1 s)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "/v1/models: no answer within 2 s (load.setup_timeout_s)" in last and "Traceback" not in proc.stderr
+
+
+def test_bench_obeys_sigterm_while_connecting_and_saves_why(silent_url, tmp_path):
+    out = tmp_path / "t.toml"
+    proc = subprocess.Popen([sys.executable, "-m", "befori_tui", "bench", "--url", silent_url, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 2.0
+    assert proc.returncode == 130, err
+    data = tomllib.loads(out.read_text())
+    assert data["ended_by"] == "signal" and data["levels"] == []
+    assert "stopped while connecting: nothing was measured" in err
+
+
+def test_the_monitor_shows_the_wait_and_quits_at_once(silent_url, tmp_path):
+    out = tmp_path / "m.toml"
+    app = PtyApp(["--url", silent_url, "--telemetry", "none", "--server-metrics", "off", "--out", str(out)])
+    try:
+        deadline = time.monotonic() + 20
+        while "waiting for the server" not in app.text:
+            assert time.monotonic() < deadline, app.text[-1500:]
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        app.type(b"q")
+        code = app.wait(10)
+        elapsed_s = time.monotonic() - t0
+    finally:
+        app.close()
+    assert elapsed_s < 2.0, elapsed_s
+    assert code == 0, app.text[-1500:]
+    assert tomllib.loads(out.read_text())["ended_by"] == "quit"
