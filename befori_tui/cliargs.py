@@ -54,6 +54,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--warmup-requests", type=int, metavar="N", help="warm-up requests per level (default: one per slot)")
     ld.add_argument("--timeout", type=float, metavar="S", help="per-request timeout in seconds")
     ld.add_argument("--max-seconds", type=float, metavar="S", help="hard bound on the whole run")
+    ld.add_argument("--workers", type=int, metavar="N",
+                    help="load processes carrying the slots (default 0: one per 256 streams, at most one per "
+                         "spare core)")
     ld.add_argument("--honor-retry-after", action="store_true",
                     help="after a 429 with Retry-After, that slot waits as asked (at most 30 s)")
     pr = p.add_argument_group("pricing")
@@ -78,7 +81,7 @@ PLAIN_FLAGS = {
     "prompts": ("workload", "prompt_source"), "seed": ("workload", "seed"),
     "requests_per_level": ("load", "requests_per_level"), "seconds_per_level": ("load", "seconds_per_level"),
     "warmup_requests": ("load", "warmup_requests"), "timeout": ("load", "timeout_s"),
-    "max_seconds": ("load", "max_seconds"),
+    "max_seconds": ("load", "max_seconds"), "workers": ("load", "workers"),
     "usd_per_hour": ("pricing", "usd_per_hour"), "gpu_count": ("pricing", "gpu_count"),
     "usd_per_kwh": ("pricing", "usd_per_kwh"),
 }

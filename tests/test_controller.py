@@ -22,10 +22,11 @@ from befori_tui.core.runlink import LinkClosed, RunLink, resolve_target
 from tests.runs import start_run
 
 
-def config(url: str, concurrency: int = 1) -> Config:
+def config(url: str, concurrency: int = 1, workers: int = 1) -> Config:
     cfg = Config()
     cfg.endpoint.url = url
     cfg.load.concurrency = [concurrency]
+    cfg.load.workers = workers
     cfg.workload.input_tokens_mean, cfg.workload.output_tokens_mean = 100, 20
     return cfg
 
@@ -55,8 +56,9 @@ def run_plan(cfg: Config, tmp_path, plan: RunPlan) -> RunController:
     return controller
 
 
-def test_a_plan_by_requests_steps_through_its_levels_then_stops(sim, tmp_path):
-    c = run_plan(config(sim.base_url), tmp_path, RunPlan([1, 3], requests=6))
+@pytest.mark.parametrize("workers", [1, 2], ids=["one load process", "two load processes"])
+def test_a_plan_by_requests_steps_through_its_levels_then_stops(sim, tmp_path, workers):
+    c = run_plan(config(sim.base_url, 1, workers), tmp_path, RunPlan([1, 3], requests=6))
     assert c.ended_by == "completed" and c.exit_code == 0
     levels = c.session.runner.levels
     assert [(lv.concurrency, lv.reason) for lv in levels] == [(1, "start"), (3, "sweep")]
@@ -90,8 +92,10 @@ def test_a_sweep_that_pauses_when_done_waits_and_a_stop_ends_it(sim, tmp_path):
     assert [lv.concurrency for lv in c.session.runner.levels] == [1, 2]
 
 
-def test_commands_change_the_run_and_a_user_level_is_measured_by_the_plans_rule(sim, tmp_path):
-    run = start_run(config(sim.base_url), tmp_path / "u.toml", RunPlan([1, 8], seconds=1.0, then="pause"))
+@pytest.mark.parametrize("workers", [1, 2], ids=["one load process", "two load processes"])
+def test_commands_change_the_run_and_a_user_level_is_measured_by_the_plans_rule(sim, tmp_path, workers):
+    run = start_run(config(sim.base_url, 1, workers), tmp_path / "u.toml", RunPlan([1, 8], seconds=1.0,
+                                                                                 then="pause"))
     c = run.controller
     wait_for(lambda: c.session.runner is not None and c.session.runner.levels, what="the first level")
     c.submit(ev.SetConcurrency(2))  # steps in: c=2 lasts 1 s too, then the plan goes on to 8
@@ -106,6 +110,52 @@ def test_commands_change_the_run_and_a_user_level_is_measured_by_the_plans_rule(
     assert [(lv.concurrency, lv.reason) for lv in c.session.runner.levels] == [
         (1, "start"), (2, "user"), (8, "sweep"), (8, "resume"), (8, "new")]
     assert c.session.runner.levels[1].duration_s() >= 1.0
+    check_accounting(tmp_path / "u.toml")
+
+
+def check_accounting(out) -> tuple[dict, list[dict]]:
+    """Every request sent is in the raw records exactly once, in its level, on a slot below its concurrency."""
+    data = tomllib.loads(out.read_text())
+    raw = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    ids = [r["request_id"] for r in raw]
+    assert len(ids) == len(set(ids))
+    assert len(raw) == sum(lv["requests_sent"] for lv in data["levels"])
+    for lv in data["levels"]:
+        mine = [r for r in raw if r["level"] == lv["level"]]
+        assert len(mine) == lv["requests_sent"]
+        assert all(0 <= r["slot"] < lv["concurrency"] and r["concurrency"] == lv["concurrency"] for r in mine)
+    return data, raw
+
+
+def test_a_load_process_that_dies_is_said_its_requests_are_lost_once_and_the_others_go_on(sim, tmp_path):
+    import signal as sig
+
+    out = tmp_path / "k.toml"
+    cfg = config(sim.base_url, 4, workers=2)
+    cfg.workload.output_tokens_mean = 200  # long requests: some are in flight when the process dies
+    run = start_run(cfg, out, RunPlan([4], then="hold"))
+    c = run.controller
+    notes: list = []
+    c.listeners.append(lambda e: notes.append(e.text) if isinstance(e, ev.Note) else None)
+    wait_for(lambda: c.session.runner is not None and c.session.runner.levels
+             and len(c.session.runner.in_flight) >= 4, what="requests in flight in both processes")
+    pool = c.session.runner
+    victim = pool.processes[1]
+    doomed = {rid for rid in pool.in_flight if rid % 2 == 1}
+    assert doomed
+    victim.proc.send_signal(sig.SIGKILL)
+    wait_for(lambda: any("load process 1 ended" in n for n in notes), what="the run to say so")
+    wait_for(lambda: len(pool.levels) == 2 and len(pool.levels[1].records) >= 4, what="the load to go on")
+    c.stop("quit")
+    assert run.join(20)
+    data, raw = check_accounting(out)
+    assert data["load"]["load_processes"] == 2 and data["load"]["load_processes_lost"] == 1
+    lost = [r for r in raw if r["error_kind"] == "lost"]
+    assert {r["request_id"] for r in lost} == doomed  # exactly those in flight there, each once
+    assert [(lv["concurrency"], lv["reason"]) for lv in data["levels"]] == [(4, "start"), (4, "lost-process")]
+    after = [r for r in raw if r["level"] == 1 and r["error_kind"] is None]
+    assert after and all(r["request_id"] % 2 == 0 for r in after)  # the survivor carried the new level
+    assert "lost" in data["levels"][0]["errors"]
 
 
 def test_a_setup_error_ends_the_run_with_its_reason_and_exit_code_2(tmp_path):

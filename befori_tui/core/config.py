@@ -51,6 +51,7 @@ class LoadConfig:
     connect_timeout_s: float = 10.0
     setup_timeout_s: float = 15.0  # each setup call (/v1/models, /tokenize), apart from the per-request timeout
     max_seconds: float = 3600.0  # a hard bound on the whole run
+    workers: int = 0  # load processes; 0: chosen from the streams and the cores (core/pool.py)
     retry_after: bool = False  # wait a 429's Retry-After (at most 30 s) before that slot's next request
 
 
@@ -224,6 +225,8 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: set load.requests_per_level or load.seconds_per_level (both are 0)")
     if ld.warmup_requests < -1:
         raise ConfigError(f"{where}: load.warmup_requests must be ≥ 0 (or -1: one per slot)")
+    if not 0 <= ld.workers <= 64:
+        raise ConfigError(f"{where}: load.workers must be 0 (automatic) to 64, got {ld.workers}")
     for key in ("timeout_s", "connect_timeout_s", "setup_timeout_s", "max_seconds"):
         if getattr(ld, key) <= 0:
             raise ConfigError(f"{where}: load.{key} must be > 0, got {getattr(ld, key):g}")

@@ -192,7 +192,8 @@ class RunController:
         # Setup may wait on a server that never answers: a stop must end that wait too, and still save a
         # session that says why nothing was measured.
         opening = asyncio.create_task(session.open(_EventObserver(self.emit),
-                                                   on_phase=lambda what: self.emit(ev.Connecting(what, url))))
+                                                   on_phase=lambda what: self.emit(ev.Connecting(what, url)),
+                                                   on_note=lambda text: self.emit(ev.Note(text, "error"))))
         stopping = asyncio.create_task(self._stop.wait())
         await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()

@@ -16,6 +16,7 @@ viewer estimates the offset (`ClockOffset`).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 from array import array
@@ -191,8 +192,16 @@ class Finished(_Message, tag="finish"):
     exit_code: int
 
 
+class LagSamples(_Message, tag="lag"):
+    """A load process's loop-lag probes since its last batch: (time, lag) pairs, its own clock. Only between
+    load processes and the run; viewers get `Health`."""
+
+    t_ns: list[int]
+    lag_ns: list[int]
+
+
 Event = Union[Hello, Connecting, Ready, RequestStarted, FirstToken, RequestEnded, LevelOpened, LevelEnded,
-              Paused, Resumed, Sample, Health, Saved, SweepNote, Note, Failed, Finished]
+              Paused, Resumed, Sample, Health, Saved, SweepNote, Note, Failed, Finished, LagSamples]
 
 
 class Batch(msgspec.Struct, frozen=True, array_like=True):
@@ -235,11 +244,33 @@ class Stop(_Message, tag="stop"):
 Command = Union[SetConcurrency, NewLevel, Pause, Resume, Save, Stop]
 
 
+# --- the run → its load processes (core/pool.py, core/worker.py) -------------------------------------------
+
+class OpenLevel(_Message, tag="open_level"):
+    """A new level: this load process's slots in it (the run's slot number of each of its local slots, in
+    order; none is allowed), the level's whole concurrency (for the records) and this process's share of
+    the level's warm-up."""
+
+    index: int
+    slots: list[int]
+    concurrency: int
+    warmup_target: int
+    reason: str
+
+
+class WorkerStop(_Message, tag="worker_stop"):
+    drain_s: float = 0.0
+
+
+WorkerCommand = Union[OpenLevel, Pause, Resume, WorkerStop]
+
+
 # --- encoding and framing --------------------------------------------------------------------------------
 
 _batch_encoder = msgspec.msgpack.Encoder()
 _batch_decoder = msgspec.msgpack.Decoder(Batch)
 _command_decoder = msgspec.msgpack.Decoder(Command)
+_worker_command_decoder = msgspec.msgpack.Decoder(WorkerCommand)
 _LENGTH = struct.Struct(">I")
 
 
@@ -271,6 +302,30 @@ def decode_command(payload: bytes) -> Any:
         return _command_decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"not a command of schema {SCHEMA_VERSION}: {exc}") from None
+
+
+def decode_worker_command(payload: bytes) -> Any:
+    try:
+        return _worker_command_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"not a load-process command of schema {SCHEMA_VERSION}: {exc}") from None
+
+
+async def read_frame_async(reader) -> bytes | None:
+    """One frame from an asyncio StreamReader; None at a clean end of stream."""
+    try:
+        head = await reader.readexactly(_LENGTH.size)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise ProtocolError("the stream ended inside a frame") from None
+        return None
+    (n,) = _LENGTH.unpack(head)
+    if n > MAX_FRAME_BYTES:
+        raise ProtocolError(f"a frame of {n} bytes is over the limit of {MAX_FRAME_BYTES}")
+    try:
+        return await reader.readexactly(n)
+    except asyncio.IncompleteReadError:
+        raise ProtocolError("the stream ended inside a frame") from None
 
 
 def read_frame(sock: socket.socket) -> bytes | None:

@@ -67,6 +67,8 @@ class LoadRunner:
         observer: RunObserver | None = None,
         warmup_requests: int = -1,
         honor_retry_after: bool = False,
+        id_start: int = 0,
+        id_step: int = 1,
     ) -> None:
         self.client = client
         self.honor_retry_after = honor_retry_after  # else a 429's Retry-After is only recorded
@@ -78,7 +80,8 @@ class LoadRunner:
         self.concurrency = 0
         self.paused = False
         self.stopping = False
-        self._ids = itertools.count()
+        # Request ids: 0, 1, 2, … — or, in one of several load processes, its own stride of them.
+        self._ids = itertools.count(id_start, id_step)
         self._slots: dict[int, asyncio.Task] = {}
         self._resume = asyncio.Event()
         self._resume.set()
@@ -95,24 +98,26 @@ class LoadRunner:
         self.health.start()
         self.set_concurrency(concurrency, reason="start")
 
-    def _open_level(self, concurrency: int, reason: str) -> None:
+    def _open_level(self, concurrency: int, reason: str, warmup_target: int | None = None) -> None:
         now = time.perf_counter_ns()
         old = self.levels[-1] if self.levels else None
         if old is not None and old.t_end_ns is None:  # a paused level may have ended already
             old.t_end_ns = now
-        warmup = concurrency if self.warmup_requests < 0 else self.warmup_requests
+        warmup = warmup_target if warmup_target is not None else \
+            concurrency if self.warmup_requests < 0 else self.warmup_requests
         new = Level(len(self.levels), concurrency, now, warmup, reason)
         self.levels.append(new)
         self.observer.on_level_change(old, new)
         self._wake()
 
-    def set_concurrency(self, concurrency: int, reason: str = "user") -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be ≥ 1")
+    def set_concurrency(self, concurrency: int, reason: str = "user", warmup_target: int | None = None) -> None:
+        """A new level at `concurrency` slots. 0 is allowed: a load process whose share of a level is none."""
+        if concurrency < 0:
+            raise ValueError("concurrency must be ≥ 0")
         if self.stopping:
             return
         self.concurrency = concurrency
-        self._open_level(concurrency, reason)
+        self._open_level(concurrency, reason, warmup_target)
         for slot in range(concurrency):
             task = self._slots.get(slot)
             if task is None or task.done():
@@ -130,10 +135,12 @@ class LoadRunner:
         self._resume.clear()
         self._end_if_drained()
 
-    def resume(self) -> None:
+    def resume(self, open_level: bool = True) -> None:
+        """Requests again; a level that ended while paused is followed by a new one (unless whoever drives
+        several load processes opens it itself: open_level=False)."""
         self.paused = False
         self._resume.set()
-        if self.levels and not self.level.open and not self.stopping:
+        if open_level and self.levels and not self.level.open and not self.stopping:
             self._open_level(self.concurrency, "resume")
 
     def _end_if_drained(self) -> None:

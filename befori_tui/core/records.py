@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Error kinds stored in RequestRecord.error_kind; never raised out of the load loop.
-ERROR_KINDS = ("connect", "timeout", "http_status", "protocol", "cancelled")
+# "lost": in flight in a load process that died; its outcome is unknown.
+ERROR_KINDS = ("connect", "timeout", "http_status", "protocol", "cancelled", "lost")
 
 # Where a token count came from.
 COUNT_SOURCES = ("usage", "tokenize", "estimate")

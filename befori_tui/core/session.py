@@ -25,6 +25,7 @@ from befori_tui.core.client import (
 )
 from befori_tui.core.config import Config, redact_url
 from befori_tui.core.loadgen import LoadRunner
+from befori_tui.core.pool import auto_processes
 from befori_tui.core.metrics import api_comparison, summarize_level
 from befori_tui.core.observer import FanOut, RunObserver
 from befori_tui.core.prompts import PromptSource
@@ -56,8 +57,9 @@ class Session:
         self.ended_by = ""  # completed | max_seconds | signal | quit, set by the front end when it stops
         self.sampler = None  # TelemetrySampler, when start_telemetry() was called
         self.telemetry_note: str | None = None
+        self.load_processes = 1
 
-    async def open(self, observer: RunObserver | None = None, on_phase=None) -> LoadRunner:
+    async def open(self, observer: RunObserver | None = None, on_phase=None, on_note=None) -> LoadRunner:
         """Connect, find the model, size prompts; raises ClientSetupError with a one-line reason.
 
         Each setup call is bounded by `load.setup_timeout_s`, apart from the per-request timeout: a server that
@@ -90,6 +92,22 @@ class Session:
                     prompts.calibrate(self._http, self.endpoint.root_url, self.endpoint.model))
         self.prompt_count_source = prompts.count_source
         await self.writer.open()
+        self.load_processes = ld.workers or auto_processes(max(ld.concurrency))
+        if self.load_processes > 1:
+            from befori_tui.core.pool import LoadPool
+            from befori_tui.core.runserver import runtime_dir
+            from befori_tui.core.worker import WorkerSpec
+
+            specs = [WorkerSpec(self.cfg, self.endpoint.model, i, self.load_processes, self.max_slots,
+                                prompts.line_tokens if prompts.count_source == "tokenize" else None,
+                                prompts.count_source) for i in range(self.load_processes)]
+            pool = LoadPool(specs, FanOut(self.writer, observer), ld.warmup_requests, on_note=on_note,
+                            log_dir=runtime_dir())
+            if on_phase is not None:
+                on_phase(f"{self.load_processes} load processes")
+            await pool.open()
+            self.runner = pool
+            return pool
         client = StreamClient(self._http, self.endpoint, self.cfg.workload.ignore_eos, ld.timeout_s)
         self.runner = LoadRunner(client, prompts, FanOut(self.writer, observer), ld.warmup_requests,
                                  honor_retry_after=ld.retry_after)
@@ -161,7 +179,8 @@ class Session:
                 "model": self.endpoint.model if self.endpoint else cfg.endpoint.model,
             },
             "workload": workload,
-            "load": dataclasses.asdict(cfg.load),
+            "load": {**dataclasses.asdict(cfg.load), "load_processes": self.load_processes,
+                     "load_processes_lost": getattr(self.runner, "processes_lost", 0)},
             "pricing": {
                 "usd_per_hour": cfg.pricing.usd_per_hour,
                 "source": cfg.pricing.source,
@@ -188,6 +207,8 @@ class Session:
     async def close(self) -> None:
         """Stop the load, flush raw records, close the client. Safe to call twice."""
         await self.stop()
+        if hasattr(self.runner, "close"):  # load processes: wait for them to exit
+            await self.runner.close()
         if self.sampler is not None:
             await asyncio.to_thread(self.sampler.stop)
         await self.writer.close()

@@ -1,0 +1,356 @@
+"""A run's slots spread over several load processes (core/worker.py), with the face of a LoadRunner.
+
+The controller keeps owning concurrency and levels: a level opens here, and every load process is told its
+share of the slots (slot s goes to the s-th process in turn). Each process takes its own timestamps on its
+own clock and sends them; here they are mapped onto this process's clock (`ClockOffset`, as a viewer does),
+so nothing assumes the processes share one. Records, counts and the raw JSONL are kept here, as with one
+process; so the controller, the summaries and the viewers do not know how many processes carry the load.
+
+A load process that dies: its requests in flight are recorded as `lost` (once each), the run says so, and a
+new level at the same concurrency starts on the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from befori_tui.core import events as ev
+from befori_tui.core.client import ClientSetupError
+from befori_tui.core.health import LoopLagMonitor
+from befori_tui.core.loadgen import Level
+from befori_tui.core.observer import NullObserver, RunObserver
+from befori_tui.core.records import RequestRecord
+from befori_tui.core.worker import WorkerSpec
+
+START_TIMEOUT_S = 30.0  # a fresh interpreter, its imports and its HTTP client
+# Streams one load process carries within 1 ms of excess TTFT on the development box (bench/README.md,
+# Capacity); more streams than this per process get another process, while there are cores for it.
+STREAMS_PER_PROCESS = 256
+
+
+def auto_processes(max_concurrency: int, cpus: int | None = None) -> int:
+    """How many load processes for this many streams: one per STREAMS_PER_PROCESS, at most one per core
+    that the run itself and the server do not need (a one- or two-core box: always one)."""
+    cpus = cpus or os.cpu_count() or 1
+    wanted = -(-max_concurrency // STREAMS_PER_PROCESS)
+    return max(1, min(wanted, cpus - 1))
+
+
+class MergedLag(LoopLagMonitor):
+    """The loop lag of several load processes, on this process's clock, for the same summaries."""
+
+    def start(self) -> None:  # the probes run in the load processes
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def add(self, t_ns: list[int], lag_ns: list[int], offset_ns: int) -> None:
+        for t, lag in zip(t_ns, lag_ns):
+            t += offset_ns
+            i = bisect.bisect_right(self.t_ns, t)  # samples of several processes interleave in time
+            self.t_ns.insert(i, t)
+            self.lag_ns.insert(i, lag)
+
+
+@dataclass
+class _Process:
+    index: int
+    proc: subprocess.Popen
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    clock: ev.ClockOffset = field(default_factory=ev.ClockOffset)
+    alive: bool = True
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    error: str | None = None
+    task: asyncio.Task | None = None
+
+    def map(self, t_ns: int | None) -> int | None:
+        return None if t_ns is None else t_ns + (self.clock.offset_ns or 0)
+
+
+class LoadPool:
+    """Call its methods on the run's loop, as a LoadRunner's."""
+
+    def __init__(self, specs: list[WorkerSpec], observer: RunObserver | None = None, warmup_requests: int = -1,
+                 on_note: Callable[[str], None] | None = None, log_dir: Path | None = None) -> None:
+        self.specs = specs
+        self.observer = observer or NullObserver()
+        self.warmup_requests = warmup_requests
+        self.on_note = on_note or (lambda text: None)
+        self.log_dir = log_dir
+        self.levels: list[Level] = []
+        self.in_flight: dict[int, RequestRecord] = {}
+        self.concurrency = 0
+        self.paused = False
+        self.stopping = False
+        self.t_start_ns = 0
+        self.health = MergedLag()
+        self.processes: list[_Process] = []
+        self.processes_lost = 0
+        self._drained: dict[int, set[int]] = {}  # level → processes whose share of it drained (while paused)
+        self._changed = asyncio.Event()
+
+    @property
+    def level(self) -> Level:
+        return self.levels[-1]
+
+    @property
+    def alive(self) -> list[_Process]:
+        return [p for p in self.processes if p.alive]
+
+    # --- processes -------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Start every load process and wait until each has its client; ClientSetupError otherwise."""
+        for spec in self.specs:
+            self.processes.append(await self._spawn(spec))
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await asyncio.gather(*(p.ready.wait() for p in self.processes))
+        except TimeoutError:
+            await self.close()
+            raise ClientSetupError(f"a load process did not start within {START_TIMEOUT_S:g} s") from None
+        failed = [p.error or "it ended" for p in self.processes if p.error or not p.alive]
+        if failed:
+            await self.close()
+            raise ClientSetupError(f"a load process failed to start: {failed[0]}")
+
+    async def _spawn(self, spec: WorkerSpec) -> _Process:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        pkg_parent = str(Path(__file__).resolve().parents[2])  # the child imports this same checkout
+        env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        log = open(self.log_dir / f"load-{os.getpid()}-{spec.index}.log", "wb") if self.log_dir else \
+            subprocess.DEVNULL
+        fd = theirs.fileno()  # the same number in the child (pass_fds keeps it)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "befori_tui.core.worker"], stdin=subprocess.PIPE,
+                                    stdout=log, stderr=log, pass_fds=(fd,), close_fds=True, env=env)
+        finally:
+            theirs.close()
+            if log is not subprocess.DEVNULL:
+                log.close()
+        proc.stdin.write(pickle.dumps((spec, fd)))
+        proc.stdin.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        p = _Process(spec.index, proc, reader, writer)
+        p.task = asyncio.create_task(self._read(p), name=f"load-process-{spec.index}")
+        return p
+
+    def _send(self, p: _Process, command) -> None:
+        if p.alive and not p.writer.is_closing():
+            p.writer.write(ev.encode_command(command))
+
+    async def _read(self, p: _Process) -> None:
+        try:
+            while True:
+                payload = await ev.read_frame_async(p.reader)
+                if payload is None:
+                    break
+                batch = ev.decode_batch(payload)
+                p.clock.observe(batch.sent_ns, time.perf_counter_ns())
+                for event in batch.events:
+                    self._on_event(p, event)
+        except (ev.ProtocolError, ConnectionError, OSError) as exc:
+            p.error = p.error or str(exc)
+        if not p.ready.is_set():  # it ended before it was ready: a start-up failure, not a loss
+            p.alive = False
+            p.error = p.error or f"it exited with code {p.proc.wait()} (its log: {self.log_dir})"
+            p.ready.set()
+            return
+        if not p.finished.is_set():
+            self._lost(p)
+
+    # --- what the processes say -----------------------------------------------------------------------------
+
+    def _on_event(self, p: _Process, event) -> None:
+        t = type(event)
+        if t is ev.RequestStarted:
+            level = self.levels[event.level]
+            r = RequestRecord(event.request_id, event.slot, event.level, level.concurrency,
+                              t_send_ns=p.map(event.t_send_ns))
+            self.in_flight[r.request_id] = r
+            level.sent += 1
+            self.observer.on_request_start(r)
+        elif t is ev.FirstToken:
+            r = self.in_flight.get(event.request_id)
+            if r is not None:
+                r.t_first_token_ns = p.map(event.t_first_token_ns)
+                self.observer.on_first_token(r)
+        elif t is ev.RequestEnded:
+            r = ev.record_from_wire(event.record)
+            for name in ("t_send_ns", "t_headers_ns", "t_first_token_ns", "t_end_ns"):
+                setattr(r, name, p.map(getattr(r, name)))
+            self.in_flight.pop(r.request_id, None)  # its start came first: one ordered stream per process
+            self._finish(r)
+        elif t is ev.LevelEnded:
+            self._drained.setdefault(event.index, set()).add(p.index)
+            self._end_if_drained()
+        elif t is ev.LagSamples:
+            self.health.add(event.t_ns, event.lag_ns, p.clock.offset_ns or 0)
+        elif t is ev.Ready:
+            p.ready.set()
+        elif t is ev.Failed:
+            p.error = event.text
+            p.ready.set()
+        elif t is ev.Finished:
+            p.finished.set()
+
+    def _finish(self, r: RequestRecord) -> None:
+        level = self.levels[r.level]
+        r.concurrency = level.concurrency
+        if level.t_end_ns is not None and r.t_end_ns is not None and r.t_end_ns > level.t_end_ns:
+            r.outlived_level = True  # the level ended here before its process heard of it
+        level.records.append(r)
+        if not r.warmup and not r.outlived_level:
+            level.measured_done += 1
+        self.observer.on_record(r)
+        self._wake()
+
+    def _lost(self, p: _Process) -> None:
+        """A process died: its requests in flight are recorded once, as lost; the others carry the load."""
+        if not p.alive:
+            return
+        p.alive = False
+        p.finished.set()
+        mine = [r for rid, r in self.in_flight.items() if rid % len(self.specs) == p.index]
+        now = time.perf_counter_ns()
+        for r in mine:
+            del self.in_flight[r.request_id]
+            r.t_end_ns = now
+            r.error_kind, r.error_message = "lost", "its load process ended before the request did"
+            self._finish(r)
+        if self.stopping:
+            return
+        self.processes_lost += 1
+        others = len(self.alive)
+        code = p.proc.poll()
+        self.on_note(f"load process {p.index} ended (exit {code if code is not None else '?'}): "
+                     f"{len(mine)} requests in flight counted as lost; "
+                     + (f"the load goes on in {others} process{'es' if others != 1 else ''}, from a new level"
+                        if others else "no load process is left"))
+        if others and self.levels:
+            self._open(self.concurrency, "lost-process")
+
+    # --- the LoadRunner face ------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _open(self, concurrency: int, reason: str) -> None:
+        now = time.perf_counter_ns()
+        old = self.levels[-1] if self.levels else None
+        if old is not None and old.t_end_ns is None:
+            old.t_end_ns = now
+        warmup = concurrency if self.warmup_requests < 0 else self.warmup_requests
+        new = Level(len(self.levels), concurrency, now, warmup, reason)
+        self.levels.append(new)
+        self.observer.on_level_change(old, new)
+        alive = self.alive
+        for k, p in enumerate(alive):
+            slots = list(range(k, concurrency, len(alive)))
+            share = len(slots) if self.warmup_requests < 0 else round(warmup * len(slots) / max(1, concurrency))
+            self._send(p, ev.OpenLevel(new.index, slots, concurrency, share, reason))
+        self._wake()
+
+    def start(self, concurrency: int) -> None:
+        self.t_start_ns = time.perf_counter_ns()
+        self.set_concurrency(concurrency, reason="start")
+
+    def set_concurrency(self, concurrency: int, reason: str = "user") -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be ≥ 1")
+        if self.stopping:
+            return
+        self.concurrency = concurrency
+        self._open(concurrency, reason)
+
+    def new_level(self, reason: str = "new") -> None:
+        if not self.stopping and self.levels:
+            self._open(self.concurrency, reason)
+
+    def pause(self) -> None:
+        self.paused = True
+        for p in self.alive:
+            self._send(p, ev.Pause())
+        self._end_if_drained()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.levels and not self.level.open and not self.stopping:
+            self._open(self.concurrency, "resume")
+        for p in self.alive:
+            self._send(p, ev.Resume())
+
+    def _end_if_drained(self) -> None:
+        level = self.levels[-1] if self.levels else None
+        if not self.paused or level is None or not level.open:
+            return
+        if {p.index for p in self.alive} <= self._drained.get(level.index, set()) and level.in_flight <= 0:
+            level.t_end_ns = time.perf_counter_ns()
+            self.observer.on_level_end(level)
+            self._wake()
+
+    async def wait_level(self, requests: int = 0, seconds: float = 0.0) -> bool:
+        """As LoadRunner.wait_level: True when the level has its requests or its seconds."""
+        level = self.level
+        while True:
+            if self.stopping or self.level is not level:
+                return False
+            if requests and level.measured_done >= requests:
+                return True
+            remaining = seconds - level.duration_s() if seconds else None
+            if seconds and remaining <= 0:
+                return True
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=remaining)
+            except TimeoutError:
+                pass
+
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Every process stops sending; what is in flight gets drain_s, then ends as cancelled and is sent."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.levels and self.level.open:
+            self.level.t_end_ns = time.perf_counter_ns()
+        for p in self.alive:
+            self._send(p, ev.WorkerStop(drain_s))
+        waiting = [p.finished.wait() for p in self.alive]
+        if waiting:
+            await asyncio.wait([asyncio.ensure_future(w) for w in waiting], timeout=drain_s + 10.0)
+        for p in self.alive:
+            if not p.finished.is_set():  # it did not answer: what it had in flight is lost
+                p.proc.kill()
+                self._lost(p)
+        self._wake()
+        self.observer.on_finish()
+
+    async def close(self) -> None:
+        """End the processes (after stop(), they are ending already) and their connections."""
+        for p in self.processes:
+            try:
+                p.writer.close()
+            except Exception:  # noqa: BLE001 — already closed
+                pass
+        for p in self.processes:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(p.proc.wait), 5.0)
+            except TimeoutError:
+                p.proc.kill()
+                await asyncio.to_thread(p.proc.wait)
+            if p.task is not None:
+                await asyncio.gather(p.task, return_exceptions=True)
