@@ -75,6 +75,7 @@ class _Process:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
     task: asyncio.Task | None = None
+    log_path: Path | None = None  # its stdout and stderr; removed when it exits cleanly
 
     def map(self, t_ns: int | None) -> int | None:
         return None if t_ns is None else t_ns + (self.clock.offset_ns or 0)
@@ -132,8 +133,8 @@ class LoadPool:
         env = dict(os.environ)
         pkg_parent = str(Path(__file__).resolve().parents[2])  # the child imports this same checkout
         env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        log = open(self.log_dir / f"load-{os.getpid()}-{spec.index}.log", "wb") if self.log_dir else \
-            subprocess.DEVNULL
+        log_path = self.log_dir / f"load-{os.getpid()}-{spec.index}.log" if self.log_dir else None
+        log = open(log_path, "wb") if log_path else subprocess.DEVNULL
         fd = theirs.fileno()  # the same number in the child (pass_fds keeps it)
         try:
             proc = subprocess.Popen([sys.executable, "-m", "befori_tui.core.worker"], stdin=subprocess.PIPE,
@@ -145,7 +146,7 @@ class LoadPool:
         proc.stdin.write(pickle.dumps((spec, fd)))
         proc.stdin.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        p = _Process(spec.index, proc, reader, writer)
+        p = _Process(spec.index, proc, reader, writer, log_path=log_path)
         p.task = asyncio.create_task(self._read(p), name=f"load-process-{spec.index}")
         return p
 
@@ -354,3 +355,5 @@ class LoadPool:
                 await asyncio.to_thread(p.proc.wait)
             if p.task is not None:
                 await asyncio.gather(p.task, return_exceptions=True)
+            if p.proc.returncode == 0 and p.log_path is not None:
+                p.log_path.unlink(missing_ok=True)

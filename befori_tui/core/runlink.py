@@ -152,7 +152,26 @@ def find_runs(where: Path | None = None) -> list[dict]:
             continue
         found.setdefault(str(info.get("socket")), {}).update(info)
     runs = [r for r in found.values() if r.get("socket") and _answers(Path(r["socket"]))]
+    for entry in listed:  # entries of runs that are gone (a killed run leaves its entry): tidy them away
+        try:
+            info = json.loads(entry.read_text())
+            if not _answers(Path(info.get("socket", ""))) and not _pid_alive(info.get("pid")):
+                entry.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            continue
     return sorted(runs, key=lambda r: r.get("started_at", ""))
+
+
+def _pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def resolve_target(target: str | None) -> list[dict]:
