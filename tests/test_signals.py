@@ -258,3 +258,23 @@ def test_a_hangup_leaves_the_run_going_and_attach_finds_it(sim, tmp_path):
     records = [json.loads(line) for line in raw.read_text().splitlines()]
     assert len(records) == sum(lv["requests_sent"] for lv in data["levels"])
     assert not out.with_suffix(".sock").exists()  # the run took its socket with it
+
+
+def test_a_monitor_whose_run_has_ended_sends_nothing_more_to_its_terminal(sim, tmp_path):
+    """Over SSH every byte drawn crosses the link: once the run has ended the screen stands still (its clock,
+    timeline and figures frozen at the end) and nothing is written until a key is pressed."""
+    out = tmp_path / "still.toml"
+    app = PtyApp(["--url", sim.base_url, "--concurrency", "4", "--output-tokens", "20", "--telemetry", "none",
+                  "--server-metrics", "off", "--max-seconds", "2", "--out", str(out)])
+    try:
+        wait_for_end(out, 20)
+        time.sleep(9.5)  # the last summaries land, and the notices about the end expire (8 s)
+        before = len(app.output)
+        time.sleep(3.0)
+        written = len(app.output) - before
+        app.type(b"q")
+        code = app.wait(10)
+    finally:
+        app.close()
+    assert code == 0, app.text[-2000:]
+    assert written < 200, f"{written} bytes drawn in 3 s with nothing happening"

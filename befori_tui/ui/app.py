@@ -275,7 +275,7 @@ class MonitorApp(App[int]):
                 self.notify(f"lost the run: {m.link_closed}", title="run", severity="error", timeout=30)
             elif m.finished and not self.quitting and not self._finish_noted:
                 self._finish_noted = True  # ended by itself (its plan, max_seconds) or by another viewer
-                self.notify(f"the run has ended ({m.ended_by}); q exits", title="run", timeout=30)
+                self.notify(f"the run has ended ({m.ended_by}); q exits", title="run", timeout=8)
 
     def _handle_notes(self) -> None:
         notes, self.model.notes = self.model.notes, []
@@ -296,7 +296,7 @@ class MonitorApp(App[int]):
 
     def _compute_summaries(self) -> Summaries:
         levels, records, samples = self.model.snapshot()
-        return self._cache.compute(levels, records, samples, self.cfg.pricing, self.model.clock(),
+        return self._cache.compute(levels, records, samples, self.cfg.pricing, self.model.now(),
                                    self.timeline.window_s)
 
     def _request_summaries(self) -> None:
@@ -304,7 +304,7 @@ class MonitorApp(App[int]):
             return
         self._summary_busy = True
         snapshot = self.model.snapshot()
-        self._summaries_worker(snapshot, self.model.clock(), self.timeline.window_s)
+        self._summaries_worker(snapshot, self.model.now(), self.timeline.window_s)
 
     # A fixed description: without one, Textual builds it from repr() of the arguments — every record of the
     # session, twice a second on the UI thread (a quarter of its CPU at 512 slots, growing with the session).
@@ -318,10 +318,13 @@ class MonitorApp(App[int]):
         self._summary_busy = False
         self._show_summaries(message.summaries)
 
-    def _show_summaries(self, summaries: Summaries) -> None:
-        self.summaries = summaries
+    def _show_summaries(self, summaries: Summaries, force: bool = False) -> None:
+        previous, self.summaries = self.summaries, summaries
         if not summaries.levels:
             return
+        if not force and previous is not None and (previous.levels, previous.window, previous.gpu, previous.window_s) == (
+                summaries.levels, summaries.window, summaries.gpu, summaries.window_s):
+            return  # nothing new (a paused or ended run): drawing it again would only send bytes
         self.metrics.show(summaries)
         self.cost.show(summaries)
         self.levels.show(summaries.levels)
@@ -384,6 +387,8 @@ class MonitorApp(App[int]):
         names = self.theme_names
         i = names.index(self.theme) if self.theme in names else -1
         self.theme = names[(i + 1) % len(names)]
+        if self.summaries is not None:
+            self._show_summaries(self.summaries, force=True)  # the panels' colours come from the theme
         self.notify(f"theme {self.theme}", timeout=2)
 
     def action_window(self) -> None:

@@ -66,6 +66,7 @@ class LiveModel:
         self.sweep_text = ""
         self.finished = False
         self.ended_by: str | None = None
+        self.ended_ns: int | None = None
         self.exit_code: int | None = None
         self.link_closed: str | None = None  # the run's socket closed: why
         self.connecting: str | None = None  # what the run is waiting for during setup
@@ -155,6 +156,7 @@ class LiveModel:
             self.notes.append(("error", event.text))
         elif t is ev.Finished:
             self.finished = True
+            self.ended_ns = self.clock()  # the timeline stops here: nothing after it will come
             self.ended_by = event.ended_by
             self.exit_code = event.exit_code
         elif t is ev.Hello:
@@ -217,10 +219,14 @@ class LiveModel:
                 decoding += 1
         return waiting, decoding, max(0, self.concurrency - waiting - decoding)
 
+    def now(self) -> int:
+        """Now on the run's clock — or, once the run has ended, its end: its figures stand still there."""
+        return self.ended_ns if self.ended_ns is not None else self.clock()
+
     def elapsed_s(self, now_ns: int | None = None) -> float:
         if self.t_start_ns is None:
             return 0.0
-        return ((now_ns or self.clock()) - self.t_start_ns) / 1e9
+        return ((now_ns or self.now()) - self.t_start_ns) / 1e9
 
     def prune(self, now_ns: int | None = None, keep_s: float = KEEP_S) -> None:
         """Drop bars that ended before the longest window (the records themselves are kept)."""

@@ -51,7 +51,8 @@ class TimelineView(ScrollView, can_focus=True):
     def tick(self) -> None:
         """Called by the app at the frame rate: redraw what has changed since the last frame."""
         cell_ns = self._cell_ns()
-        cell = int(self.model.clock() // cell_ns)
+        now = self.model.now()  # a run that ended stands still
+        cell = int(now // cell_ns)
         self.now_ns = int(cell * cell_ns)
         size = Size(self.scrollable_content_region.width, max(1, self.model.slot_count))
         if size != self.virtual_size:
