@@ -195,24 +195,7 @@ class LoadRunner:
         self._wake()
 
     async def wait_level(self, requests: int = 0, seconds: float = 0.0) -> bool:
-        """Wait until the current level has `requests` measured requests or has run `seconds`.
-
-        True when the condition was met; False when the level was ended by another caller first
-        (the user changed concurrency) or the run is stopping.
-        """
-        level = self.level
-        while True:
-            if self.stopping or self.level is not level:
-                return False
-            if requests and level.measured_done >= requests:
-                return True
-            remaining = seconds - level.duration_s() if seconds else None
-            if seconds and remaining <= 0:
-                return True
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout=remaining)
-            except TimeoutError:
-                pass
+        return await wait_level(self, requests, seconds)
 
     async def stop(self, drain_s: float = 0.0) -> None:
         """Stop sending. Requests in flight get `drain_s` to finish, then are cancelled (recorded as such)."""
@@ -231,3 +214,25 @@ class LoadRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._wake()
         self.observer.on_finish()
+
+
+async def wait_level(runner, requests: int = 0, seconds: float = 0.0) -> bool:
+    """Wait until `runner`'s current level has `requests` measured requests or has run `seconds`. `runner` is a
+    LoadRunner or a LoadPool (core/pool.py): both replace their `_changed` event on every change.
+
+    True when the condition was met; False when the level was ended by another caller first
+    (the user changed concurrency) or the run is stopping.
+    """
+    level = runner.level
+    while True:
+        if runner.stopping or runner.level is not level:
+            return False
+        if requests and level.measured_done >= requests:
+            return True
+        remaining = seconds - level.duration_s() if seconds else None
+        if seconds and remaining <= 0:
+            return True
+        try:
+            await asyncio.wait_for(runner._changed.wait(), timeout=remaining)
+        except TimeoutError:
+            pass

@@ -27,7 +27,7 @@ from typing import Callable
 from befori_tui.core import events as ev
 from befori_tui.core.client import ClientSetupError
 from befori_tui.core.health import LoopLagMonitor
-from befori_tui.core.loadgen import Level
+from befori_tui.core.loadgen import Level, wait_level
 from befori_tui.core.observer import NullObserver, RunObserver
 from befori_tui.core.records import RequestRecord
 from befori_tui.core.worker import WorkerSpec
@@ -306,20 +306,7 @@ class LoadPool:
             self._wake()
 
     async def wait_level(self, requests: int = 0, seconds: float = 0.0) -> bool:
-        """As LoadRunner.wait_level: True when the level has its requests or its seconds."""
-        level = self.level
-        while True:
-            if self.stopping or self.level is not level:
-                return False
-            if requests and level.measured_done >= requests:
-                return True
-            remaining = seconds - level.duration_s() if seconds else None
-            if seconds and remaining <= 0:
-                return True
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout=remaining)
-            except TimeoutError:
-                pass
+        return await wait_level(self, requests, seconds)  # the same rule as one process's
 
     async def stop(self, drain_s: float = 0.0) -> None:
         """Every process stops sending; what is in flight gets drain_s, then ends as cancelled and is sent."""

@@ -26,12 +26,7 @@ def add_monitor_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--sweep", nargs="?", const="", metavar="N[,N…]",
                    help="step through these concurrencies by itself (no value: --concurrency's levels); "
                         "each lasts --requests-per-level / --seconds-per-level")
-    m.add_argument("--step", default="x2", metavar="xN|+N", help="what +/- do to the concurrency (default x2)")
-    m.add_argument("--fps", type=float, default=10.0, metavar="HZ", help="redraws per second (default 10)")
-    m.add_argument("--window", type=float, default=60.0, choices=[30.0, 60.0, 120.0], metavar="S",
-                   help="timeline window: 30, 60 or 120 s (default 60; w switches)")
-    m.add_argument("--theme", metavar="NAME", help="befori-dark (default), befori-light, befori-contrast, …")
-    m.add_argument("--themes", metavar="DIR", help="load more themes from DIR/*.toml")
+    add_view_flags(m)
     m.add_argument("--drain", type=float, default=0.0, metavar="S",
                    help="on quit, give requests in flight S seconds to finish (default: cancel at once)")
     m.add_argument("--on-hangup", choices=["continue", "stop"], default="continue",
@@ -39,35 +34,20 @@ def add_monitor_flags(p: argparse.ArgumentParser) -> None:
                         "--max-seconds and can be attached to again (continue, the default), or stops and saves")
 
 
-def build_parser(command: str) -> OneLineParser:
-    p = OneLineParser(prog=f"befori-tui {command}",
-                      description="The live monitor: load an OpenAI-compatible server, watch $/M tokens settle.")
-    add_run_flags(p)
-    add_monitor_flags(p)
-    return p
+def add_view_flags(m) -> None:
+    """How the screen looks and what its keys step by: the same for the monitor and for attach."""
+    m.add_argument("--step", default="x2", metavar="xN|+N", help="what +/- do to the concurrency (default x2)")
+    m.add_argument("--fps", type=float, default=10.0, metavar="HZ", help="redraws per second (default 10)")
+    m.add_argument("--window", type=float, default=60.0, choices=[30.0, 60.0, 120.0], metavar="S",
+                   help="timeline window: 30, 60 or 120 s (default 60; w switches)")
+    m.add_argument("--theme", metavar="NAME", help="befori-dark (default), befori-light, befori-contrast, …")
+    m.add_argument("--themes", metavar="DIR", help="load more themes from DIR/*.toml")
 
 
-def plan_from_args(args: argparse.Namespace, cfg) -> RunPlan:
-    """A sweep (--sweep, --sweep-until-settled) pauses when done; without one the first level holds."""
-    if args.sweep is None and not args.sweep_until_settled:
-        return RunPlan(cfg.load.concurrency[:1], then="hold")
-    levels = parse_int_list(args.sweep, "--sweep") if args.sweep else list(cfg.load.concurrency)
-    return RunPlan(levels, cfg.load.requests_per_level, cfg.load.seconds_per_level, args.sweep_until_settled,
-                   then="pause")
+def check_view_flags(args: argparse.Namespace) -> None:
+    """Bad view flags are one line each (ConfigError), before anything starts."""
+    from befori_tui.ui.app import parse_step
 
-
-def monitor_main(command: str, argv: list[str]) -> int:
-    from befori_tui.ui.app import UiOptions, parse_step
-
-    args = build_parser(command).parse_args(argv)
-    if command == "demo" and not args.url and not args.config:
-        args.input_tokens = args.input_tokens or "550:150"
-        args.output_tokens = args.output_tokens or "150"
-        if args.sweep is None and not args.concurrency:
-            args.sweep, args.sweep_until_settled = DEMO_SWEEP, True
-            # A level that has not settled in a minute moves on: the demo should show the whole curve soon.
-            args.seconds_per_level = args.seconds_per_level or DEMO_SETTLE_CAP_S
-    cfg = config_from_args(args)
     if not 0 < args.fps <= 60:
         raise ConfigError(f"--fps must be in (0, 60], got {args.fps:g}")
     try:
@@ -88,6 +68,38 @@ def monitor_main(command: str, argv: list[str]) -> int:
             raise ConfigError(f"--theme: {broken[0].path}: {broken[0].reason}")
         if args.theme not in ours and args.theme not in BUILTIN_THEMES:
             raise ConfigError(f"--theme: no theme {args.theme!r} (there are: {', '.join(ours)}, and Textual's own)")
+
+
+def build_parser(command: str) -> OneLineParser:
+    p = OneLineParser(prog=f"befori-tui {command}",
+                      description="The live monitor: load an OpenAI-compatible server, watch $/M tokens settle.")
+    add_run_flags(p)
+    add_monitor_flags(p)
+    return p
+
+
+def plan_from_args(args: argparse.Namespace, cfg) -> RunPlan:
+    """A sweep (--sweep, --sweep-until-settled) pauses when done; without one the first level holds."""
+    if args.sweep is None and not args.sweep_until_settled:
+        return RunPlan(cfg.load.concurrency[:1], then="hold")
+    levels = parse_int_list(args.sweep, "--sweep") if args.sweep else list(cfg.load.concurrency)
+    return RunPlan(levels, cfg.load.requests_per_level, cfg.load.seconds_per_level, args.sweep_until_settled,
+                   then="pause")
+
+
+def monitor_main(command: str, argv: list[str]) -> int:
+    from befori_tui.ui.app import UiOptions
+
+    args = build_parser(command).parse_args(argv)
+    if command == "demo" and not args.url and not args.config:
+        args.input_tokens = args.input_tokens or "550:150"
+        args.output_tokens = args.output_tokens or "150"
+        if args.sweep is None and not args.concurrency:
+            args.sweep, args.sweep_until_settled = DEMO_SWEEP, True
+            # A level that has not settled in a minute moves on: the demo should show the whole curve soon.
+            args.seconds_per_level = args.seconds_per_level or DEMO_SETTLE_CAP_S
+    cfg = config_from_args(args)
+    check_view_flags(args)
     if args.drain < 0:
         raise ConfigError(f"--drain must be ≥ 0 seconds, got {args.drain:g}")
     try:
@@ -189,27 +201,16 @@ def _wait_for_end(link: RunLink, model, run_proc, timeout_s: float = 30.0) -> No
 def attach_main(argv: list[str]) -> int:
     """`befori-tui attach [SOCKET | RESULTS.toml | FOLDER]`: the monitor on a run that is already going."""
     from befori_tui.core.config import Config
-    from befori_tui.ui.app import UiOptions, parse_step
+    from befori_tui.ui.app import UiOptions
 
     p = OneLineParser(prog="befori-tui attach",
                       description="Watch a running run (a monitor's or a bench's): its history, then live. "
                                   "q stops the run (after asking), d detaches and leaves it going.")
     p.add_argument("target", nargs="?", metavar="SOCKET|RESULTS.toml|FOLDER",
                    help="which run (default: the one running here, in ./befori-results, or anywhere for this user)")
-    m = p.add_argument_group("view")
-    m.add_argument("--step", default="x2", metavar="xN|+N", help="what +/- do to the concurrency (default x2)")
-    m.add_argument("--fps", type=float, default=10.0, metavar="HZ", help="redraws per second (default 10)")
-    m.add_argument("--window", type=float, default=60.0, choices=[30.0, 60.0, 120.0], metavar="S",
-                   help="timeline window: 30, 60 or 120 s (default 60)")
-    m.add_argument("--theme", metavar="NAME", help="befori-dark (default), befori-light, befori-contrast, …")
-    m.add_argument("--themes", metavar="DIR", help="load more themes from DIR/*.toml")
+    add_view_flags(p.add_argument_group("view"))
     args = p.parse_args(argv)
-    if not 0 < args.fps <= 60:
-        raise ConfigError(f"--fps must be in (0, 60], got {args.fps:g}")
-    try:
-        parse_step(args.step)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    check_view_flags(args)
     try:
         runs = resolve_target(args.target)
     except AttachError as exc:
