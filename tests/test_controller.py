@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import stat
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -305,3 +306,29 @@ def test_attach_to_a_bench_run_started_in_the_background(sim, tmp_path):
     assert proc.returncode == 0, err
     data = tomllib.loads(out.read_text())
     assert [lv["concurrency"] for lv in data["levels"]] == [2, 4] and data["ended_by"] == "completed"
+
+
+def test_child_processes_import_this_befori_tui_not_one_in_the_current_folder(sim, tmp_path, monkeypatch):
+    """The run process, load processes and the simulator are started with `python -m`: a befori_tui folder in
+    the user's current folder (another checkout, an older version) must not be what they import."""
+    decoy = tmp_path / "befori_tui"
+    (decoy / "core").mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy was imported')\n")
+    (decoy / "core" / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    befori = Path(sys.executable).parent / "befori-tui"
+    proc = subprocess.run([str(befori), "bench", "--concurrency", "2", "--requests-per-level", "4", "--workers", "2",
+                           "--output-tokens", "8", "--time-scale", "20", "--telemetry", "none", "--out", "b.toml"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # the simulator and both load processes started
+    from befori_tui.core.runproc import RunSpec, new_run_id, spawn_run
+    from befori_tui.ui.monitor import connect_to_new_run
+
+    cfg = config(sim.base_url, 1)
+    run_id = new_run_id()
+    spec = RunSpec(cfg, tmp_path / "m.toml", None, RunPlan([1], then="hold"), tmp_path / "m.sock", run_id,
+                   telemetry="none")
+    run, log = spawn_run(spec)
+    link = connect_to_new_run(spec.socket_path, run, log)  # the run process came up
+    link.send(ev.Stop("quit"))
+    assert run.wait(20) == 0

@@ -137,7 +137,9 @@ class LoadPool:
         log = open(log_path, "wb") if log_path else subprocess.DEVNULL
         fd = theirs.fileno()  # the same number in the child (pass_fds keeps it)
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "befori_tui.core.worker"], stdin=subprocess.PIPE,
+            # -P: the current folder is not put on the path, so a befori_tui folder there (another checkout)
+            # is never imported instead of this one, which PYTHONPATH names.
+            proc = subprocess.Popen([sys.executable, "-P", "-m", "befori_tui.core.worker"], stdin=subprocess.PIPE,
                                     stdout=log, stderr=log, pass_fds=(fd,), close_fds=True, env=env)
         finally:
             theirs.close()

@@ -105,7 +105,9 @@ def spawn_run(spec: RunSpec) -> tuple[subprocess.Popen, Path]:
     pkg_parent = str(Path(__file__).resolve().parents[2])  # so the child imports this same checkout
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(log, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "befori_tui.core.runproc"], stdin=subprocess.PIPE,
+        # -P: the current folder is not put on the path, so a befori_tui folder there (another checkout)
+        # is never imported instead of this one, which PYTHONPATH names.
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "befori_tui.core.runproc"], stdin=subprocess.PIPE,
                                 stdout=log_file, stderr=log_file, start_new_session=True, close_fds=True, env=env)
     assert proc.stdin is not None
     proc.stdin.write(pickle.dumps(spec))

@@ -50,7 +50,9 @@ class SimProcess:
 
 def sim_command(profile: str = "dbrx-8xh100", time_scale: float = 1.0, faults: dict[str, float] | None = None,
                 seed: int = 0, host: str = "127.0.0.1", port: int | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "befori_tui.sim", "--host", host, "--port", str(port or 0),
+    # -P: the current folder is not put on the path, so a befori_tui folder there (another checkout)
+    # is never imported instead of this one, which PYTHONPATH names.
+    cmd = [sys.executable, "-P", "-m", "befori_tui.sim", "--host", host, "--port", str(port or 0),
            "--profile", profile, "--time-scale", repr(float(time_scale)), "--seed", str(seed)]
     for kind, rate in (faults or {}).items():
         cmd += ["--fault", kind, "--fault-rate", repr(float(rate))]
