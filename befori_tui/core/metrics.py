@@ -57,7 +57,8 @@ Z_95 = 1.959964
 
 
 def befori_interval(
-    records: Sequence[RequestRecord], concurrency: int, usd_per_hour: float, rounds: int = 300, seed: int = 0
+    records: Sequence[RequestRecord], concurrency: int, usd_per_hour: float, rounds: int = 300, seed: int = 0,
+    bootstrap_max_n: int = BOOTSTRAP_MAX_N,
 ) -> dict[str, float]:
     """95% interval of the befori $/M over the level's requests (see befori_interval_arrays)."""
     cols = RecordColumns().update(list(records))
@@ -65,22 +66,22 @@ def befori_interval(
     ttft = (cols.first[mask] - cols.send[mask]) / 1e9
     e2e = (cols.end[mask] - cols.send[mask]) / 1e9
     return befori_interval_arrays(cols.n_in[mask], cols.n_out[mask], ttft, e2e - ttft, concurrency, usd_per_hour,
-                                  rounds, seed)
+                                  rounds, seed, bootstrap_max_n)
 
 
 def befori_interval_arrays(
     n_in: np.ndarray, n_out: np.ndarray, ttft_s: np.ndarray, decode_s: np.ndarray, concurrency: int,
-    usd_per_hour: float, rounds: int = 300, seed: int = 0,
+    usd_per_hour: float, rounds: int = 300, seed: int = 0, bootstrap_max_n: int = BOOTSTRAP_MAX_N,
 ) -> dict[str, float]:
     """95% interval of the befori $/M: a bootstrap over the requests (resampled with replacement) up to
-    BOOTSTRAP_MAX_N of them, the delta method above."""
+    `bootstrap_max_n` of them, the delta method above."""
     n = len(n_in)
     if n < 5:
         return {}
     rate = usd_per_hour / 3600.0
     out = {}
     for name, time_s, tokens in (("input", ttft_s, n_in), ("output", decode_s, n_out)):
-        if n <= BOOTSTRAP_MAX_N:
+        if n <= bootstrap_max_n:
             idx = np.random.default_rng(seed).integers(0, n, size=(rounds, n))
             with np.errstate(divide="ignore", invalid="ignore"):
                 arr = rate * time_s[idx].mean(1) / (concurrency * tokens[idx].mean(1)) * 1e6

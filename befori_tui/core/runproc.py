@@ -46,6 +46,9 @@ class RunSpec:
     log_path: Path | None = None  # the process's stdout and stderr; removed when the run ends as expected
 
 
+SWITCH_INTERVAL_S = 0.0005
+
+
 def new_run_id() -> str:
     return f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
@@ -74,6 +77,10 @@ async def serve_run(controller: RunController, socket_path: Path, hello: ev.Hell
         os._exit(EXIT_INTERRUPTED)
     controller.on_stop_at_once = exit_at_once
 
+    # Other threads of this process (telemetry parsing, the settle test's bootstrap, summaries for a save,
+    # encoding events) hold the GIL in turns of the switch interval, 5 ms by default: a token read waits
+    # that long behind them. 0.5 ms bounds it (bench/README.md, Client health).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     loop = asyncio.get_running_loop()
     count = 0
 
