@@ -95,3 +95,14 @@ def test_the_monitor_shows_the_wait_and_quits_at_once(silent_url, tmp_path):
     assert elapsed_s < 2.0, elapsed_s
     assert code == 0, app.text[-1500:]
     assert tomllib.loads(out.read_text())["ended_by"] == "quit"
+
+
+@pytest.mark.parametrize("command", ["monitor", "attach"])
+def test_the_screen_without_a_terminal_says_to_use_bench(command, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "befori_tui", command, *(["--url", "http://127.0.0.1:9/v1",
+                           "--out", str(tmp_path / "x.toml")] if command == "monitor" else [])],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs a terminal" in lines[0] and "befori-tui bench" in lines[0], proc.stderr
+    assert "\x1b[" not in proc.stdout + proc.stderr and not (tmp_path / "x.toml").exists()

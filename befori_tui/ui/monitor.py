@@ -44,6 +44,14 @@ def add_view_flags(m) -> None:
     m.add_argument("--themes", metavar="DIR", help="load more themes from DIR/*.toml")
 
 
+def require_terminal(command: str) -> None:
+    """The screen needs a terminal: without one (a script, a pipe, cron) Textual would write raw escape codes
+    into a file. Say what to use instead, before anything starts."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise ConfigError(f"the {command} screen needs a terminal (stdin and stdout are not one); "
+                          "for scripts use `befori-tui bench`, and `befori-tui attach` to watch it")
+
+
 def check_view_flags(args: argparse.Namespace) -> None:
     """Bad view flags are one line each (ConfigError), before anything starts."""
     from befori_tui.ui.app import parse_step
@@ -112,6 +120,7 @@ def monitor_main(command: str, argv: list[str]) -> int:
     out = Path(args.out) if args.out else default_out_path()
     raw = Path(args.raw) if args.raw else None
     check_output_paths(out, raw)
+    require_terminal(command)
     ui_options = UiOptions(fps=args.fps, window_s=args.window, step=args.step, theme=args.theme,
                            themes_dir=Path(args.themes) if args.themes else None, on_hangup=args.on_hangup)
     run_id = new_run_id()
@@ -211,6 +220,7 @@ def attach_main(argv: list[str]) -> int:
     add_view_flags(p.add_argument_group("view"))
     args = p.parse_args(argv)
     check_view_flags(args)
+    require_terminal("attach")
     try:
         runs = resolve_target(args.target)
     except AttachError as exc:
