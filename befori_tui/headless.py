@@ -20,6 +20,8 @@ from befori_tui.core.runserver import socket_path_for
 from befori_tui.core.session import default_out_path
 from befori_tui.core.format import price_note, usd
 
+EXIT_NOTHING_SUCCEEDED = 3  # the run completed, and every request failed
+
 
 
 def _ms(x: float | None) -> str:
@@ -161,6 +163,17 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | No
         print(f"stopped after load.max_seconds ({cfg.load.max_seconds:g} s)", file=sys.stderr)
     print(results_table(levels, results.get("api_compare")))
     print(f"saved {session.out_path} and {session.raw_path} ({session.writer.written} requests)", file=sys.stderr)
+    if code == 0 and levels and not any(lv.get("requests_ok") for lv in levels):
+        # Tables of dashes and exit 0 would read as a run that worked: say why nothing did, and exit 3.
+        errors: dict[str, int] = {}
+        for lv in levels:
+            for kind, n in lv.get("errors", {}).items():
+                errors[kind] = errors.get(kind, 0) + n
+        first = next((r for lv in session.runner.levels for r in lv.records if r.error_message), None) \
+            if session.runner is not None else None
+        print(f"befori-tui bench: no request succeeded ({', '.join(f'{k} {n}' for k, n in errors.items()) or 'none ended'})"
+              + (f"; the first error: {first.error_message[:200]}" if first else ""), file=sys.stderr)
+        return EXIT_NOTHING_SUCCEEDED
     return code
 
 

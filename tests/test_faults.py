@@ -179,7 +179,8 @@ def test_connection_refused_before_and_during_a_run(tmp_path):
     # With --model the run starts; every request is refused, counted as connect, and the run completes.
     out = tmp_path / "r2.toml"
     code, _, stderr, _ = run_bench(url, out, "--model", "m", "--concurrency", "4", "--requests-per-level", "8")
-    assert code == 0, stderr
+    assert code == 3, stderr  # completed, nothing succeeded: exit 3, with the reason
+    assert "no request succeeded (connect " in stderr
     assert "Traceback" not in stderr
     data = tomllib.loads(out.read_text())
     check_accounting(data, read_jsonl(out.with_suffix(".jsonl")))
@@ -195,7 +196,7 @@ def test_429_retry_after_counted_or_honoured(tmp_path, honor):
         extra = ["--honor-retry-after"] if honor else []
         code, _, stderr, _ = run_bench(server.base_url, out, "--concurrency", "2", "--seconds-per-level", "1.6",
                                        "--warmup-requests", "0", *extra)
-    assert code == 0, stderr
+    assert code == 3, stderr  # the run completed and no request succeeded: said, and exit 3
     data = tomllib.loads(out.read_text())
     assert data["load"]["retry_after"] is honor
     lv = data["levels"][0]

@@ -106,3 +106,15 @@ def test_the_screen_without_a_terminal_says_to_use_bench(command, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs a terminal" in lines[0] and "befori-tui bench" in lines[0], proc.stderr
     assert "\x1b[" not in proc.stdout + proc.stderr and not (tmp_path / "x.toml").exists()
+
+
+def test_a_bench_where_every_request_fails_says_why_and_exits_3(sim_factory, tmp_path):
+    sim = sim_factory(faults={"http_500": 1.0})
+    out = tmp_path / "f.toml"
+    proc = subprocess.run([sys.executable, "-m", "befori_tui", "bench", "--url", sim.base_url, "--concurrency", "2",
+                           "--requests-per-level", "4", "--output-tokens", "8", "--telemetry", "none",
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if line.startswith("befori-tui bench: no request succeeded")]
+    assert len(said) == 1 and "(http_status " in said[0] and "HTTP 500" in said[0], proc.stderr
+    assert tomllib.loads(out.read_text())["levels"][0]["requests_ok"] == 0  # and what happened is saved
