@@ -332,3 +332,19 @@ def test_child_processes_import_this_befori_tui_not_one_in_the_current_folder(si
     link = connect_to_new_run(spec.socket_path, run, log)  # the run process came up
     link.send(ev.Stop("quit"))
     assert run.wait(20) == 0
+
+
+def test_a_run_whose_every_load_process_died_ends_as_an_error_and_saves(sim, tmp_path):
+    import signal as sig
+
+    out = tmp_path / "all.toml"
+    run = start_run(config(sim.base_url, 2, workers=2), out, RunPlan([2], then="hold"))
+    c = run.controller
+    wait_for(lambda: c.session.runner is not None and c.session.runner.levels
+             and sum(len(lv.records) for lv in c.session.runner.levels) >= 2, what="requests")
+    for p in c.session.runner.processes:
+        p.proc.send_signal(sig.SIGKILL)
+    assert run.join(20), "the run should end by itself"
+    assert c.ended_by == "error" and c.exit_code == 1
+    data, raw = check_accounting(out)
+    assert data["ended_by"] == "error" and data["load"]["load_processes_lost"] == 2

@@ -38,6 +38,10 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 THEN = ("stop", "pause", "hold")
 
 
+def exit_code_for(ended_by: str) -> int:
+    return EXIT_INTERRUPTED if ended_by in ("signal", "hangup") else EXIT_ERROR if ended_by == "error" else EXIT_OK
+
+
 @dataclass
 class RunPlan:
     """Levels the run steps through by itself, and what it does after the last one (`then`)."""
@@ -197,7 +201,8 @@ class RunController:
         # session that says why nothing was measured.
         opening = asyncio.create_task(session.open(_EventObserver(self.emit),
                                                    on_phase=lambda what: self.emit(ev.Connecting(what, url)),
-                                                   on_note=lambda text: self.emit(ev.Note(text, "error"))))
+                                                   on_note=lambda text: self.emit(ev.Note(text, "error")),
+                                                   on_empty=lambda: self.stop("error")))
         stopping = asyncio.create_task(self._stop.wait())
         await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -208,7 +213,7 @@ class RunController:
             self.error = "stopped while connecting: nothing was measured"
             self.emit(ev.Note(self.error, "warning"))
             await self._close_and_save()
-            return EXIT_INTERRUPTED if self.ended_by in ("signal", "hangup") else EXIT_OK
+            return exit_code_for(self.ended_by)
         try:
             runner = opening.result()
         except ClientSetupError as exc:
@@ -247,7 +252,7 @@ class RunController:
         if self.ended_by == "completed" and results and results["levels"]:
             for hook in self.level_done:  # the plan's last level ends with the run
                 hook(runner.level, results["levels"][-1])
-        return EXIT_INTERRUPTED if self.ended_by in ("signal", "hangup") else EXIT_OK
+        return exit_code_for(self.ended_by)
 
     async def _close_and_save(self) -> dict | None:
         session = self.session

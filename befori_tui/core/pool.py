@@ -85,11 +85,13 @@ class LoadPool:
     """Call its methods on the run's loop, as a LoadRunner's."""
 
     def __init__(self, specs: list[WorkerSpec], observer: RunObserver | None = None, warmup_requests: int = -1,
-                 on_note: Callable[[str], None] | None = None, log_dir: Path | None = None) -> None:
+                 on_note: Callable[[str], None] | None = None, log_dir: Path | None = None,
+                 on_empty: Callable[[], None] | None = None) -> None:
         self.specs = specs
         self.observer = observer or NullObserver()
         self.warmup_requests = warmup_requests
         self.on_note = on_note or (lambda text: None)
+        self.on_empty = on_empty or (lambda: None)
         self.log_dir = log_dir
         self.levels: list[Level] = []
         self.in_flight: dict[int, RequestRecord] = {}
@@ -246,6 +248,8 @@ class LoadPool:
                         if others else "no load process is left"))
         if others and self.levels:
             self._open(self.concurrency, "lost-process")
+        elif not others:
+            self.on_empty()  # nothing can carry the load any more: the run ends (and saves) rather than idle
 
     # --- the LoadRunner face ------------------------------------------------------------------------------
 

@@ -59,7 +59,8 @@ class Session:
         self.telemetry_note: str | None = None
         self.load_processes = 1
 
-    async def open(self, observer: RunObserver | None = None, on_phase=None, on_note=None) -> LoadRunner:
+    async def open(self, observer: RunObserver | None = None, on_phase=None, on_note=None,
+                   on_empty=None) -> LoadRunner:
         """Connect, find the model, size prompts; raises ClientSetupError with a one-line reason.
 
         Each setup call is bounded by `load.setup_timeout_s`, apart from the per-request timeout: a server that
@@ -102,7 +103,7 @@ class Session:
                                 prompts.line_tokens if prompts.count_source == "tokenize" else None,
                                 prompts.count_source) for i in range(self.load_processes)]
             pool = LoadPool(specs, FanOut(self.writer, observer), ld.warmup_requests, on_note=on_note,
-                            log_dir=runtime_dir())
+                            log_dir=runtime_dir(), on_empty=on_empty)
             if on_phase is not None:
                 on_phase(f"{self.load_processes} load processes")
             await pool.open()
