@@ -177,33 +177,38 @@ async def test_fixed_data_fills_the_panels():
         assert waiting + decoding + idle == 64 and decoding > 0
 
 
-async def test_the_timeline_redraws_a_frame_only_when_a_cell_or_a_row_changed():
-    """What is redrawn is sent to the terminal (over SSH): within one cell of time, with no request changing,
-    a frame draws nothing; a late event redraws its own row only; the next cell redraws the view."""
+async def test_the_timeline_redraws_only_the_edge_of_time_and_turns_the_page_at_its_end():
+    """What is redrawn is sent to the terminal (over SSH). Within one cell of time a frame draws nothing; when
+    a cell's time has passed only the cells at the edge are drawn (with the two before it, where events in
+    transit land); when the edge reaches the right, the page turns and the view is drawn again."""
+    from textual.geometry import Region
+
+    from befori_tui.ui.widgets.timeline import LATE_CELLS, PAGE_HISTORY
+
     app = fixed_app()
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
         view = app.timeline.view
-        now = [app.model.clock()]
-        app.model.clock = lambda: now[0]
+        model = app.model
+        now = [model.now()]
+        model.ended_ns, model.clock = None, (lambda: now[0])
+        view.tick()
         cell_ns = view._cell_ns()
-        now[0] = (now[0] // cell_ns) * cell_ns + 0.1 * cell_ns  # early in a cell
+        calls: list = []
+        view.refresh = lambda *regions, **kw: calls.append(regions)
+        edge = view._edge_col
+        now[0] = view.page_t0_ns + (edge + 0.5) * cell_ns  # later in the same cell
         view.tick()
-        calls = {"all": 0, "lines": []}
-        view.refresh = lambda *a, **k: calls.__setitem__("all", calls["all"] + 1)
-        view.refresh_lines = lambda y, n=1: calls["lines"].append(y)
-        now[0] += 0.5 * cell_ns
-        view.tick()
-        assert calls == {"all": 0, "lines": []}
-        # Slot 3 heard of a request late (its batch was in transit), and its row no longer matches what was
-        # drawn: only that row is drawn again. Slot 4 heard of one that changes nothing drawn: no redraw.
-        view._rows[3] = []
-        app.model.dirty_slots |= {3, 4}
-        view.tick()
-        assert calls == {"all": 0, "lines": [3]}
+        assert calls == []
         now[0] += cell_ns
         view.tick()
-        assert calls["all"] == 1
+        lw = view.label_width
+        assert calls == [(Region(lw + edge - LATE_CELLS, 0, LATE_CELLS + 2, view.size.height),)]
+        page = view.page_t0_ns
+        now[0] = page + view.window_s * 1e9 + 1  # the edge reaches the right
+        view.tick()
+        assert calls[-1] == () and view.page_t0_ns == int(now[0] - PAGE_HISTORY * view.window_s * 1e9)
+        assert "▲" in view.axis_text()
 
 
 # --- pure helpers ----------------------------------------------------------------------------------------

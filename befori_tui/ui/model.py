@@ -76,7 +76,6 @@ class LiveModel:
         self.error: str | None = None
         self.last_saved: tuple[str, int] | None = None
         self.raw_path: str | None = None
-        self.dirty_slots: set[int] = set()  # slots whose bars changed since the timeline last looked
         self.version = 0  # bumped on every event, so the app redraws only when something happened
         self.gpu_version = 0
 
@@ -98,7 +97,6 @@ class LiveModel:
         self.version += 1
         t = type(event)
         if t is ev.RequestStarted:
-            self.dirty_slots.add(event.slot)
             bar = Bar(event.t_send_ns)
             self.slots.setdefault(event.slot, deque()).append(bar)
             self.in_flight[event.request_id] = (event.slot, bar)
@@ -109,7 +107,6 @@ class LiveModel:
                     if lv.index == event.level:
                         lv.sent += 1
         elif t is ev.FirstToken:
-            self.dirty_slots.add(event.slot)
             entry = self.in_flight.get(event.request_id)
             if entry is not None:
                 entry[1].t_first_ns = event.t_first_token_ns
@@ -183,7 +180,6 @@ class LiveModel:
         bar.t_first_ns = r.t_first_token_ns
         bar.t_end_ns = r.t_end_ns if r.t_end_ns is not None else self.clock()
         bar.failed = r.error_kind is not None and r.error_kind != "cancelled"
-        self.dirty_slots.add(r.slot)
         self.records.append(r)
         for lv in reversed(self.levels):
             if lv.index == r.level:

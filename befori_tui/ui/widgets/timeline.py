@@ -15,7 +15,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Static
@@ -24,6 +24,8 @@ from befori_tui.ui.model import LiveModel
 from befori_tui.ui.timeline_cells import DECODE, ERROR, GAP, PREFILL, intervals, row_runs
 
 WINDOWS_S = (30.0, 60.0, 120.0)
+PAGE_HISTORY = 0.75  # after a page turn, this share of the window is the past; the rest fills as time passes
+LATE_CELLS = 2  # cells before the edge drawn again as it moves: events arrive up to a batch or two late
 
 
 class TimelineView(ScrollView, can_focus=True):
@@ -33,9 +35,10 @@ class TimelineView(ScrollView, can_focus=True):
         super().__init__(**kwargs)
         self.model = model
         self.window_s = window_s
-        self.now_ns = 0
-        self._drawn_key: tuple | None = None  # (cell, window, width, rows, scroll, theme) of the last full redraw
-        self._rows: dict[int, list] = {}  # row -> the runs it was last drawn with
+        self.now_ns = 0  # the edge of time on the page: the end of the last whole cell
+        self.page_t0_ns: int | None = None  # the page's left edge, on the run's clock
+        self._drawn_key: tuple | None = None  # (page, window, size, scroll, theme) of the last full redraw
+        self._edge_col = 0  # the cell the edge was last drawn at
         self._styles: dict[tuple[int, int], Style] = {}
         self._label_style = Style()
         self._theme_key: object = None
@@ -49,33 +52,45 @@ class TimelineView(ScrollView, can_focus=True):
         return self.window_s * 1e9 / plot_w
 
     def tick(self) -> None:
-        """Called by the app at the frame rate: redraw what has changed since the last frame."""
+        """Called by the app at the frame rate: draw what has changed since the last frame — usually nothing.
+
+        The window is a page: its left edge stays put while the edge of time (`now_ns`, the last whole cell)
+        moves right across it; when it reaches the right, the page turns and keeps the last PAGE_HISTORY of
+        the window in view. So a cell's worth of time passing redraws only the cells at that edge (and the
+        LATE_CELLS before it, where events still in transit land), not every row: what is drawn is what
+        crosses an SSH link."""
         cell_ns = self._cell_ns()
+        window_ns = self.window_s * 1e9
         now = self.model.now()  # a run that ended stands still
-        cell = int(now // cell_ns)
-        self.now_ns = int(cell * cell_ns)
+        page, start = self.page_t0_ns, self.model.t_start_ns
+        if page is None or now >= page + window_ns or now < page or (start is not None and page < start):
+            base = now - PAGE_HISTORY * window_ns
+            if start is not None:
+                base = max(base, start)  # a young run starts at the left edge
+            page = self.page_t0_ns = int(base)
+        col = int((now - page) // cell_ns)
+        self.now_ns = int(page + col * cell_ns)
         size = Size(self.scrollable_content_region.width, max(1, self.model.slot_count))
         if size != self.virtual_size:
             self.virtual_size = size
-        dirty, self.model.dirty_slots = self.model.dirty_slots, set()
-        key = (cell, self.window_s, size, int(self.scroll_offset.y), self.app.theme)
+        key = (page, self.window_s, size, int(self.scroll_offset.y), self.app.theme)
         if key != self._drawn_key:
-            self._drawn_key = key
-            self._rows.clear()
+            self._drawn_key, self._edge_col = key, col
             self.refresh()
             return
-        top = int(self.scroll_offset.y)
-        for row in dirty:
-            if top <= row < top + self.size.height and self._runs(row) != self._rows.get(row):
-                self.refresh_lines(row - top, 1)  # a late event (a batch in transit) changed a drawn cell
+        if col != self._edge_col:
+            x0 = self.label_width + max(0, self._edge_col - LATE_CELLS)
+            x1 = self.label_width + col + 1  # + the cell that holds a partial block
+            self._edge_col = col
+            self.refresh(Region(x0, 0, x1 - x0, self.size.height))
 
     def _runs(self, row: int) -> list:
         width = self.scrollable_content_region.width
         plot_w = max(1, width - self.label_width)
-        now = self.now_ns or self.model.clock()
-        t0 = now - int(self.window_s * 1e9)
-        spans = intervals(self.model.slots.get(row, ()), t0, now, now)
-        return row_runs(spans, t0, self.window_s * 1e9 / plot_w, plot_w)
+        page = self.page_t0_ns if self.page_t0_ns is not None else self.model.now()
+        now = self.now_ns or page
+        spans = intervals(self.model.slots.get(row, ()), page, now, now)
+        return row_runs(spans, page, self.window_s * 1e9 / plot_w, plot_w)
 
     def _prepare_styles(self) -> None:
         key = (self.app.theme, self.rich_style)
@@ -102,7 +117,6 @@ class TimelineView(ScrollView, can_focus=True):
             return Strip.blank(width, self.rich_style)
         lw = self.label_width
         runs = self._runs(row)
-        self._rows[row] = runs
         segments = [Segment(f"{row:>{lw - 1}}▕", self._label_style)]
         for text, fg, bg in runs:
             if fg == bg == ERROR:
@@ -111,21 +125,25 @@ class TimelineView(ScrollView, can_focus=True):
         return Strip(segments).crop_extend(0, width, self.rich_style)
 
     def axis_text(self) -> str:
-        """'-60s … now' under the plot, ticks every quarter of the window."""
+        """The run's time (m:ss since it began) every quarter of the page, and ▲ under the edge of time."""
         width = self.scrollable_content_region.width or self.size.width
         lw = self.label_width
         plot_w = width - lw
-        if plot_w < 16:
+        if plot_w < 16 or self.page_t0_ns is None:
             return ""
         chars = [" "] * plot_w
+        start = self.model.t_start_ns if self.model.t_start_ns is not None else self.page_t0_ns
+        edge = min(plot_w - 1, max(0, self._edge_col))
         for q in (0, 1, 2, 3):
-            label = f"-{self.window_s * (4 - q) / 4:g}s"
+            s = max(0, int((self.page_t0_ns + self.window_s * 1e9 * q / 4 - start) / 1e9))
+            label = f"{s // 60}:{s % 60:02d}"
             x = int(plot_w * q / 4)
+            if x - 1 <= edge <= x + len(label):
+                continue  # the edge's mark wins over a label it would cut
             for i, ch in enumerate(label):
                 if x + i < plot_w:
                     chars[x + i] = ch
-        for i, ch in enumerate("now"):
-            chars[plot_w - 3 + i] = ch
+        chars[edge] = "▲"
         return " " * lw + "".join(chars)
 
 
