@@ -30,7 +30,8 @@ change, unchanged:
    load, is left out); every monitor run reports the same figure.
 
 Medians over runs are printed as a table; `--json PATH` writes every run (load average before and after
-each, the client's CPU seconds, the sim's late steps, bytes per second second by second) and the medians.
+each, the client's CPU seconds, the CPU other processes took meanwhile — the box may be shared —, the sim's
+late steps, bytes per second second by second) and the medians.
 Children run in their own process groups and are killed on any exit.
 
     .venv/bin/python bench/ui_pty.py                                     # c = 1 64 256 512, 3 runs, 15 s
@@ -68,7 +69,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DEFAULT_PROFILE = HERE / "fixed-timing.toml"
 OUTPUT_TOKENS = 64
-LOAD_HIGH = 1.5  # a run that saw a higher 1-minute load average is flagged
+LOAD_HIGH = 1.5  # a run that saw a higher 1-minute load average is flagged (our own load counts in it)
+OTHERS_HIGH_PCT = 25.0  # ... and one where other processes used more than this % of a core
 
 _children: dict[int, str] = {}  # pid (= process group id: each child leads its own session) -> what it is
 
@@ -181,6 +183,30 @@ class Sim:
 
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(sim_pid: int) -> tuple[float, float, float]:
+    """(monotonic s, CPU-seconds the whole box was busy, CPU-seconds of this script, its reaped children and
+    the sim). Their differences over a run say how much CPU others took: other work on a shared box."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = (sum(f[:8]) - f[3] - f[4]) / _TICK  # all but idle and iowait (guest time is inside user)
+    ours = sum(os.times()[:4])  # this process and its reaped children (bench, monitor)
+    try:
+        st = Path(f"/proc/{sim_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ours += (int(st[11]) + int(st[12])) / _TICK
+    except (OSError, IndexError):
+        pass
+    return time.monotonic(), busy, ours
+
+
+def cpu_delta(a: tuple[float, float, float], b: tuple[float, float, float]) -> dict[str, float]:
+    wall = b[0] - a[0]
+    busy, ours = b[1] - a[1], b[2] - a[2]
+    return {"wall_s": round(wall, 2), "box_busy_pct": round(100 * busy / wall, 1),
+            "ours_pct": round(100 * ours / wall, 1), "others_pct": round(100 * max(0.0, busy - ours) / wall, 1)}
 
 
 def _run_text(cmd: list[str], timeout_s: float = 20.0) -> str:
@@ -484,13 +510,14 @@ def one_run(kind: str, purpose: str, c: int, i: int, seconds: float, size: tuple
             befori: list[str], outdir: Path, cpus: set[int] | None) -> dict[str, Any]:
     tag = {"headless": "h", "monitor": "m"}[kind] + ("" if purpose == "fidelity" else f"-{size[0]}x{size[1]}")
     out = outdir / f"{tag}-{c}-{i}.toml"
-    la0, e0 = loadavg(), sim.engine()
+    la0, e0, c0 = loadavg(), sim.engine(), cpu_snapshot(sim.proc.pid)
     if kind == "headless":
         res = run_headless(befori, sim.base_url, c, seconds, out, args.extra, cpus)
     else:
         res = run_monitor(befori, sim.base_url, c, seconds, out, args.extra, size, args.quit_timeout, cpus)
-    la1, e1 = loadavg(), sim.engine()
-    res.update(kind=kind, purpose=purpose, concurrency=c, run=i, seconds=seconds, toml_path=str(out),
+    c1, la1, e1 = cpu_snapshot(sim.proc.pid), loadavg(), sim.engine()
+    cpu = cpu_delta(c0, c1)
+    res.update(cpu_box=cpu, others_busy=cpu["others_pct"] > OTHERS_HIGH_PCT, kind=kind, purpose=purpose, concurrency=c, run=i, seconds=seconds, toml_path=str(out),
                loadavg_before=la0, loadavg_after=la1, loaded=max(la0[0], la1[0]) > LOAD_HIGH,
                sim=_engine_delta(e0, e1), toml=toml_facts(out), figures=figures(out.with_suffix(".jsonl")))
     return res
@@ -522,7 +549,7 @@ METRICS = {
     "ttft_excess_p50_ms": "figures.ttft_excess_ms.p50", "ttft_excess_p99_ms": "figures.ttft_excess_ms.p99",
     "gap_excess_p50_ms": "figures.gap_excess_ms.p50", "gap_excess_p99_ms": "figures.gap_excess_ms.p99",
     "loop_lag_p99_ms": "toml.levels.client_loop_lag_ms_p99", "steady": "figures.counts.steady",
-    "sim_late_steps": "sim.late_steps", "bytes_per_s": "bytes_per_s", "cpu_s": "cpu_s", "quit_s": "quit_s",
+    "sim_late_steps": "sim.late_steps", "others_cpu_pct": "cpu_box.others_pct", "bytes_per_s": "bytes_per_s", "cpu_s": "cpu_s", "quit_s": "quit_s",
 }
 
 
@@ -534,7 +561,8 @@ def _f(v, digits=1) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
-def print_tables(summary: dict, bytes_summary: list[dict], size: str, runs: int, loaded: list[str]) -> None:
+def print_tables(summary: dict, bytes_summary: list[dict], size: str, runs: int, loaded: list[str],
+                 busy: list[str]) -> None:
     print(f"\nMedians of {runs} run(s); ms unless said; truth = the sim's own timestamps (median over both modes' "
           f"runs; for ITL, the p99 of each request's mean server gap); KB/s = 1000 bytes/s written to the {size} pty "
           "from the load's start to the q")
@@ -568,7 +596,10 @@ def print_tables(summary: dict, bytes_summary: list[dict], size: str, runs: int,
             print(f"| {b['size']} | {b['concurrency']} | {b['seconds']:g} | "
                   f"{_f(None if b['bytes_per_s'] is None else b['bytes_per_s'] / 1000)} | {each} |")
     if loaded:
-        print(f"\nload average above {LOAD_HIGH} before or after: " + "; ".join(loaded))
+        print(f"\nload average above {LOAD_HIGH} before or after (this benchmark's own processes count in it): "
+              + "; ".join(loaded))
+    if busy:
+        print(f"\nother processes used more than {OTHERS_HIGH_PCT:g}% of a core during: " + "; ".join(busy))
 
 
 # --- main -----------------------------------------------------------------------------------------------
@@ -654,7 +685,8 @@ def main() -> int:
                   f"{_f(f['ttft_truth_ms']['p99'])}) · ITL p99 {_f(f['itl_ms']['p99'])} ms · loop lag p99 "
                   f"{_f(lag)} ms · sim late steps {r['sim']['late_steps']} · {r['ended']}"
                   f"{'' if r.get('quit_s') is None else ' after %.1f s' % r['quit_s']}{kbs} · load "
-                  f"{r['loadavg_before'][0]:.2f}→{r['loadavg_after'][0]:.2f}", flush=True)
+                  f"{r['loadavg_before'][0]:.2f}→{r['loadavg_after'][0]:.2f}, others {r['cpu_box']['others_pct']:.0f}% "
+                  f"of a core", flush=True)
             if r.get("exit_code") not in (0, None) or r["toml"].get("error"):
                 print(f"  !! exit code {r.get('exit_code')}, toml {r['toml'].get('error', 'ok')}; output tail:\n"
                       + (r.get("output_tail") or r.get("log_tail") or "")[-800:], flush=True)
@@ -688,7 +720,11 @@ def main() -> int:
                   f"{'' if r['purpose'] == 'fidelity' else ' (' + r['size'] + ')'}: "
                   f"{r['loadavg_before'][0]:.2f}→{r['loadavg_after'][0]:.2f}" for r in report["runs"] if r["loaded"]]
         report["loaded_runs"] = loaded
-        print_tables(summary, bytes_summary, report["size"], args.runs, loaded)
+        busy = [f"{r['kind']} c={r['concurrency']} run {r['run']}"
+                f"{'' if r['purpose'] == 'fidelity' else ' (' + r['size'] + ')'}: {r['cpu_box']['others_pct']:.0f}%"
+                for r in report["runs"] if r["others_busy"]]
+        report["others_busy_runs"] = busy
+        print_tables(summary, bytes_summary, report["size"], args.runs, loaded, busy)
     finally:
         if sim is not None:
             sim.stop()
