@@ -27,7 +27,9 @@ change, unchanged:
    - from the TOML: the level's client_loop_lag_ms_p50/p99/max and client_bound.
 4. Bytes per second written to the terminal at `--bytes-concurrency` (64) for `--bytes-seconds` (20) at
    each `--bytes-size` (160x48 and 80x24), from the load's start to the `q` (the first paint, before the
-   load, is left out); every monitor run reports the same figure.
+   load, is left out), and over the last 5 s before the `q`: the rate rises while the timeline's window (60 s
+   by default) fills, so a 20 s run's average understates what a long run writes. Every monitor run reports
+   the same figures.
 
 Medians over runs are printed as a table; `--json PATH` writes every run (load average before and after
 each, the client's CPU seconds, the CPU other processes took meanwhile — the box may be shared —, the sim's
@@ -415,6 +417,9 @@ def run_monitor(befori: list[str], url: str, c: int, seconds: float, out: Path, 
         res.update(bytes_window=window, window_s=span_s, bytes_per_s=round(window / span_s, 1) if span_s else None)
         res["bytes_per_s_series"] = [sum(bins.get(k, 0) for k in range(s, min(s + 10, b)))
                                      for s in range(a, b, 10)]
+        # The rate rises while the timeline fills its window: the last seconds say where it is heading.
+        last = min(50, b - a)
+        res["bytes_per_s_last5"] = round(sum(v for k, v in bins.items() if b - last <= k < b) / (last / 10), 1)
     return res
 
 
@@ -517,7 +522,8 @@ def one_run(kind: str, purpose: str, c: int, i: int, seconds: float, size: tuple
         res = run_monitor(befori, sim.base_url, c, seconds, out, args.extra, size, args.quit_timeout, cpus)
     c1, la1, e1 = cpu_snapshot(sim.proc.pid), loadavg(), sim.engine()
     cpu = cpu_delta(c0, c1)
-    res.update(cpu_box=cpu, others_busy=cpu["others_pct"] > OTHERS_HIGH_PCT, kind=kind, purpose=purpose, concurrency=c, run=i, seconds=seconds, toml_path=str(out),
+    res.update(cpu_box=cpu, others_busy=cpu["others_pct"] > OTHERS_HIGH_PCT, kind=kind, purpose=purpose,
+               concurrency=c, run=i, seconds=seconds, toml_path=str(out),
                loadavg_before=la0, loadavg_after=la1, loaded=max(la0[0], la1[0]) > LOAD_HIGH,
                sim=_engine_delta(e0, e1), toml=toml_facts(out), figures=figures(out.with_suffix(".jsonl")))
     return res
@@ -549,7 +555,8 @@ METRICS = {
     "ttft_excess_p50_ms": "figures.ttft_excess_ms.p50", "ttft_excess_p99_ms": "figures.ttft_excess_ms.p99",
     "gap_excess_p50_ms": "figures.gap_excess_ms.p50", "gap_excess_p99_ms": "figures.gap_excess_ms.p99",
     "loop_lag_p99_ms": "toml.levels.client_loop_lag_ms_p99", "steady": "figures.counts.steady",
-    "sim_late_steps": "sim.late_steps", "others_cpu_pct": "cpu_box.others_pct", "bytes_per_s": "bytes_per_s", "cpu_s": "cpu_s", "quit_s": "quit_s",
+    "sim_late_steps": "sim.late_steps", "others_cpu_pct": "cpu_box.others_pct", "bytes_per_s": "bytes_per_s",
+    "bytes_per_s_last5": "bytes_per_s_last5", "cpu_s": "cpu_s", "quit_s": "quit_s",
 }
 
 
@@ -561,8 +568,7 @@ def _f(v, digits=1) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
-def print_tables(summary: dict, bytes_summary: list[dict], size: str, runs: int, loaded: list[str],
-                 busy: list[str]) -> None:
+def _print_fidelity(summary: dict, size: str, runs: int) -> None:
     print(f"\nMedians of {runs} run(s); ms unless said; truth = the sim's own timestamps (median over both modes' "
           f"runs; for ITL, the p99 of each request's mean server gap); KB/s = 1000 bytes/s written to the {size} pty "
           "from the load's start to the q")
@@ -579,22 +585,36 @@ def print_tables(summary: dict, bytes_summary: list[dict], size: str, runs: int,
     print("\nExcess over the truth per request (bench/fidelity.py's definition), and what else each run saw:")
     print("\n| c | TTFT excess p50 headless / monitor | TTFT excess p99 headless / monitor "
           "| mean-gap excess p99 headless / monitor | steady requests h / m | sim late steps h / m "
-          "| client CPU s h / m | q → exit s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| client CPU s h / m | others' CPU % of a core h / m | q → exit s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c, s in summary.items():
         h, m = s["headless"], s["monitor"]
         print(f"| {c} | {_f(h['ttft_excess_p50_ms'], 2)} / {_f(m['ttft_excess_p50_ms'], 2)} "
               f"| {_f(h['ttft_excess_p99_ms'], 2)} / {_f(m['ttft_excess_p99_ms'], 2)} "
               f"| {_f(h['gap_excess_p99_ms'], 3)} / {_f(m['gap_excess_p99_ms'], 3)} "
               f"| {_f(h['steady'], 0)} / {_f(m['steady'], 0)} | {_f(h['sim_late_steps'], 0)} / "
-              f"{_f(m['sim_late_steps'], 0)} | {_f(h['cpu_s'])} / {_f(m['cpu_s'])} | {_f(m['quit_s'])} |")
+              f"{_f(m['sim_late_steps'], 0)} | {_f(h['cpu_s'])} / {_f(m['cpu_s'])} "
+              f"| {_f(h['others_cpu_pct'], 0)} / {_f(m['others_cpu_pct'], 0)} | {_f(m['quit_s'])} |")
+
+
+def _print_bytes(bytes_summary: list[dict]) -> None:
+    print("\nBytes written to the terminal (monitor only), from the load's start to the q, and over its last 5 s "
+          "(the rate rises while the timeline's window fills):\n")
+    print("| size | c | seconds | KB/s median | KB/s each run | last 5 s KB/s median |")
+    print("|---|---|---|---|---|---|")
+    for b in bytes_summary:
+        each = ", ".join(_f(None if v is None else v / 1000) for v in b["bytes_per_s_runs"])
+        print(f"| {b['size']} | {b['concurrency']} | {b['seconds']:g} | "
+              f"{_f(None if b['bytes_per_s'] is None else b['bytes_per_s'] / 1000)} | {each} | "
+              f"{_f(None if b['bytes_per_s_last5'] is None else b['bytes_per_s_last5'] / 1000)} |")
+
+
+def print_tables(summary: dict, bytes_summary: list[dict], size: str, runs: int, loaded: list[str],
+                 busy: list[str]) -> None:
+    if summary:
+        _print_fidelity(summary, size, runs)
     if bytes_summary:
-        print("\nBytes written to the terminal (monitor only):\n\n| size | c | seconds | KB/s median | KB/s each run |")
-        print("|---|---|---|---|---|")
-        for b in bytes_summary:
-            each = ", ".join(_f(None if v is None else v / 1000) for v in b["bytes_per_s_runs"])
-            print(f"| {b['size']} | {b['concurrency']} | {b['seconds']:g} | "
-                  f"{_f(None if b['bytes_per_s'] is None else b['bytes_per_s'] / 1000)} | {each} |")
+        _print_bytes(bytes_summary)
     if loaded:
         print(f"\nload average above {LOAD_HIGH} before or after (this benchmark's own processes count in it): "
               + "; ".join(loaded))
@@ -678,15 +698,16 @@ def main() -> int:
             r = one_run(kind, purpose, c, i, seconds, size, args, sim, befori, outdir, client_cpus)
             report["runs"].append(r)
             f = r["figures"]
-            kbs = f" · {r['bytes_per_s'] / 1000:.1f} KB/s at {r['size']}" if r.get("bytes_per_s") else ""
+            kbs = (f" · {r['bytes_per_s'] / 1000:.1f} KB/s (last 5 s {r['bytes_per_s_last5'] / 1000:.1f}) at "
+                   f"{r['size']}" if r.get("bytes_per_s") else "")
             lag = _get(r, "toml.levels.client_loop_lag_ms_p99")
             print(f"c={c:<4} run {i} {kind:8s} n={f['counts']['steady']:6d} TTFT p50/p99 "
                   f"{_f(f['ttft_ms']['p50'])}/{_f(f['ttft_ms']['p99'])} ms (truth {_f(f['ttft_truth_ms']['p50'])}/"
                   f"{_f(f['ttft_truth_ms']['p99'])}) · ITL p99 {_f(f['itl_ms']['p99'])} ms · loop lag p99 "
                   f"{_f(lag)} ms · sim late steps {r['sim']['late_steps']} · {r['ended']}"
                   f"{'' if r.get('quit_s') is None else ' after %.1f s' % r['quit_s']}{kbs} · load "
-                  f"{r['loadavg_before'][0]:.2f}→{r['loadavg_after'][0]:.2f}, others {r['cpu_box']['others_pct']:.0f}% "
-                  f"of a core", flush=True)
+                  f"{r['loadavg_before'][0]:.2f}→{r['loadavg_after'][0]:.2f}, others "
+                  f"{r['cpu_box']['others_pct']:.0f}% of a core", flush=True)
             if r.get("exit_code") not in (0, None) or r["toml"].get("error"):
                 print(f"  !! exit code {r.get('exit_code')}, toml {r['toml'].get('error', 'ok')}; output tail:\n"
                       + (r.get("output_tail") or r.get("log_tail") or "")[-800:], flush=True)
@@ -713,6 +734,7 @@ def main() -> int:
             bytes_summary.append({"size": "%dx%d" % size, "concurrency": args.bytes_concurrency,
                                   "seconds": args.bytes_seconds, "bytes_per_s": _median(vals),
                                   "bytes_per_s_runs": vals,
+                                  "bytes_per_s_last5": _median(r.get("bytes_per_s_last5") for r in rs),
                                   "ttft_p99_ms": _median(_get(r, "figures.ttft_ms.p99") for r in rs),
                                   "itl_p99_ms": _median(_get(r, "figures.itl_ms.p99") for r in rs)})
         report.update(summary=summary, bytes_summary=bytes_summary, date_end=_run_text(["date"]))
