@@ -28,8 +28,8 @@ change, unchanged:
 4. Bytes per second written to the terminal at `--bytes-concurrency` (64) for `--bytes-seconds` (20) at
    each `--bytes-size` (160x48 and 80x24), from the load's start to the `q` (the first paint, before the
    load, is left out), and over the last 5 s before the `q`: the rate rises while the timeline's window (60 s
-   by default) fills, so a 20 s run's average understates what a long run writes. Every monitor run reports
-   the same figures.
+   by default) fills, so a 20 s run's average understates what a long run writes (`--bytes-seconds 70` for
+   the plateau). Every monitor run reports the same figures.
 
 Medians over runs are printed as a table; `--json PATH` writes every run (load average before and after
 each, the client's CPU seconds, the CPU other processes took meanwhile — the box may be shared —, the sim's
@@ -415,8 +415,7 @@ def run_monitor(befori: list[str], url: str, c: int, seconds: float, out: Path, 
         window = sum(v for k, v in bins.items() if a <= k < b)
         span_s = (b - a) / 10
         res.update(bytes_window=window, window_s=span_s, bytes_per_s=round(window / span_s, 1) if span_s else None)
-        res["bytes_per_s_series"] = [sum(bins.get(k, 0) for k in range(s, min(s + 10, b)))
-                                     for s in range(a, b, 10)]
+        res["bytes_per_s_series"] = [sum(bins.get(k, 0) for k in range(s, s + 10)) for s in range(a, b - 9, 10)]
         # The rate rises while the timeline fills its window: the last seconds say where it is heading.
         last = min(50, b - a)
         res["bytes_per_s_last5"] = round(sum(v for k, v in bins.items() if b - last <= k < b) / (last / 10), 1)
