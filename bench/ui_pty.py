@@ -264,17 +264,19 @@ def machine_facts(befori: list[str]) -> dict[str, Any]:
 
 # --- one run --------------------------------------------------------------------------------------------
 
-def _common_flags(url: str, c: int, seconds: float, out: Path, extra: list[str]) -> list[str]:
+def _common_flags(url: str, c: int, seconds: float, out: Path, extra: list[str],
+                  output_tokens: int = OUTPUT_TOKENS) -> list[str]:
     return ["--url", url, "--concurrency", str(c), "--seconds-per-level", f"{seconds:g}", "--usd-per-hour", "1",
-            "--output-tokens", str(OUTPUT_TOKENS), "--max-seconds", f"{seconds + 60:g}", "--out", str(out)] + extra
+            "--output-tokens", str(output_tokens), "--max-seconds", f"{seconds + 60:g}", "--out", str(out)] + extra
 
 
 def run_headless(befori: list[str], url: str, c: int, seconds: float, out: Path, extra: list[str],
-                 cpus: set[int] | None) -> dict[str, Any]:
+                 cpus: set[int] | None, output_tokens: int = OUTPUT_TOKENS) -> dict[str, Any]:
+    """`befori-tui bench` with the common flags, its output to a log beside `out`; waits for it to exit."""
     log = out.with_suffix(".log")
     t0 = time.monotonic()
     with log.open("wb") as f:
-        proc = subprocess.Popen(befori + ["bench"] + _common_flags(url, c, seconds, out, extra),
+        proc = subprocess.Popen(befori + ["bench"] + _common_flags(url, c, seconds, out, extra, output_tokens),
                                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True, preexec_fn=_preexec(cpus))
     _children[proc.pid] = "bench"
@@ -331,13 +333,17 @@ def _spawn_in_pty(argv: list[str], env: dict[str, str], rows: int, cols: int,
 
 
 def run_monitor(befori: list[str], url: str, c: int, seconds: float, out: Path, extra: list[str],
-                size: tuple[int, int], quit_timeout_s: float, cpus: set[int] | None) -> dict[str, Any]:
+                size: tuple[int, int], quit_timeout_s: float, cpus: set[int] | None,
+                output_tokens: int = OUTPUT_TOKENS) -> dict[str, Any]:
+    """`befori-tui monitor` with the common flags in a new pty of `size` (COLS, ROWS), read as a terminal reads
+    it; `q` `seconds` after the load's first request, SIGTERM `quit_timeout_s` after that. The records are in
+    `out`'s JSONL; returns how it ended, its CPU and the bytes it wrote (see the module's docstring)."""
     cols, rows = size
     env = {k: v for k, v in os.environ.items()
            if k not in ("COLORTERM", "NO_COLOR", "FORCE_COLOR", "TMUX", "COLUMNS", "LINES", "STY")
            and not k.startswith("TEXTUAL")}
     env.update(TERM="xterm-256color", LANG=env.get("LANG") or "C.UTF-8")
-    argv = befori + ["monitor"] + _common_flags(url, c, seconds, out, extra)
+    argv = befori + ["monitor"] + _common_flags(url, c, seconds, out, extra, output_tokens)
     jsonl = out.with_suffix(".jsonl")
     t_spawn_ns = time.perf_counter_ns()
     pid, fd = _spawn_in_pty(argv, env, rows, cols, cpus)
