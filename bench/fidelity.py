@@ -75,9 +75,10 @@ def flat_profile(directory: str, max_seqs: int, step_ms: float = STEP_MS, fronte
     return str(path)
 
 
-def _cfg(url: str, c: int) -> Config:
+def _cfg(url: str, c: int, workers: int = 0) -> Config:
     cfg = Config()
     cfg.endpoint.url = url
+    cfg.load.workers = workers
     cfg.endpoint.server_metrics = "off"
     cfg.telemetry = "none"
     cfg.load.concurrency = [c]
@@ -97,8 +98,8 @@ def _from_records(records, extra: dict[str, Any] | None = None) -> list[dict[str
     return out
 
 
-async def _headless(url: str, c: int, seconds: float, out: Path) -> tuple[list[dict], dict]:
-    session = Session(_cfg(url, c), out)
+async def _headless(url: str, c: int, seconds: float, out: Path, workers: int = 0) -> tuple[list[dict], dict]:
+    session = Session(_cfg(url, c, workers), out)
     runner = await session.open()
     runner.start(c)
     await asyncio.sleep(seconds)
@@ -112,11 +113,13 @@ def _health(session) -> dict:
     return {k: v for k, v in (lv[0] if lv else {}).items() if k.startswith("client_")}
 
 
-def run_headless(url: str, c: int, seconds: float, out: Path, use_uvloop: bool = False) -> tuple[list[dict], dict]:
+def run_headless(url: str, c: int, seconds: float, out: Path, use_uvloop: bool = False,
+                 workers: int = 0) -> tuple[list[dict], dict]:
+    """The Session on a plain asyncio loop in this process (load.workers > 1: it starts load processes)."""
     if use_uvloop:
         import uvloop
-        return uvloop.run(_headless(url, c, seconds, out))
-    return asyncio.run(_headless(url, c, seconds, out))
+        return uvloop.run(_headless(url, c, seconds, out, workers))
+    return asyncio.run(_headless(url, c, seconds, out, workers))
 
 
 # The same workload as _cfg, as command-line flags (ui_pty adds --url, --concurrency, --seconds-per-level,

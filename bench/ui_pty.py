@@ -250,15 +250,18 @@ def machine_facts(befori: list[str]) -> dict[str, Any]:
                 "v = lambda n: m.version(n) if n else None\n"
                 "print(sys.version.split()[0]); print(v('textual')); print(v('httpx'));"
                 "print(os.path.dirname(os.path.dirname(os.path.abspath(befori_tui.__file__))))")
-        out = _run_text([py, "-c", code]).splitlines()
+        # -P: the befori_tui that command imports, not one in the current folder (another checkout)
+        out = _run_text([py, "-P", "-c", code]).splitlines()
         if len(out) == 4:
             facts.update(befori_python=out[0], textual=out[1], httpx=out[2], befori_source=out[3])
             head = _run_text(["git", "-C", out[3], "rev-parse", "HEAD"])
             if head:
                 facts["befori_git_head"] = head
                 facts["befori_git_branch"] = _run_text(["git", "-C", out[3], "rev-parse", "--abbrev-ref", "HEAD"])
+                # Whether the code measured differs from HEAD (changes to bench/ or docs/ do not count).
                 facts["befori_git_dirty"] = bool(_run_text(["git", "-C", out[3], "status", "--porcelain",
-                                                            "--untracked-files=no"]))
+                                                            "--untracked-files=no", "--", "befori_tui",
+                                                            "pyproject.toml"]))
     return facts
 
 
