@@ -4,17 +4,25 @@ One simulator (the 8B profile made flat: every step 20 ms whatever the batch, a 
 about 100–120 ms and every stream gets a token every 20 ms) serves, in turn and in the same run:
 
 - `ref`: bench/reference_client.py (raw asyncio streams, hand-read HTTP/1.1 chunks, no library),
-- `headless`: befori-tui's Session on a plain asyncio loop, as `befori-tui bench` runs it,
-- `tui`: RunnerThread + MonitorApp (headless Textual driver at 160×48: every frame is composed and rendered).
+- `bench`: `befori-tui bench` as a child process, as a user runs it (the run process: the run controller,
+  the load loop, the event publisher; `--workers N` passes on), its raw JSONL read afterwards,
+- `tui`: what a user sees: the real `befori-tui monitor` in a pseudo-terminal (160×48, read continuously as
+  a terminal reads it; `q` after the run's seconds) — bench/ui_pty.py's `run_monitor`, the one place the
+  pty is driven —, its raw JSONL read afterwards,
+- `headless` (not by default): befori-tui's Session on a plain asyncio loop in this process — the load loop
+  alone, without the run process around it; `uvloop`: the same on uvloop.
 
 Per request, against the simulator's `befori_sim` timestamps (same CLOCK_MONOTONIC as perf_counter_ns):
 - TTFT excess = (client first token − client send) − (server first token − server received),
 - ITL excess = client mean gap − server mean gap over the same request's tokens,
 then the p50/p90 per run, the median over runs, and each befori-tui mode minus `ref` (the excess that is ours).
-The sim is pinned to one core and this process to the other (unless --no-pin), as on a 2-core client box.
+Requests sent in a run's first `--warmup-s` seconds (from its first request: set-up and a child process's
+start are not counted) are left out. The sim is pinned to one core and this process — and so the child
+processes — to the other (unless --no-pin), as on a 2-core client box.
 
     .venv/bin/python bench/fidelity.py                                   # c = 1 64 256 512, 3 runs each
-    .venv/bin/python bench/fidelity.py --concurrency 64 --runs 2 --modes ref headless --seconds 6
+    .venv/bin/python bench/fidelity.py --concurrency 64 --runs 1 --seconds 5
+    .venv/bin/python bench/fidelity.py --concurrency 64 --runs 2 --modes ref bench headless --seconds 6
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -39,8 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tomli_w  # noqa: E402
 
 import reference_client  # noqa: E402
-from tui_driver import run_monitor  # noqa: E402
+import ui_pty  # noqa: E402  (the CLI runs: `befori-tui bench`, and `befori-tui monitor` in a pty)
 from befori_tui.core.config import Config  # noqa: E402
+from befori_tui.core.records import RequestRecord  # noqa: E402
 from befori_tui.core.session import Session  # noqa: E402
 from befori_tui.sim.launch import start_sim  # noqa: E402
 
@@ -64,9 +75,10 @@ def flat_profile(directory: str, max_seqs: int, step_ms: float = STEP_MS, fronte
     return str(path)
 
 
-def _cfg(url: str, c: int) -> Config:
+def _cfg(url: str, c: int, workers: int = 0) -> Config:
     cfg = Config()
     cfg.endpoint.url = url
+    cfg.load.workers = workers
     cfg.endpoint.server_metrics = "off"
     cfg.telemetry = "none"
     cfg.load.concurrency = [c]
@@ -86,8 +98,8 @@ def _from_records(records, extra: dict[str, Any] | None = None) -> list[dict[str
     return out
 
 
-async def _headless(url: str, c: int, seconds: float, out: Path) -> tuple[list[dict], dict]:
-    session = Session(_cfg(url, c), out)
+async def _headless(url: str, c: int, seconds: float, out: Path, workers: int = 0) -> tuple[list[dict], dict]:
+    session = Session(_cfg(url, c, workers), out)
     runner = await session.open()
     runner.start(c)
     await asyncio.sleep(seconds)
@@ -101,16 +113,48 @@ def _health(session) -> dict:
     return {k: v for k, v in (lv[0] if lv else {}).items() if k.startswith("client_")}
 
 
-def run_headless(url: str, c: int, seconds: float, out: Path, use_uvloop: bool = False) -> tuple[list[dict], dict]:
+def run_headless(url: str, c: int, seconds: float, out: Path, use_uvloop: bool = False,
+                 workers: int = 0) -> tuple[list[dict], dict]:
+    """The Session on a plain asyncio loop in this process (load.workers > 1: it starts load processes)."""
     if use_uvloop:
         import uvloop
-        return uvloop.run(_headless(url, c, seconds, out))
-    return asyncio.run(_headless(url, c, seconds, out))
+        return uvloop.run(_headless(url, c, seconds, out, workers))
+    return asyncio.run(_headless(url, c, seconds, out, workers))
 
 
-def run_tui(url: str, c: int, seconds: float, out: Path) -> tuple[list[dict], dict]:
-    runner = run_monitor(_cfg(url, c), out, "none", seconds)
-    return _from_records(r for lv in runner.session.runner.levels for r in lv.records), _health(runner.session)
+# The same workload as _cfg, as command-line flags (ui_pty adds --url, --concurrency, --seconds-per-level,
+# --output-tokens, --usd-per-hour, --max-seconds and --out).
+CLI_FLAGS = ["--input-tokens", f"{INPUT_TOKENS}:0", "--telemetry", "none", "--server-metrics", "off"]
+TUI_SIZE = (160, 48)
+QUIT_TIMEOUT_S = 30.0
+
+
+def read_jsonl(path: Path) -> list[RequestRecord]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [RequestRecord.from_json_dict(json.loads(line)) for line in f if line.strip()]
+
+
+def run_cli(kind: str, befori: list[str], url: str, c: int, seconds: float, out: Path,
+            workers: int = 0) -> tuple[list[dict], dict, dict]:
+    """`befori-tui bench` (kind "bench") or `befori-tui monitor` in a pty (kind "tui") for `seconds` of load.
+    Returns the records, the level's client health from the TOML, and what bench/ui_pty.py says of the run
+    (exit code, CPU seconds of the process and the children it waited for, bytes written to the pty)."""
+    extra = CLI_FLAGS + (["--workers", str(workers)] if workers else [])
+    if kind == "bench":
+        res = ui_pty.run_headless(befori, url, c, seconds, out, extra, None, output_tokens=OUTPUT_TOKENS)
+    else:
+        res = ui_pty.run_monitor(befori, url, c, seconds, out, extra, TUI_SIZE, QUIT_TIMEOUT_S, None,
+                                 output_tokens=OUTPUT_TOKENS)
+    if res.get("exit_code") not in (0, None):
+        tail = res.get("log_tail") or res.get("output_tail") or ""
+        print(f"  !! befori-tui {kind} exited with {res.get('exit_code')} ({res.get('ended')}):\n{tail[-800:]}",
+              file=sys.stderr, flush=True)
+    levels = ui_pty.toml_facts(out).get("levels") or [{}]
+    health = {k: v for k, v in levels[0].items() if k.startswith("client_")}
+    return _from_records(read_jsonl(out.with_suffix(".jsonl"))), health, res
+
 
 
 def run_ref(root: str, model: str, c: int, seconds: float) -> tuple[list[dict], dict]:
@@ -126,9 +170,11 @@ def _pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def excess(records: list[dict], t_from_ns: int) -> dict[str, float]:
-    """TTFT and ITL excess over the server's own figures, for requests sent after `t_from_ns`."""
+def excess(records: list[dict], warmup_s: float) -> dict[str, float]:
+    """TTFT and ITL excess over the server's own figures, for requests sent `warmup_s` or more after the
+    run's first request."""
     ttft, itl = [], []
+    t_from_ns = min((r["t_send_ns"] for r in records), default=0) + int(warmup_s * 1e9)
     for r in records:
         gt = r["server_timing"]
         if not r["ok"] or r["t_send_ns"] < t_from_ns or gt is None or gt.get("t_first_token_ns") is None:
@@ -142,17 +188,16 @@ def excess(records: list[dict], t_from_ns: int) -> dict[str, float]:
             "ttft_ms_p99": _pct(ttft, 99), "itl_ms_p50": _pct(itl, 50), "itl_ms_p90": _pct(itl, 90)}
 
 
-def one_run(mode: str, sim, model: str, c: int, seconds: float, warmup_s: float, tmp: str, i: int) -> dict:
-    t0 = time.perf_counter_ns()
+def one_run(mode: str, sim, model: str, c: int, seconds: float, warmup_s: float, tmp: str, i: int,
+            befori: list[str]) -> dict:
     out = Path(tmp) / f"{mode}-{c}-{i}.toml"
     if mode == "ref":
         recs, health = run_ref(sim.root_url, model, c, seconds)
     elif mode in ("headless", "uvloop"):
         recs, health = run_headless(sim.base_url, c, seconds, out, use_uvloop=mode == "uvloop")
     else:
-        recs, health = run_tui(sim.base_url, c, seconds, out)
-    # Set-up (model discovery, /tokenize) happens inside the run: count from the run's first second on.
-    res = excess(recs, t0 + int(warmup_s * 1e9))
+        recs, health, _ = run_cli(mode, befori, sim.base_url, c, seconds, out)
+    res = excess(recs, warmup_s)
     res.update(health)
     return res
 
@@ -163,14 +208,18 @@ KEYS = ("ttft_ms_p50", "ttft_ms_p90", "itl_ms_p50")
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 64, 256, 512])
-    p.add_argument("--modes", nargs="+", default=["ref", "headless", "tui"],
-                   choices=["ref", "headless", "tui", "uvloop"])
+    p.add_argument("--modes", nargs="+", default=["ref", "bench", "tui"],
+                   choices=["ref", "bench", "tui", "headless", "uvloop"])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--warmup-s", type=float, default=3.0, help="requests sent before this are not counted")
     p.add_argument("--no-pin", action="store_true")
+    p.add_argument("--befori", default=None, help="the befori-tui command for bench and tui (default: the one "
+                   "beside this Python, else python -m befori_tui)")
     p.add_argument("--json", help="also write every run here")
     args = p.parse_args()
+    befori = shlex.split(args.befori) if args.befori else ui_pty.default_befori()
+    signal.signal(signal.SIGTERM, ui_pty._on_signal)  # unwind: the sim and any child are stopped
     cpus = sorted(os.sched_getaffinity(0))
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
           f"load average {os.getloadavg()[0]:.2f}; sim step {STEP_MS:g} ms, front end {FRONTEND_MS:g} ms, "
@@ -191,7 +240,7 @@ def main() -> int:
                     runs: dict[str, list[dict]] = {m: [] for m in args.modes}
                     for i in range(args.runs):
                         for mode in args.modes:
-                            r = one_run(mode, sim, model, c, args.seconds, args.warmup_s, tmp, i)
+                            r = one_run(mode, sim, model, c, args.seconds, args.warmup_s, tmp, i, befori)
                             runs[mode].append(r)
                             lag = (f" loop lag p50/p99/max {r['client_loop_lag_ms_p50']:.1f}/"
                                    f"{r['client_loop_lag_ms_p99']:.1f}/{r['client_loop_lag_ms_max']:.1f} ms"
