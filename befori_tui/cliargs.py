@@ -55,7 +55,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--timeout", type=float, metavar="S", help="per-request timeout in seconds")
     ld.add_argument("--max-seconds", type=float, metavar="S", help="hard bound on the whole run")
     ld.add_argument("--workers", type=int, metavar="N",
-                    help="load processes carrying the slots (default 0: one per 256 streams, at most one per "
+                    help="load processes carrying the slots (default 0: one per 512 streams, at most one per "
                          "spare core)")
     ld.add_argument("--honor-retry-after", action="store_true",
                     help="after a 429 with Retry-After, that slot waits as asked (at most 30 s)")

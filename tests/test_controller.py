@@ -348,3 +348,10 @@ def test_a_run_whose_every_load_process_died_ends_as_an_error_and_saves(sim, tmp
     assert c.ended_by == "error" and c.exit_code == 1
     data, raw = check_accounting(out)
     assert data["ended_by"] == "error" and data["load"]["load_processes_lost"] == 2
+
+
+def test_a_plan_that_holds_a_concurrency_twice_measures_it_twice_and_ends(sim, tmp_path):
+    c = run_plan(config(sim.base_url), tmp_path, RunPlan([2, 2, 1], requests=4))
+    assert c.ended_by == "completed"
+    assert [(lv.concurrency, lv.reason) for lv in c.session.runner.levels] == [(2, "start"), (2, "sweep"),
+                                                                              (1, "sweep")]

@@ -298,10 +298,13 @@ class RunController:
                 continue  # the user stepped in: measure their level by the same rule, then go on from there
             nxt_from_user = self._user_stepped
             self._user_stepped = False
-            if nxt_from_user:
-                nxt = [c for c in plan.concurrencies if c > runner.concurrency]
+            if nxt_from_user:  # go on from the first planned level above where the user left it
+                ahead = [j for j, c in enumerate(plan.concurrencies) if c > runner.concurrency]
+                nxt = plan.concurrencies[ahead[0]:] if ahead else []
+                step = ahead[0] if ahead else len(plan.concurrencies)
             else:
                 nxt = plan.concurrencies[i + 1:]
+                step = i + 1
             how = ""
             if plan.until_settled:
                 how = f"not settled in {plan.seconds:g} s" if self._capped else "settled"
@@ -317,7 +320,7 @@ class RunController:
                     self.emit(ev.Paused("sweep"))
                 self._report_level(level)
                 await asyncio.Event().wait()  # paused or holding: until stopped
-            i = plan.concurrencies.index(nxt[0])
+            i = step  # by position: a plan may hold a concurrency twice (2,2: the same level measured again)
             self._sweep((f"level {how} · " if how else "") + f"sweep to c={nxt[0]}")
             runner.set_concurrency(nxt[0], reason="sweep")
             self._report_level(level)

@@ -33,9 +33,10 @@ from befori_tui.core.records import RequestRecord
 from befori_tui.core.worker import WorkerSpec
 
 START_TIMEOUT_S = 30.0  # a fresh interpreter, its imports and its HTTP client
-# Streams one load process carries within 1 ms of excess TTFT on the development box (bench/README.md,
-# Capacity); more streams than this per process get another process, while there are cores for it.
-STREAMS_PER_PROCESS = 256
+# Streams one load process carries within 1 ms of excess TTFT on the 2-core development box (bench/README.md,
+# Capacity: at least 512 at 10 ms steps); more streams than this per process get another process, while there
+# are cores for it.
+STREAMS_PER_PROCESS = 512
 
 
 def auto_processes(max_concurrency: int, cpus: int | None = None) -> int:
