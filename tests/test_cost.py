@@ -16,7 +16,7 @@ def test_befori_example_from_the_brief():
 
 # The published table's prices imply H = 27.7776 $/h (3.4722 $/GPU-h × 8), which the brief rounds to 27.78.
 SEED_USD_PER_HOUR = 27.7776
-# Ori's published DBRX table (../shared/seed): concurrency, N_in, TTFT, T_in, $/input token.
+# Ori's published DBRX table (docs/dbrx-seed.md): concurrency, N_in, TTFT, T_in, $/input token.
 SEED_INPUT = [
     (1, 65.1000, 47.4256, 1.3727, 0.005621),
     (8, 63.7625, 50.0456, 10.1927, 0.000757),
