@@ -18,13 +18,13 @@ import os
 import pickle
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from befori_tui.core import events as ev
+from befori_tui.core.childproc import child_env, module_command
 from befori_tui.core.client import ClientSetupError
 from befori_tui.core.health import LoopLagMonitor
 from befori_tui.core.loadgen import Level, wait_level
@@ -133,17 +133,12 @@ class LoadPool:
 
     async def _spawn(self, spec: WorkerSpec) -> _Process:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
-        pkg_parent = str(Path(__file__).resolve().parents[2])  # the child imports this same checkout
-        env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         log_path = self.log_dir / f"load-{os.getpid()}-{spec.index}.log" if self.log_dir else None
         log = open(log_path, "wb") if log_path else subprocess.DEVNULL
         fd = theirs.fileno()  # the same number in the child (pass_fds keeps it)
         try:
-            # -P: the current folder is not put on the path, so a befori_tui folder there (another checkout)
-            # is never imported instead of this one, which PYTHONPATH names.
-            proc = subprocess.Popen([sys.executable, "-P", "-m", "befori_tui.core.worker"], stdin=subprocess.PIPE,
-                                    stdout=log, stderr=log, pass_fds=(fd,), close_fds=True, env=env)
+            proc = subprocess.Popen(module_command("befori_tui.core.worker"), stdin=subprocess.PIPE,
+                                    stdout=log, stderr=log, pass_fds=(fd,), close_fds=True, env=child_env())
         finally:
             theirs.close()
             if log is not subprocess.DEVNULL:

@@ -139,26 +139,14 @@ def find_runs(where: Path | None = None) -> list[dict]:
     if folder.is_dir():
         for sock in sorted(folder.glob("*.sock")):
             found[str(sock.absolute())] = {"socket": str(sock.absolute()), "results": str(sock.with_suffix(".toml"))}
-    try:
-        listed = sorted(runs_dir().glob("*.json"))
-    except OSError:
-        listed = []
-    for entry in listed:
-        try:
-            info = json.loads(entry.read_text())
-        except (OSError, ValueError):
-            continue
+    for info in _listed():
         if where is not None and Path(info.get("socket", "")).parent != where.absolute():
             continue
         found.setdefault(str(info.get("socket")), {}).update(info)
     runs = [r for r in found.values() if r.get("socket") and _answers(Path(r["socket"]))]
-    for entry in listed:  # entries of runs that are gone (a killed run leaves its entry): tidy them away
-        try:
-            info = json.loads(entry.read_text())
-            if not _answers(Path(info.get("socket", ""))) and not _pid_alive(info.get("pid")):
-                entry.unlink(missing_ok=True)
-        except (OSError, ValueError):
-            continue
+    for info in _listed():  # entries of runs that are gone (a killed run leaves its entry): tidy them away
+        if not _answers(Path(info.get("socket", ""))) and not _pid_alive(info.get("pid")):
+            (runs_dir() / f"{info.get('run_id')}.json").unlink(missing_ok=True)
     return sorted(runs, key=lambda r: r.get("started_at", ""))
 
 

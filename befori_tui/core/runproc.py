@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from befori_tui.core import events as ev
+from befori_tui.core.childproc import child_env, module_command
 from befori_tui.core.config import Config
 from befori_tui.core.controller import EXIT_BAD_INPUT, EXIT_INTERRUPTED, RunController, RunPlan
 from befori_tui.core.runserver import RunServer, runtime_dir
@@ -108,14 +109,10 @@ def spawn_run(spec: RunSpec) -> tuple[subprocess.Popen, Path]:
     """Start the run process; returns it and its log. Connect to `spec.socket_path` to watch it."""
     log = runtime_dir() / f"{spec.run_id}.log"
     spec.log_path = log
-    env = dict(os.environ)
-    pkg_parent = str(Path(__file__).resolve().parents[2])  # so the child imports this same checkout
-    env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(log, "wb") as log_file:
-        # -P: the current folder is not put on the path, so a befori_tui folder there (another checkout)
-        # is never imported instead of this one, which PYTHONPATH names.
-        proc = subprocess.Popen([sys.executable, "-P", "-m", "befori_tui.core.runproc"], stdin=subprocess.PIPE,
-                                stdout=log_file, stderr=log_file, start_new_session=True, close_fds=True, env=env)
+        proc = subprocess.Popen(module_command("befori_tui.core.runproc"), stdin=subprocess.PIPE,
+                                stdout=log_file, stderr=log_file, start_new_session=True, close_fds=True,
+                                env=child_env())
     assert proc.stdin is not None
     proc.stdin.write(pickle.dumps(spec))
     proc.stdin.close()

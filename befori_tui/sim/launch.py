@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import atexit
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
+
+from befori_tui.core.childproc import child_env, module_command
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 _live: set[SimProcess] = set()
@@ -50,9 +49,7 @@ class SimProcess:
 
 def sim_command(profile: str = "dbrx-8xh100", time_scale: float = 1.0, faults: dict[str, float] | None = None,
                 seed: int = 0, host: str = "127.0.0.1", port: int | None = None) -> list[str]:
-    # -P: the current folder is not put on the path, so a befori_tui folder there (another checkout)
-    # is never imported instead of this one, which PYTHONPATH names.
-    cmd = [sys.executable, "-P", "-m", "befori_tui.sim", "--host", host, "--port", str(port or 0),
+    cmd = [*module_command("befori_tui.sim"), "--host", host, "--port", str(port or 0),
            "--profile", profile, "--time-scale", repr(float(time_scale)), "--seed", str(seed)]
     for kind, rate in (faults or {}).items():
         cmd += ["--fault", kind, "--fault-rate", repr(float(rate))]
@@ -63,9 +60,7 @@ def start_sim(profile: str = "dbrx-8xh100", time_scale: float = 1.0, faults: dic
               seed: int = 0, host: str = "127.0.0.1", port: int | None = None,
               ready_timeout_s: float = 20.0) -> SimProcess:
     """Start `python -m befori_tui.sim`, wait until /health answers; RuntimeError if it does not."""
-    env = dict(os.environ)
-    pkg_parent = str(Path(__file__).resolve().parents[3])  # so the child imports this same checkout
-    env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = child_env()
     proc = subprocess.Popen(sim_command(profile, time_scale, faults, seed, host, port), stdout=subprocess.PIPE,
                             text=True, env=env)
     deadline = time.monotonic() + ready_timeout_s
