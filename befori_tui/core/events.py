@@ -64,8 +64,10 @@ class WireRecord(msgspec.Struct, frozen=True, array_like=True):
     server_timing: dict[str, Any] | None
 
 
-def record_to_wire(r: RequestRecord) -> WireRecord:
-    return WireRecord(r.request_id, r.slot, r.level, r.concurrency, r.t_send_ns, r.t_headers_ns,
+def record_to_wire(r: RequestRecord, slot: int | None = None, concurrency: int | None = None) -> WireRecord:
+    """`slot`, `concurrency`: the run's numbering, when a load process's own differs (core/worker.py)."""
+    return WireRecord(r.request_id, r.slot if slot is None else slot, r.level,
+                      r.concurrency if concurrency is None else concurrency, r.t_send_ns, r.t_headers_ns,
                       r.t_first_token_ns, r.t_end_ns, r.itl_ns.tobytes(), r.input_tokens, r.input_tokens_source,
                       r.output_tokens, r.output_tokens_source, r.content_chunks, r.finish_reason, r.http_status,
                       r.error_kind, r.error_message, r.warmup, r.outlived_level, r.server_timing)

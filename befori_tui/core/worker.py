@@ -20,8 +20,6 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-import msgspec
-
 from befori_tui.core import events as ev
 from befori_tui.core.client import Endpoint, StreamClient, api_key_from_env, make_http_client
 from befori_tui.core.config import Config, redact_url
@@ -62,9 +60,8 @@ class _Relay(NullObserver):
         self.out.append(ev.FirstToken(record.request_id, self.slot(record), record.t_first_token_ns))
 
     def on_record(self, record: RequestRecord) -> None:
-        wire = ev.record_to_wire(record)
-        self.out.append(ev.RequestEnded(msgspec.structs.replace(wire, slot=self.slot(record),
-                                                                concurrency=self.concurrency[record.level])))
+        self.out.append(ev.RequestEnded(ev.record_to_wire(record, self.slot(record),
+                                                          self.concurrency[record.level])))
 
     def on_level_end(self, level: Level) -> None:
         self.out.append(ev.LevelEnded(level.index, level.t_end_ns))
