@@ -34,6 +34,9 @@ from befori_tui.ui.themes import DEFAULT_THEME, ThemeError, all_themes
 from befori_tui.ui.widgets.levels import CostChart, LevelsTable
 from befori_tui.ui.widgets.panels import CostPanel, GpuPanel, MetricsPanel, StatusBar
 from befori_tui.ui.widgets.timeline import WINDOWS_S, TimelinePanel
+from befori_tui.ui import partial_writes
+
+partial_writes.install()  # a partial repaint sends only its cells (see the module)
 
 LOWER_PANELS = ("metrics", "cost", "gpus", "levels", "chart")
 PANEL_TITLES = {"metrics": "Metrics", "cost": "Cost", "gpus": "GPUs", "levels": "Levels", "chart": "$/M chart"}

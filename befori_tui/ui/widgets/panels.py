@@ -1,4 +1,5 @@
-"""Status line, metrics, cost and GPU panels: Statics redrawn from a Summaries at ~2 Hz (GPUs at 1 Hz)."""
+"""Status line (a Static), metrics, cost and GPU panels (CellPanels: only changed cells are sent), redrawn from
+a Summaries at 1 Hz."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from befori_tui.core.cost import blended_usd_per_million
 from befori_tui.core.health import CLIENT_BOUND_LAG_MS, CLIENT_BOUND_NOTE
 from befori_tui.core import format as fmt
 from befori_tui.ui.model import LiveModel, Summaries
+from befori_tui.ui.widgets.cellpanel import CellPanel
 
 
 def _table(*headers: str, justify_first: str = "left") -> Table:
@@ -82,7 +84,7 @@ class StatusBar(Static):
                     layout=relayout)
 
 
-class MetricsPanel(Static):
+class MetricsPanel(CellPanel):
     """TTFT, ITL, TPOT, E2E p50/p90/p99, tokens/s, requests/s and errors: last window and level total."""
 
     def show(self, s: Summaries) -> None:
@@ -104,7 +106,7 @@ class MetricsPanel(Static):
         self.update(Group(t, errors), layout=False)  # a fixed grid cell: no layout pass, no full repaint
 
 
-class CostPanel(Static):
+class CostPanel(CellPanel):
     """$/M input and output by both methods (the current level, running), idle cost, API prices, blends; above
     them, a warning when the hourly price is not the user's."""
 
@@ -163,7 +165,7 @@ class CostPanel(Static):
                      no_wrap=True, overflow="ellipsis")]
 
 
-class GpuPanel(Static):
+class GpuPanel(CellPanel):
     """Totals, then one line per GPU under column headings (name, utilisation bar, memory bar, power/limit,
     temperature, SM clock). When the panel is shorter than that, the busiest and the idlest GPU and a count
     of the others."""
@@ -184,7 +186,9 @@ class GpuPanel(Static):
         if sample is None:
             self.update(Text("waiting for telemetry…", dim), layout=False)
             return
-        self.border_title = "GPUs · simulated (befori-tui sim)" if sample.simulated else f"GPUs · {sample.gpu_source}"
+        title = "GPUs · simulated (befori-tui sim)" if sample.simulated else f"GPUs · {sample.gpu_source}"
+        if title != self.border_title:  # setting it, even to the same text, repaints the whole panel
+            self.border_title = title
         server = _server_line(sample, dim)
         if not sample.gpus:
             self.update(Group(Text(sample.gpu_error or "no GPU telemetry", dim), *([server] if server else [])),

@@ -18,14 +18,13 @@ from textual.containers import Vertical
 from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import Static
 
 from befori_tui.ui.model import LiveModel
+from befori_tui.ui.widgets.cellpanel import CellPanel, changed_span
 from befori_tui.ui.timeline_cells import DECODE, ERROR, GAP, PREFILL, intervals, row_runs
 
 WINDOWS_S = (30.0, 60.0, 120.0)
 PAGE_HISTORY = 0.75  # after a page turn, this share of the window is the past; the rest fills as time passes
-LATE_CELLS = 2  # cells before the edge drawn again as it moves: events arrive up to a batch or two late
 
 
 class TimelineView(ScrollView, can_focus=True):
@@ -39,6 +38,7 @@ class TimelineView(ScrollView, can_focus=True):
         self.page_t0_ns: int | None = None  # the page's left edge, on the run's clock
         self._drawn_key: tuple | None = None  # (page, window, size, scroll, theme) of the last full redraw
         self._edge_col = 0  # the cell the edge was last drawn at
+        self._sent: dict[int, Strip] = {}  # visible line → the strip last drawn there (what the terminal shows)
         self._styles: dict[tuple[int, int], Style] = {}
         self._label_style = Style()
         self._theme_key: object = None
@@ -56,9 +56,8 @@ class TimelineView(ScrollView, can_focus=True):
 
         The window is a page: its left edge stays put while the edge of time (`now_ns`, the last whole cell)
         moves right across it; when it reaches the right, the page turns and keeps the last PAGE_HISTORY of
-        the window in view. So a cell's worth of time passing redraws only the cells at that edge (and the
-        LATE_CELLS before it, where events still in transit land), not every row: what is drawn is what
-        crosses an SSH link."""
+        the window in view. So a cell's worth of time passing redraws only the cells that changed — at that
+        edge, and wherever a late event landed — not every row: what is drawn is what crosses an SSH link."""
         cell_ns = self._cell_ns()
         window_ns = self.window_s * 1e9
         now = self.model.now()  # a run that ended stands still
@@ -76,13 +75,22 @@ class TimelineView(ScrollView, can_focus=True):
         key = (page, self.window_s, size, int(self.scroll_offset.y), self.app.theme)
         if key != self._drawn_key:
             self._drawn_key, self._edge_col = key, col
+            self._sent.clear()
             self.refresh()
             return
         if col != self._edge_col:
-            x0 = self.label_width + max(0, self._edge_col - LATE_CELLS)
-            x1 = self.label_width + col + 1  # + the cell that holds a partial block
+            # Each visible row is made again and compared with what the terminal shows: only the cells that
+            # differ are sent — usually the one its bar grew into, and any a late event changed.
             self._edge_col = col
-            self.refresh(Region(x0, 0, x1 - x0, self.size.height))
+            regions = []
+            for y in range(self.size.height):
+                new = self._make_line(y)
+                span = changed_span(self._sent.get(y), new)
+                if span is not None:
+                    self._sent[y] = new
+                    regions.append(Region(span[0], y, span[1] - span[0], 1))
+            if regions:
+                self.refresh(*regions)
 
     def _runs(self, row: int) -> list:
         width = self.scrollable_content_region.width
@@ -110,6 +118,14 @@ class TimelineView(ScrollView, can_focus=True):
         self._label_style = base + self.get_component_rich_style("timeline--label")
 
     def render_line(self, y: int) -> Strip:
+        # What tick() decided to send, exactly: a line made afresh here could hold changes outside the cells
+        # being repainted, which the terminal would then never get.
+        strip = self._sent.get(y)
+        if strip is None or strip.cell_length != self.scrollable_content_region.width:
+            strip = self._sent[y] = self._make_line(y)
+        return strip
+
+    def _make_line(self, y: int) -> Strip:
         self._prepare_styles()
         width = self.scrollable_content_region.width
         row = y + int(self.scroll_offset.y)
@@ -157,9 +173,10 @@ class TimelinePanel(Vertical):
         self._shown: dict[str, object] = {}
 
     def compose(self) -> ComposeResult:
-        yield Static(id="timeline-summary")
+        # One line each, sent by the changed cells only (the ▲ moving, a count changing).
+        yield CellPanel(id="timeline-summary")
         yield self.view
-        yield Static(id="timeline-axis")
+        yield CellPanel(id="timeline-axis")
 
     @property
     def window_s(self) -> float:
@@ -178,7 +195,7 @@ class TimelinePanel(Vertical):
         if states != self._shown.get("states"):  # an unchanged line is not sent to the terminal again
             self._shown["states"] = states
             waiting, decoding, idle = states
-            self.query_one("#timeline-summary", Static).update(layout=False, content=Text.assemble(
+            self.query_one("#timeline-summary", CellPanel).update(Text.assemble(
                 (f"{waiting}", "bold"), " waiting for a first token · ",
                 (f"{decoding}", "bold"), " decoding · ",
                 (f"{idle}", "bold"), " idle",
@@ -186,7 +203,7 @@ class TimelinePanel(Vertical):
         axis = self.view.axis_text()
         if axis != self._shown.get("axis"):
             self._shown["axis"] = axis
-            self.query_one("#timeline-axis", Static).update(axis, layout=False)
+            self.query_one("#timeline-axis", CellPanel).update(axis, layout=False)
         title = f"Slots · {self.view.window_s:g} s"
         if title != self.border_title:
             self.border_title = title
