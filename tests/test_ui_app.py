@@ -126,16 +126,19 @@ def test_bindings_carry_ids_and_descriptions():
     assert {"plus", "minus", "c", "p", "n", "s", "t", "w", "q"} <= keys
 
 
-async def test_help_screen_lists_every_key():
+@pytest.mark.parametrize("size", [(100, 40), (160, 48)])
+async def test_help_screen_lists_every_key_that_does_something_here(size):
     app = fixed_app()
-    async with app.run_test(size=(100, 40)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await pilot.press("question_mark")
         await pilot.pause()
         from befori_tui.ui.screens.help import HelpScreen
 
         assert isinstance(app.screen, HelpScreen)
         ids = [row[2] for row in app.screen.rows]
-        assert ids == [b.id for b in MonitorApp.BINDINGS]
+        # Not offered: d (no run to detach from: fixed data), and v where every panel is already on screen.
+        hidden = {"app.detach"} | ({"view.panel"} if size[0] >= 120 else set())
+        assert ids == [b.id for b in MonitorApp.BINDINGS if b.id not in hidden]
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 
@@ -233,6 +236,22 @@ def test_timeline_row_splits_at_the_first_token_with_eighth_blocks():
     assert cells[15][1] == cells[16][1] == ERROR
     assert cells[18] == ("▌", PREFILL, DECODE)
     assert cells[19] == (" ", DECODE, DECODE)
+
+
+def test_a_first_token_stays_visible_however_short_the_prefill():
+    """86 ms of prefill in a 3.1 s request, cells of 0.4 s: the cell that holds the first token shows it."""
+    cell = 400e6
+    for send in (0, 150e6, 330e6):  # at a cell's start, inside it, and near its end (the token in the next)
+        bars = [Bar(int(send), int(send + 86e6), int(send + 3.1e9))]
+        spans = intervals(bars, 0, int(4e9), now_ns=int(4e9))
+        cells = [(ch, fg, bg) for text, fg, bg in row_runs(spans, 0, cell, 10) for ch in text]
+        marked = [c for c in cells if PREFILL in (c[1], c[2])]
+        assert len(marked) >= 1, (send, cells)
+        i = cells.index(marked[-1])
+        assert cells[i + 1][1] == DECODE  # the prefill mark is followed by decode
+    # a prefill of 2% of a cell at its very start still shows as one eighth: ▏ light on dark
+    cells = [(ch, fg, bg) for text, fg, bg in row_runs([(0, 8, PREFILL), (8, 400, DECODE)], 0, 400.0, 1) for ch in text]
+    assert cells == [("▏", PREFILL, DECODE)]
 
 
 def test_timeline_row_is_cheap_for_long_requests():
@@ -360,3 +379,21 @@ async def test_the_cost_panel_names_a_price_that_is_not_the_users_only(source, e
         assert "--usd-per-hour" not in text and "default" not in text, text
         if expected:
             assert expected in text, text
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (120, 40), (160, 48)])
+async def test_the_headline_is_on_the_first_screen_and_no_figure_is_cut_at_every_size(size):
+    """The $/M by the befori method (with ± and settled mark) and the concurrency are in the header at every
+    size from 80×24; nowhere is a number cut with an ellipsis; at 160×48 all eight GPUs are listed."""
+    app = fixed_app()
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        lines = ["".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips()]
+        header = lines[0]
+        assert "c=64" in header and "$/M in 0.0192 ±2%" in header and "out 2.43 ±0% ✓" in header, header
+        assert "blend 3:1 0.623" in lines[1] and "example-api 1.80" in lines[1], lines[1]
+        for line in lines:
+            assert not re.search(r"[0-9$%.,±]…", line), f"a figure cut at {size}: {line!r}"
+        if size == (160, 48):
+            gpu_rows = [line for line in lines if re.search(r"│\s+[0-7] H100", line)]
+            assert len(gpu_rows) == 8, "\n".join(lines)

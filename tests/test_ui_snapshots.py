@@ -17,7 +17,7 @@ def fixed_app(theme: str) -> MonitorApp:
     return MonitorApp(cfg, fixed_model(cfg=cfg), None, UiOptions(live=False, theme=theme))
 
 
-@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (120, 40), (160, 48)], ids=["80x24", "100x30", "120x40", "160x48"])
 def test_monitor_dark(snap_compare, size):
     assert snap_compare(fixed_app("befori-dark"), terminal_size=size)
 

@@ -61,11 +61,11 @@ def interval_pct(summary: dict, name: str) -> float | None:
 
 
 def settled_mark(summary: dict) -> str:
-    """✓ when both $/M have settled (±3%), … while measuring, — before there is anything."""
+    """✓ when both $/M have settled (±3%), ~ while they are still moving, — before there is anything."""
     flags = [summary.get("usd_per_million_input_settled"), summary.get("usd_per_million_output_settled")]
     if all(f is None for f in flags):
         return DASH
-    return "✓" if all(flags) else "…"
+    return "✓" if all(flags) else "~"
 
 
 def errors_text(errors: dict[str, int]) -> str:

@@ -102,6 +102,7 @@ class MonitorApp(App[int]):
         Binding("s", "save", "save", id="session.save"),
         Binding("t", "next_theme", "theme", id="view.theme"),
         Binding("w", "window", "window", id="view.window"),
+        Binding("z", "zoom", "zoom", show=False, id="view.zoom"),
         Binding("v", "next_panel", "panel", id="view.panel"),
         Binding("question_mark,f1", "help", "help", id="app.help"),
         Binding("q", "quit", "quit", id="app.quit"),
@@ -118,6 +119,7 @@ class MonitorApp(App[int]):
         "save": "Save the session now",
         "next_theme": "Next theme",
         "window": "Timeline window: 30 / 60 / 120 s",
+        "zoom": "Timeline zoom: a window of four requests' length at this level (E2E p90), or back",
         "next_panel": "Next panel (small terminals)",
         "help": "Keys and how to read the screen",
         "quit": "Quit: stop the run, save, exit (attached: asks first)",
@@ -323,6 +325,8 @@ class MonitorApp(App[int]):
 
     def _show_summaries(self, summaries: Summaries, force: bool = False) -> None:
         previous, self.summaries = self.summaries, summaries
+        self.status.summaries = summaries
+        self.status.refresh_status(self.quitting)
         if not summaries.levels:
             return
         if not force and previous is not None and (previous.levels, previous.window, previous.gpu, previous.window_s) == (
@@ -399,6 +403,21 @@ class MonitorApp(App[int]):
         self.timeline.window_s = WINDOWS_S[(i + 1) % len(WINDOWS_S)]
         self.timeline.tick()
 
+    def action_zoom(self) -> None:
+        """Fit the window to the level: a request (its E2E p90) spans a quarter of it, so its split at the
+        first token is wide enough to read. Again: back to the window before."""
+        if getattr(self, "_unzoomed_s", None) is not None:
+            self.timeline.window_s, self._unzoomed_s = self._unzoomed_s, None
+            self.timeline.tick()
+            return
+        e2e_s = (self.summaries.current if self.summaries else {}).get("e2e_s_p90")
+        if not e2e_s:
+            self.notify("no finished request at this level yet: nothing to fit the window to", timeout=3)
+            return
+        self._unzoomed_s = self.timeline.window_s
+        self.timeline.window_s = round(min(max(2.0, 4 * e2e_s), WINDOWS_S[-1]), 1)  # bars older than the longest are dropped
+        self.timeline.tick()
+
     def action_next_panel(self) -> None:
         self._panel = LOWER_PANELS[(LOWER_PANELS.index(self._panel) + 1) % len(LOWER_PANELS)]
         self._layout_for(self.size.width, self.size.height)
@@ -406,6 +425,8 @@ class MonitorApp(App[int]):
     def action_help(self) -> None:
         rows = []
         for b in self.BINDINGS:
+            if b.action != "interrupt" and self.check_action(b.action, ()) is False:
+                continue  # a key that does nothing at this size or in this state is not offered
             keys = ", ".join(self.get_key_display(Binding(k.strip(), b.action)) for k in b.key.split(","))
             rows.append((keys, self.DESCRIPTIONS.get(b.action, b.description), b.id or ""))
         self.push_screen(HelpScreen(rows))
@@ -480,15 +501,17 @@ class MonitorApp(App[int]):
             pass
 
     def get_system_commands(self, screen: Screen):
-        yield from super().get_system_commands(screen)
+        """Ours first (every key's action, by name), then Textual's that add something (the theme picker, a
+        screenshot) — not its Quit and Keys, which would stand beside ours with other meanings."""
         for b in self.BINDINGS:
-            if b.action in ("quit", "help", "interrupt", "detach"):
-                continue
-            if self.check_action(b.action, ()) is not True:
+            if b.action == "interrupt" or self.check_action(b.action, ()) is not True:
                 continue
             yield SystemCommand(self.DESCRIPTIONS[b.action].split(":")[0].split(" (")[0],
                                 f"{self.DESCRIPTIONS[b.action]} [{b.key.split(',')[0]}]",
                                 lambda action=b.action: self.run_action(action))
+        for command in super().get_system_commands(screen):
+            if command.title not in ("Quit", "Keys", "Maximize", "Minimize"):
+                yield command
 
     # exposed for tests
     def registered_theme(self, name: str) -> Theme | None:

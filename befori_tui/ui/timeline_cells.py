@@ -96,11 +96,19 @@ def row_runs(spans: list[tuple[int, int, int]], t0_ns: int, cell_ns: float, widt
 
 
 def split_cell(share: list[float], order: list[int], cell_ns: float) -> Run:
-    top = sorted(order, key=lambda k: -share[k])[:2]
+    """The two kinds with the most time in the cell, split at the nearest eighth — except that a prefill is
+    never rounded away: the moment of the first token is the split the cost method rests on, so a cell that
+    holds it shows prefill then decode (at least an eighth of prefill, ▏) however short the prefill was."""
+    if share[PREFILL] > 0 and share[DECODE] > 0 and order.index(PREFILL) < order.index(DECODE):
+        top = [PREFILL, DECODE]
+    else:
+        top = sorted(order, key=lambda k: -share[k])[:2]
     if len(top) == 1:
         return " ", top[0], top[0]
     left, right = sorted(top, key=order.index)
     eighths = round(8 * share[left] / (share[left] + share[right]))
+    if PREFILL in (left, right):
+        eighths = min(7, max(1, eighths))
     if eighths <= 0:
         return " ", right, right
     if eighths >= 8:

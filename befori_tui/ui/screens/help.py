@@ -18,7 +18,7 @@ READING = "\n\n".join([
     "idle, × when the request failed.",
     "Cost: the befori method (Ori's: throughput from mean TTFT and decode time) with its 95% interval, and the "
     "occupancy method (the server's time shared among the requests in flight; idle time on its own).",
-    "Marks: ✓ both befori $/M intervals are within ±3% (settled: time to move on) · … still settling · — not "
+    "Marks: ✓ both befori $/M intervals are within ±3% (settled: time to move on) · ~ still settling (the interval is wider than ±3%) · — not "
     "enough requests yet.",
     "Words: T_in/s and T_out/s are the befori method's rates, R × mean tokens / mean TTFT (input) or / mean "
     "decode time (output): what it bills, not the tokens/s served (Metrics). occ: $/M by the occupancy method. "

@@ -12,25 +12,30 @@ from textual_plotext import PlotextPlot
 from befori_tui.core import format as fmt
 from befori_tui.ui.widgets.cellpanel import changed_regions, render_strips
 
+# The $/M columns first: they are what the table is for. Columns that do not fit are left out, last first
+# (DROP_ORDER), rather than hidden behind a horizontal scroll bar.
 COLUMNS = (
-    ("lvl", "level"), ("c", "c"), ("meas/fail", "ok"), ("TTFT", "ttft"), ("E2E", "e2e"),
-    ("T_in/s", "t_in"), ("T_out/s", "t_out"), ("$/M in", "usd_in"), ("$/M out", "usd_out"), ("", "settled"),
-    ("occ in", "occ_in"), ("occ out", "occ_out"),
+    ("c", "c"), ("$/M in", "usd_in"), ("$/M out", "usd_out"), ("", "settled"), ("TTFT", "ttft"), ("E2E", "e2e"),
+    ("ok/fail", "ok"), ("T_in/s", "t_in"), ("T_out/s", "t_out"), ("occ in", "occ_in"), ("occ out", "occ_out"),
+    ("lvl", "level"),
 )
+DROP_ORDER = ("level", "occ_out", "occ_in", "t_out", "t_in", "ok", "e2e")
 
 
-def level_row(s: dict) -> list[str]:
+def level_row(s: dict) -> dict[str, str]:
     occ = s.get("occupancy", {})
     pin, pout = fmt.interval_pct(s, "input"), fmt.interval_pct(s, "output")
-    return [
-        str(s["level"]), str(s["concurrency"]), f"{s.get('requests_steady', 0)}/{s.get('requests_failed', 0)}",
-        fmt.dur(s.get("ttft_s_mean")), fmt.dur(s.get("e2e_s_mean")),
-        fmt.rate(s.get("input_tok_per_s")), fmt.rate(s.get("output_tok_per_s")),
-        fmt.usd(s.get("usd_per_million_input")) + ("" if pin is None else f" ±{pin:.0f}%"),
-        fmt.usd(s.get("usd_per_million_output")) + ("" if pout is None else f" ±{pout:.0f}%"),
-        fmt.settled_mark(s),
-        fmt.usd(occ.get("usd_per_million_input")), fmt.usd(occ.get("usd_per_million_output")),
-    ]
+    return {
+        "c": str(s["concurrency"]),
+        "usd_in": fmt.usd(s.get("usd_per_million_input")) + ("" if pin is None else f" ±{pin:.0f}%"),
+        "usd_out": fmt.usd(s.get("usd_per_million_output")) + ("" if pout is None else f" ±{pout:.0f}%"),
+        "settled": fmt.settled_mark(s),
+        "ttft": fmt.dur(s.get("ttft_s_mean")), "e2e": fmt.dur(s.get("e2e_s_mean")),
+        "ok": f"{s.get('requests_steady', 0)}/{s.get('requests_failed', 0)}",
+        "t_in": fmt.rate(s.get("input_tok_per_s")), "t_out": fmt.rate(s.get("output_tok_per_s")),
+        "occ_in": fmt.usd(occ.get("usd_per_million_input")), "occ_out": fmt.usd(occ.get("usd_per_million_output")),
+        "level": str(s["level"]),
+    }
 
 
 class LevelsTable(DataTable):
@@ -40,6 +45,8 @@ class LevelsTable(DataTable):
     was a sixth of what the monitor sent to the terminal."""
 
     _one_cell = False  # set while update_cell runs: its whole-table refresh is replaced by the cell's
+    _levels: list[dict] = []
+    _keys: tuple[str, ...] = ()
 
     def refresh(self, *regions, **kwargs):
         if self._one_cell and not regions and not kwargs:
@@ -49,16 +56,52 @@ class LevelsTable(DataTable):
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
-        for label, key in COLUMNS:
-            self.add_column(label, key=key)
+        self.show_horizontal_scrollbar = False
+        self._set_columns()
+
+    def on_resize(self) -> None:
+        self._set_columns()
+
+    def _fitting_keys(self) -> tuple[str, ...]:
+        rows = [level_row(s) for s in self._levels]
+        width = self.size.width or 200
+
+        def natural(key: str, label: str) -> int:
+            return max([len(label)] + [len(r[key]) for r in rows]) + 2  # DataTable pads each cell by one each side
+
+        keys = [k for _, k in COLUMNS]
+        labels = dict((k, lbl) for lbl, k in COLUMNS)
+        for drop in DROP_ORDER:
+            if sum(natural(k, labels[k]) for k in keys) <= width:
+                break
+            keys.remove(drop)
+        return tuple(keys)
+
+    def _set_columns(self) -> None:
+        keys = self._fitting_keys()
+        if keys == self._keys:
+            return
+        self._keys = keys
+        self.clear(columns=True)
+        labels = dict((k, lbl) for lbl, k in COLUMNS)
+        for key in keys:
+            self.add_column(labels[key], key=key)
+        for s in self._levels:
+            row = level_row(s)
+            self.add_row(*[row[k] for k in keys], key=str(s["level"]))
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1)
 
     def show(self, levels: list[dict]) -> None:
-        keys = [k for _, k in COLUMNS]
+        self._levels = levels
+        self._set_columns()
+        keys = self._keys
         for s in levels:
             row_key = str(s["level"])
-            values = level_row(s)
+            row = level_row(s)
             if row_key in self.rows:
-                for key, value in zip(keys, values):
+                for key in keys:
+                    value = row[key]
                     if self.get_cell(row_key, key) != value:
                         # A wider value widens its column ("94.8ms" after "9.8ms" must not be cut); only then
                         # is the table laid out again, which repaints far more than the cell.
@@ -73,7 +116,7 @@ class LevelsTable(DataTable):
                             self._one_cell = False
                         self.refresh_coordinate(Coordinate(self.get_row_index(row_key), self.get_column_index(key)))
             else:
-                self.add_row(*values, key=row_key)
+                self.add_row(*[row[k] for k in keys], key=row_key)
                 self.move_cursor(row=self.row_count - 1)
 
 

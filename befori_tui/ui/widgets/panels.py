@@ -19,6 +19,30 @@ from befori_tui.ui.model import LiveModel, Summaries
 from befori_tui.ui.widgets.cellpanel import CellPanel
 
 
+def fitted_table(headers: list[str], rows: list[list[str]], width: int, drop_order: list[list[int]]) -> Table:
+    """A table of `width` cells at most: column groups in `drop_order` are left out, first to last, until the
+    rest fits at their full widths; the first column (names) takes what is left and is the only one ever
+    cut. So no figure is shown in part."""
+    keep = list(range(len(headers)))
+
+    def natural(i: int) -> int:
+        return max([len(headers[i])] + [len(r[i]) for r in rows])
+
+    def others() -> int:
+        return sum(natural(i) + 1 for i in keep[1:])  # each with one cell of padding before it
+
+    for group in drop_order:
+        if natural(0) + others() <= width:
+            break
+        keep = [i for i in keep if i not in group]
+    t = _table(*[headers[i] for i in keep])
+    t.columns[0].width = max(4, min(natural(0), width - others()))
+    t.columns[0].overflow = "ellipsis"
+    for r in rows:
+        t.add_row(*[r[i] for i in keep])
+    return t
+
+
 def _table(*headers: str, justify_first: str = "left") -> Table:
     t = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False, expand=False, header_style="bold")
     for i, h in enumerate(headers):
@@ -26,14 +50,39 @@ def _table(*headers: str, justify_first: str = "left") -> Table:
     return t
 
 
-class StatusBar(Static):
-    """Endpoint, model, api, running/paused, elapsed, concurrency, level."""
+def fit_pieces(pieces: list[tuple[Text, int]], width: int, sep: str = "  ") -> Text:
+    """Join `pieces` (text, priority: 0 always shown, higher numbers dropped first) into one line of at most
+    `width` cells, dropping whole pieces — never cutting a figure in half. A piece of priority 0 that still
+    does not fit is cut at the end (only names are put last: the endpoint line)."""
+    kept = list(pieces)
 
-    COMPONENT_CLASSES = {"status--state", "status--simulated", "status--dim"}
+    def total(items) -> int:
+        return sum(t.cell_len for t, _ in items) + len(sep) * max(0, len(items) - 1)
+
+    while total(kept) > width and any(p > 0 for _, p in kept):
+        worst = max(p for _, p in kept)
+        drop = max(i for i, (_, p) in enumerate(kept) if p == worst)  # the last of the least needed
+        del kept[drop]
+    line = Text(no_wrap=True, overflow="ellipsis")
+    for i, (t, _) in enumerate(kept):
+        if i:
+            line.append(sep)
+        line.append_text(t)
+    return line
+
+
+class StatusBar(CellPanel):
+    """Two lines, at every size. The first: state, clock, concurrency and the headline — the current level's
+    $/M input and output by the befori method, with their ± and settled mark — then the level. The second:
+    the blended price beside an API price, what the price rests on, warnings, and the endpoint. Pieces are
+    dropped whole, least needed first, so no figure is ever cut."""
+
+    COMPONENT_CLASSES = {"status--state", "status--simulated", "status--dim", "status--warning"}
 
     def __init__(self, model: LiveModel, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = model
+        self.summaries: Summaries | None = None
         self._shown: tuple | None = None
 
     def refresh_status(self, quitting: bool = False) -> None:
@@ -46,64 +95,138 @@ class StatusBar(Static):
         simulated = info.get("simulated") or any(s.simulated for s in list(m.samples)[-1:])
         state_style = self.get_component_rich_style("status--state")
         dim = self.get_component_rich_style("status--dim")
-        text = Text.assemble(
-            (f" {'❚❚' if paused else '●'} {state} ", state_style),
-            " ", (fmt.clock(m.elapsed_s()), "bold"),
-            "  c=", (f"{m.concurrency}", "bold"),
-            "  level ", (f"{lv.index}" if lv else "—", "bold"), (f" ({lv.reason})" if lv else "", dim),
-            no_wrap=True, overflow="ellipsis",  # a long line is cut, never pushed onto the endpoint line
-        )
+        warning = self.get_component_rich_style("status--warning")
+        width = self.content_region.width or self.size.width or 80
+        current = self.summaries.current if self.summaries is not None else {}
+        if lv is not None and current.get("level") != lv.index:
+            current = {}  # the summary is of the level before: nothing to show for this one yet
+
+        first: list[tuple[Text, int]] = [
+            (Text(f" {'❚❚' if paused else '●'} {state} ", state_style), 0),
+            (Text(fmt.clock(m.elapsed_s()), "bold"), 0),
+            (Text.assemble("c=", (f"{m.concurrency}", "bold")), 0),
+            (headline(current, dim), 0),
+        ]
+        if lv is not None:
+            first.append((Text.assemble(("level ", dim), (f"{lv.index}", "bold"), (f" ({lv.reason})", dim)), 3))
         if simulated:
-            text.append("  ")
-            text.append(" SIMULATED ", self.get_component_rich_style("status--simulated"))
+            first.append((Text(" SIMULATED ", self.get_component_rich_style("status--simulated")), 2))
         if m.sweep_text:
-            text.append(f"  {m.sweep_text}", dim)
+            first.append((Text(m.sweep_text, dim), 4))
+
+        second: list[tuple[Text, int]] = []
+        blend = blend_text(current, m.pricing, dim)
+        if blend is not None:
+            second.append((blend, 0))
+        if m.pricing.source == "default":
+            second.append((Text(f"⚠ default price ${m.pricing.usd_per_hour:g}/h — set --usd-per-hour", warning), 0))
         if m.connecting and not m.levels and not m.finished:
             waited_s = (time.perf_counter_ns() - m.connecting_since_ns) / 1e9
-            text.append(f"  waiting for {m.connecting} · {waited_s:.0f} s", dim)
+            second.append((Text(f"waiting for {m.connecting} · {waited_s:.0f} s", warning), 0))
         lag_ms = m.loop_lag_ms_p99
-        narrow = self.size.width < 120
         if lag_ms is not None and lag_ms > CLIENT_BOUND_LAG_MS:
-            note = "client-bound" if narrow else CLIENT_BOUND_NOTE
-            text.append(f"  ⚠ {note} (loop lag p99 {lag_ms:.0f} ms)", state_style)
-        where = Text(no_wrap=True, overflow="ellipsis")
-        where.append(" " if narrow else "   ")
-        where.append(info.get("url", "—"))
-        where.append(" · ", dim)
-        where.append(str(info.get("model", "—")), "bold")
-        where.append(" · ", dim)
-        where.append(str(info.get("api", "—")))
-        # Narrow: two lines, each cut at the edge. Wide: one line. Unchanged: not drawn again (every frame
-        # calls this; what is sent to the terminal is what crosses a slow SSH link).
-        key = (text.plain, where.plain, narrow, self.size, self.app.theme)
+            second.append((Text(f"⚠ client-bound (loop lag p99 {lag_ms:.0f} ms)", warning), 1))
+        where = Text.assemble(info.get("url", "—"), (" · ", dim), (str(info.get("model", "—")), "bold"),
+                              (" · ", dim), str(info.get("api", "—")))
+        second.append((where, 0))  # last, so only the endpoint's end is ever cut
+
+        line1, line2 = fit_pieces(first, width - 1), fit_pieces(second, width - 1)
+        # Unchanged: not drawn again (every frame calls this; what is sent is what crosses an SSH link).
+        key = (line1.plain, line2.plain, width, self.app.theme)
         if key == self._shown:
             return
-        relayout = self._shown is None or self._shown[2] != narrow  # one line or two: the height changes
         self._shown = key
-        self.update(Group(text, where) if narrow else Text.assemble(text, where, no_wrap=True, overflow="ellipsis"),
-                    layout=relayout)
+        lines = [Text.assemble(" ", line) for line in (line1, line2)]
+        for line in lines:
+            line.truncate(width, overflow="ellipsis")
+            line.no_wrap = True
+        self.update(Group(*lines))
+
+
+def headline(summary: dict, dim: Style) -> Text:
+    """`$/M in 0.0192 ±2% · out 2.43 ±0% ✓`: the current level's befori $/M, its interval and settled mark."""
+    text = Text.assemble(("$/M ", "bold"), ("in ", dim))
+    for name, label in (("input", None), ("output", "out ")):
+        if label:
+            text.append(" · ", dim)
+            text.append(label, dim)
+        text.append(fmt.usd(summary.get(f"usd_per_million_{name}")), "bold")
+        pct = fmt.interval_pct(summary, name)
+        if pct is not None:
+            text.append(f" ±{pct:.0f}%", dim)
+    mark = fmt.settled_mark(summary)
+    if mark != fmt.DASH:
+        text.append(f" {mark}", "bold")
+    return text
+
+
+def blend_text(summary: dict, pricing: PricingConfig, dim: Style) -> Text | None:
+    """`blend 3:1 0.623 · example-api 1.80`: one price for the workload mix, beside the first API price."""
+    ratio = pricing.blend_input_per_output
+    text = Text.assemble((f"blend {ratio:g}:1 ", dim), (fmt.usd(summary.get("usd_per_million_blended")), "bold"))
+    if pricing.compare:
+        api = pricing.compare[0]
+        text.append(f" · {api.name} ", dim)
+        text.append(fmt.usd(blended_usd_per_million(api.usd_per_million_input, api.usd_per_million_output, ratio)))
+    return text
 
 
 class MetricsPanel(CellPanel):
     """TTFT, ITL, TPOT, E2E p50/p90/p99, tokens/s, requests/s and errors: last window and level total."""
 
+    _shown: Summaries | None = None
+
+    def on_resize(self) -> None:
+        # What fits (the error kinds, a second line) is known once laid out.
+        if self._shown is not None:
+            self.show(self._shown)
+        else:
+            super().on_resize()
+
     def show(self, s: Summaries) -> None:
+        self._shown = s
         w, lv = s.window, s.current
-        t = _table("", "", f"last {s.window_s:g} s", "", "", f"level {lv.get('level', '—')}", "")
-        t.add_row("", *[Text(p, "bold") for p in ("p50", "p90", "p99") * 2])
+        span_s = w.get("span_s")
+        # The window is the current level's: after a change of level it restarts, and says so.
+        if span_s is not None and span_s < s.window_s - 0.5:
+            recent = f"this level's {span_s:.0f} s"
+        else:
+            recent = f"last {s.window_s:g} s"
+        c = lv.get("concurrency")
+        level_title = f"level {lv.get('level', '—')}" + (f", c={c}" if c else "")
+        # Two tables side by side, each titled over its own columns: a long title never widens a column.
+        left = _table("", "p50", "p90", "p99")
+        right = _table("p50", "p90", "p99", justify_first="right")
+        left.title, right.title = recent, level_title
+        for t in (left, right):
+            t.title_style = "bold"
         for key, name in (("ttft_s", "TTFT"), ("itl_s", "ITL"), ("tpot_s", "TPOT"), ("e2e_s", "E2E")):
-            t.add_row(name, *[fmt.dur(w.get(f"{key}_p{p}")) for p in (50, 90, 99)],
-                      *[fmt.dur(lv.get(f"{key}_p{p}")) for p in (50, 90, 99)])
-        t.add_row("tok/s", f"in {fmt.rate(w.get('input_tok_per_s_total'))}",
-                  f"out {fmt.rate(w.get('output_tok_per_s_total'))}", "",
-                  f"in {fmt.rate(lv.get('input_tok_per_s_total'))}", f"out {fmt.rate(lv.get('output_tok_per_s_total'))}", "")
-        t.add_row("req/s", fmt.rate(w.get("requests_per_s")), "", "", fmt.rate(lv.get("requests_per_s")), "", "")
-        errors = Text(no_wrap=True, overflow="ellipsis")
-        errors.append(f"level {lv.get('requests_ok', 0)} ok, {lv.get('requests_failed', 0)} failed")
-        if lv.get("errors"):
-            errors.append(f" ({fmt.errors_text(lv['errors'])})")
-        errors.append(f" · last {s.window_s:g} s: {fmt.errors_text(w.get('errors', {}))}")
-        self.update(Group(t, errors), layout=False)  # a fixed grid cell: no layout pass, no full repaint
+            left.add_row(name, *[fmt.dur(w.get(f"{key}_p{p}")) for p in (50, 90, 99)])
+            right.add_row(*[fmt.dur(lv.get(f"{key}_p{p}")) for p in (50, 90, 99)])
+        left.add_row("tok/s", f"in {fmt.rate(w.get('input_tok_per_s_total'))}",
+                     f"out {fmt.rate(w.get('output_tok_per_s_total'))}", "")
+        right.add_row(f"in {fmt.rate(lv.get('input_tok_per_s_total'))}", f"out {fmt.rate(lv.get('output_tok_per_s_total'))}", "")
+        left.add_row("req/s", fmt.rate(w.get("requests_per_s")), "", "")
+        right.add_row(fmt.rate(lv.get("requests_per_s")), "", "")
+        t = Table.grid(padding=(0, 3))
+        t.add_row(left, right)
+        width = self.content_region.width or 80
+        lines = [requests_line("requests this level", lv, width), requests_line(recent, w, width)]
+        room = (self.content_region.height or 10) - 8  # the table's rows
+        self.update(Group(t, *lines[:max(1, room)]), layout=False)
+
+
+def requests_line(label: str, summary: dict, width: int) -> Text:
+    """`requests this level: 868 ok · 10 failed (timeout 5, HTTP 500 5)`: the counts always, the kinds of
+    failure when they fit."""
+    ok, failed = summary.get("requests_ok", 0), summary.get("requests_failed", 0)
+    counts = Text(f"{label}: {ok:,} ok · {failed:,} failed")
+    pieces = [(counts, 0)]
+    if summary.get("errors"):
+        pieces.append((Text(f"({fmt.errors_text(summary['errors'])})"), 1))
+    line = fit_pieces(pieces, width, sep=" ")
+    line.truncate(width, overflow="ellipsis")
+    return line
 
 
 class CostPanel(CellPanel):
@@ -129,29 +252,36 @@ class CostPanel(CellPanel):
         lv = s.current
         occ = lv.get("occupancy", {})
         ratio = p.blend_input_per_output
-        t = _table("$ per M tokens", "input", "±", "output", "±", f"blend {ratio:g}:1")
         pin, pout = fmt.interval_pct(lv, "input"), fmt.interval_pct(lv, "output")
-        t.add_row(
-            "befori " + fmt.settled_mark(lv),
-            fmt.usd(lv.get("usd_per_million_input")), "—" if pin is None else f"{pin:.1f}%",
-            fmt.usd(lv.get("usd_per_million_output")), "—" if pout is None else f"{pout:.1f}%",
-            fmt.usd(lv.get("usd_per_million_blended")),
-        )
-        t.add_row("occupancy", fmt.usd(occ.get("usd_per_million_input")), "",
-                  fmt.usd(occ.get("usd_per_million_output")), "", fmt.usd(occ.get("usd_per_million_blended")))
+        rows = [
+            ["befori " + fmt.settled_mark(lv),
+             fmt.usd(lv.get("usd_per_million_input")), "—" if pin is None else f"{pin:.1f}%",
+             fmt.usd(lv.get("usd_per_million_output")), "—" if pout is None else f"{pout:.1f}%",
+             fmt.usd(lv.get("usd_per_million_blended"))],
+            ["occupancy", fmt.usd(occ.get("usd_per_million_input")), "", fmt.usd(occ.get("usd_per_million_output")), "",
+             fmt.usd(occ.get("usd_per_million_blended"))],
+        ]
         for api in p.compare:
-            t.add_row(f"API {api.name}", fmt.usd(api.usd_per_million_input), "", fmt.usd(api.usd_per_million_output),
-                      "", fmt.usd(blended_usd_per_million(api.usd_per_million_input, api.usd_per_million_output, ratio)))
+            rows.append([f"API {api.name}", fmt.usd(api.usd_per_million_input), "", fmt.usd(api.usd_per_million_output),
+                         "", fmt.usd(blended_usd_per_million(api.usd_per_million_input, api.usd_per_million_output,
+                                                             ratio))])
+        width = self.content_region.width or 80
+        # Narrow: the blend goes first (the header shows it), then the ± columns; names are cut, figures never.
+        t = fitted_table(["$/M tokens", "input", "±", "output", "±", f"blend {ratio:g}:1"], rows, width,
+                         drop_order=[[5], [2, 4]])
         bill = occ.get("usd_bill")
         idle = occ.get("usd_idle")
-        line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(f"${p.usd_per_hour:g}/h · level bill ${bill:.4f}" if bill is not None else f"${p.usd_per_hour:g}/h")
+        pieces = [(Text(f"${p.usd_per_hour:g}/h"), 0)]
+        if bill is not None:
+            pieces.append((Text(f"bill ${bill:.4f}"), 1))
         if idle is not None and bill:
-            line.append(f" · idle ${idle:.4f} ({idle / bill * 100:.0f}%)")
+            pieces.append((Text(f"idle ${idle:.4f} ({idle / bill * 100:.0f}%)"), 2))
+        lines = [fit_pieces(pieces, width, sep=" · ")]
         settled = fmt.settled_mark(lv)
-        hint = {"✓": " · settled ±3%: move on", "…": " · settling (±3%)"}.get(settled, "")
-        line.append(hint, "bold" if settled == "✓" else "")
-        self.update(Group(*self._price_note(), t, line), layout=False)
+        hint = {"✓": "✓ settled: both $/M within ±3% — move on", "~": "~ settling: a $/M interval is wider than ±3%"}
+        if settled in hint:
+            lines.append(Text(hint[settled], "bold" if settled == "✓" else "", no_wrap=True, overflow="ellipsis"))
+        self.update(Group(*self._price_note(), t, *lines), layout=False)
 
     def _price_note(self) -> list[Text]:
         """First, so that no number is read before it: every figure below rests on the hourly price."""

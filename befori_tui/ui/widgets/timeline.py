@@ -24,6 +24,11 @@ from befori_tui.ui.widgets.cellpanel import CellPanel, changed_span
 from befori_tui.ui.timeline_cells import DECODE, ERROR, GAP, PREFILL, intervals, row_runs
 
 WINDOWS_S = (30.0, 60.0, 120.0)
+# The legend under the slots, longest first: the one that fits is shown.
+LEGENDS = ("light: prefill → input · dark: decode → output · ▏ first token · ×: error",
+           "light: prefill → input · dark: decode → output · ×: error",
+           "light → input · dark → output · × error",
+           "light in · dark out · × err")
 PAGE_HISTORY = 0.75  # after a page turn, this share of the window is the past; the rest fills as time passes
 
 
@@ -192,19 +197,26 @@ class TimelinePanel(Vertical):
     def tick(self) -> None:
         self.view.tick()
         states = self.model.slot_states()
-        if states != self._shown.get("states"):  # an unchanged line is not sent to the terminal again
-            self._shown["states"] = states
+        width = self.size.width
+        if (states, width) != self._shown.get("states"):  # an unchanged line is not sent to the terminal again
+            self._shown["states"] = (states, width)
             waiting, decoding, idle = states
+            first = " waiting for a first token · " if width >= 60 else " before 1st token · "
             self.query_one("#timeline-summary", CellPanel).update(Text.assemble(
-                (f"{waiting}", "bold"), " waiting for a first token · ",
-                (f"{decoding}", "bold"), " decoding · ",
-                (f"{idle}", "bold"), " idle",
+                (f"{waiting}", "bold"), first, (f"{decoding}", "bold"), " decoding · ", (f"{idle}", "bold"), " idle",
             ))
         axis = self.view.axis_text()
         if axis != self._shown.get("axis"):
             self._shown["axis"] = axis
             self.query_one("#timeline-axis", CellPanel).update(axis, layout=False)
+        total = self.model.slot_count
+        rows = self.view.size.height
         title = f"Slots · {self.view.window_s:g} s"
+        if 0 < rows < total:  # rows out of view: say how many, and how to reach them
+            top = int(self.view.scroll_offset.y)
+            title += f" · {top}–{min(total, top + rows) - 1} of {total} shown, ↓ for more"
         if title != self.border_title:
             self.border_title = title
-            self.border_subtitle = "light: prefill → input · dark: decode → output · ×: error"
+        subtitle = next(t for t in LEGENDS if len(t) + 6 <= width or t is LEGENDS[-1])
+        if subtitle != self.border_subtitle:
+            self.border_subtitle = subtitle
