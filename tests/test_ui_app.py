@@ -397,3 +397,24 @@ async def test_the_headline_is_on_the_first_screen_and_no_figure_is_cut_at_every
         if size == (160, 48):
             gpu_rows = [line for line in lines if re.search(r"│\s+[0-7] H100", line)]
             assert len(gpu_rows) == 8, "\n".join(lines)
+
+
+async def test_gpus_that_do_not_fit_are_paged_with_g():
+    app = fixed_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("v", "v")  # metrics → cost → GPUs
+        await pilot.pause()
+        text = _plain(app.gpus.content)
+        assert "+6 more (shown: the busiest and the idlest)" in text and app.gpus.pages >= 2
+        seen = set()
+        for page in range(1, app.gpus.pages + 1):
+            await pilot.press("g")
+            await pilot.pause()
+            text = _plain(app.gpus.content)
+            assert f"page {page} of {app.gpus.pages}" in text
+            seen |= {int(m) for m in re.findall(r"^\s*([0-7]) H100", text, re.M)}
+        assert seen == set(range(8))  # every GPU, a page at a time
+        await pilot.press("g")
+        await pilot.pause()
+        assert "busiest and the idlest" in _plain(app.gpus.content)

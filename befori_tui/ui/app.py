@@ -60,6 +60,14 @@ class UiOptions:
     on_hangup: str = "continue"  # what the run does when this terminal goes away: continue | stop
 
 
+def _short_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return rel if not rel.startswith("..") else path
+
+
 def parse_step(step: str) -> tuple[str, int]:
     """'x2' → ('x', 2); '+1' → ('+', 1). ValueError otherwise."""
     text = step.strip().lower().replace("×", "x").replace("*", "x")
@@ -103,6 +111,7 @@ class MonitorApp(App[int]):
         Binding("t", "next_theme", "theme", id="view.theme"),
         Binding("w", "window", "window", id="view.window"),
         Binding("z", "zoom", "zoom", show=False, id="view.zoom"),
+        Binding("g", "gpu_page", "GPUs", id="view.gpu_page"),
         Binding("v", "next_panel", "panel", id="view.panel"),
         Binding("question_mark,f1", "help", "help", id="app.help"),
         Binding("q", "quit", "quit", id="app.quit"),
@@ -119,6 +128,7 @@ class MonitorApp(App[int]):
         "save": "Save the session now",
         "next_theme": "Next theme",
         "window": "Timeline window: 30 / 60 / 120 s",
+        "gpu_page": "GPUs: the next page, when they do not all fit (first: the busiest and the idlest)",
         "zoom": "Timeline zoom: a window of four requests' length at this level (E2E p90), or back",
         "next_panel": "Next panel (small terminals)",
         "help": "Keys and how to read the screen",
@@ -251,6 +261,8 @@ class MonitorApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "next_panel":
             return self.narrow
+        if action == "gpu_page":
+            return self.gpus.pages > 0
         if action in ("concurrency_up", "concurrency_down", "set_concurrency", "pause", "new_level", "save"):
             return None if self.link is None or self.quitting or self.model.finished else True
         if action == "detach":
@@ -295,7 +307,9 @@ class MonitorApp(App[int]):
         if saved is not None and saved != getattr(self, "_saved_seen", None):
             self._saved_seen = saved
             if not self.quitting:
-                self.notify(f"saved {saved[0]} ({saved[1]} requests recorded)", title="session", timeout=5)
+                # The path on a line of its own, relative where it can be: a notice must not break it mid-name.
+                self.notify(f"{saved[1]} requests recorded; saved to\n{_short_path(saved[0])}", title="session",
+                            timeout=5)
 
     # --- summaries, off the UI thread ------------------------------------------------------------------
 
@@ -402,6 +416,9 @@ class MonitorApp(App[int]):
         i = WINDOWS_S.index(self.timeline.window_s) if self.timeline.window_s in WINDOWS_S else 0
         self.timeline.window_s = WINDOWS_S[(i + 1) % len(WINDOWS_S)]
         self.timeline.tick()
+
+    def action_gpu_page(self) -> None:
+        self.gpus.next_page()
 
     def action_zoom(self) -> None:
         """Fit the window to the level: a request (its E2E p90) spans a quarter of it, so its split at the

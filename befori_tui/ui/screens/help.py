@@ -15,7 +15,10 @@ from textual.widgets import Static
 READING = "\n\n".join([
     "Slots: one row per slot; each request is a bar split at its first token. Light shade before it (prefill, "
     "billed to input tokens), dark shade after it (decode, billed to output tokens), blank when the slot is "
-    "idle, × when the request failed.",
+    "idle, × when the request failed. A cell that holds a first token always shows at least an eighth of "
+    "light (▏), however short the prefill: z zooms the window to four requests' length to see the split.",
+    "Header: the current level's $/M input and output (befori method), each ± its 95% interval, its mark, "
+    "the concurrency; below, the blended price beside the first API price and what the hourly price rests on.",
     "Cost: the befori method (Ori's: throughput from mean TTFT and decode time) with its 95% interval, and the "
     "occupancy method (the server's time shared among the requests in flight; idle time on its own).",
     "Marks: ✓ both befori $/M intervals are within ±3% (settled: time to move on) · ~ still settling (the interval is wider than ±3%) · — not "

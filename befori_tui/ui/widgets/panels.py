@@ -211,22 +211,35 @@ class MetricsPanel(CellPanel):
         t = Table.grid(padding=(0, 3))
         t.add_row(left, right)
         width = self.content_region.width or 80
-        lines = [requests_line("requests this level", lv, width), requests_line(recent, w, width)]
-        room = (self.content_region.height or 10) - 8  # the table's rows
-        self.update(Group(t, *lines[:max(1, room)]), layout=False)
+        room = max(1, (self.content_region.height or 10) - 8)  # below the table's rows
+        lines = [requests_line("requests this level", lv, width), failure_kinds_line(lv, width),
+                 requests_line(recent, w, width), failure_kinds_line(w, width)]
+        lines = [line for line in lines if line is not None][:room]
+        self.update(Group(t, *lines), layout=False)
 
 
 def requests_line(label: str, summary: dict, width: int) -> Text:
-    """`requests this level: 868 ok · 10 failed (timeout 5, HTTP 500 5)`: the counts always, the kinds of
-    failure when they fit."""
+    """`requests this level: 868 ok · 10 failed`."""
     ok, failed = summary.get("requests_ok", 0), summary.get("requests_failed", 0)
-    counts = Text(f"{label}: {ok:,} ok · {failed:,} failed")
-    pieces = [(counts, 0)]
-    if summary.get("errors"):
-        pieces.append((Text(f"({fmt.errors_text(summary['errors'])})"), 1))
-    line = fit_pieces(pieces, width, sep=" ")
+    line = Text(f"{label}: {ok:,} ok · {failed:,} failed", no_wrap=True)
     line.truncate(width, overflow="ellipsis")
     return line
+
+
+def failure_kinds_line(summary: dict, width: int) -> Text | None:
+    """`  failed: timeout 5, http_status 5`, the most frequent first; kinds that do not fit are left out whole
+    and counted (`+2 kinds`), never cut. None when nothing failed."""
+    errors = summary.get("errors") or {}
+    if not errors:
+        return None
+    kinds = sorted(errors.items(), key=lambda kv: -kv[1])
+    for shown in range(len(kinds), 0, -1):
+        text = "  failed: " + ", ".join(fmt.errors_text({k: v}) for k, v in kinds[:shown])
+        if shown < len(kinds):
+            text += f", +{len(kinds) - shown} kind{'s' if len(kinds) - shown > 1 else ''}"
+        if len(text) <= width:
+            return Text(text, no_wrap=True)
+    return Text(f"  failed: {len(kinds)} kinds"[:width], no_wrap=True)
 
 
 class CostPanel(CellPanel):
@@ -303,9 +316,16 @@ class GpuPanel(CellPanel):
     COMPONENT_CLASSES = {"gpu--util", "gpu--mem", "gpu--empty", "gpu--dim"}
 
     _shown: tuple[LiveModel, Summaries | None] | None = None
+    page = 0  # 0: the busiest and the idlest; k ≥ 1: the k-th page of GPUs in index order (g pages)
+    pages = 0  # pages of GPUs, when they do not all fit (0: they do)
 
     def on_resize(self) -> None:
         # Which lines fit depends on the panel's height, known only once laid out (and changed by a resize).
+        if self._shown is not None:
+            self.show(*self._shown)
+
+    def next_page(self) -> None:
+        self.page = (self.page + 1) % (self.pages + 1) if self.pages else 0
         if self._shown is not None:
             self.show(*self._shown)
 
@@ -363,11 +383,23 @@ class GpuPanel(CellPanel):
         head = [total] + ([extra] if extra.plain else []) + ([server] if server else []) + [headings]
         gpus, more = sample.gpus, None
         rows = self.content_region.height  # 0 before the first layout: everything, redrawn on the resize
+        paged_before, self.pages = self.pages > 0, 0
         if rows and len(head) + len(gpus) > rows and len(gpus) > 2:
-            ranked = sorted((g for g in gpus if g.util_pct is not None), key=lambda g: g.util_pct)
-            gpus = [ranked[-1], ranked[0]] if len(ranked) >= 2 else gpus[:2]
-            more = Text(f"   +{len(sample.gpus) - 2} more (shown: the busiest and the idlest)", dim, no_wrap=True,
-                        overflow="ellipsis")
+            per_page = max(1, rows - len(head) - 1)
+            self.pages = -(-len(gpus) // per_page)
+            self.page = min(self.page, self.pages)
+            if self.page == 0:
+                ranked = sorted((g for g in gpus if g.util_pct is not None), key=lambda g: g.util_pct)
+                gpus = [ranked[-1], ranked[0]] if len(ranked) >= 2 else gpus[:2]
+                note = f"   +{len(sample.gpus) - 2} more (shown: the busiest and the idlest) · g: all, a page at a time"
+            else:
+                first = (self.page - 1) * per_page
+                gpus = sample.gpus[first:first + per_page]
+                note = (f"   GPUs {first}–{first + len(gpus) - 1} of {len(sample.gpus)} · page {self.page} of "
+                        f"{self.pages} · g: next")
+            more = Text(note, dim, no_wrap=True, overflow="ellipsis")
+        if paged_before != (self.pages > 0):
+            self.app.refresh_bindings()  # g is offered only while there are pages
         lines = [_gpu_line(g, name_w, bar_w, styles) for g in gpus]
         self.update(Group(*head, *lines, *([more] if more else [])), layout=False)
 
