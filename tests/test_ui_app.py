@@ -136,8 +136,9 @@ async def test_help_screen_lists_every_key_that_does_something_here(size):
 
         assert isinstance(app.screen, HelpScreen)
         ids = [row[2] for row in app.screen.rows]
-        # Not offered: d (no run to detach from: fixed data), and v where every panel is already on screen.
-        hidden = {"app.detach"} | ({"view.panel"} if size[0] >= 120 else set())
+        # Not offered: d (no run to detach from: fixed data), g (every GPU fits, or the panel is not shown), and v
+        # where every panel is already on screen.
+        hidden = {"app.detach", "view.gpu_page"} | ({"view.panel"} if size[0] >= 120 else set())
         assert ids == [b.id for b in MonitorApp.BINDINGS if b.id not in hidden]
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
@@ -418,3 +419,13 @@ async def test_gpus_that_do_not_fit_are_paged_with_g():
         await pilot.press("g")
         await pilot.pause()
         assert "busiest and the idlest" in _plain(app.gpus.content)
+
+
+def test_cancelled_requests_have_a_mark_of_their_own():
+    from befori_tui.ui.timeline_cells import CANCELLED
+
+    bars = [Bar(0, 100, 400), Bar(500, None, 800, cancelled=True), Bar(900, None, 1000, failed=True)]
+    spans = intervals(bars, 0, 1000, now_ns=1000)
+    assert (500, 800, CANCELLED) in spans and (900, 1000, ERROR) in spans
+    cells = [(ch, fg) for text, fg, bg in row_runs(spans, 0, 100.0, 10) for ch in text]
+    assert [fg for _, fg in cells[5:8]] == [CANCELLED] * 3 and cells[9][1] == ERROR

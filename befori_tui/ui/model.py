@@ -32,6 +32,7 @@ class Bar:
     t_first_ns: int | None = None
     t_end_ns: int | None = None
     failed: bool = False
+    cancelled: bool = False  # stopped by the run (a stop, or a decrease with --on-decrease cancel): not a failure
 
 
 @dataclass
@@ -180,6 +181,7 @@ class LiveModel:
         bar.t_first_ns = r.t_first_token_ns
         bar.t_end_ns = r.t_end_ns if r.t_end_ns is not None else self.clock()
         bar.failed = r.error_kind is not None and r.error_kind != "cancelled"
+        bar.cancelled = r.error_kind == "cancelled"
         self.records.append(r)
         for lv in reversed(self.levels):
             if lv.index == r.level:

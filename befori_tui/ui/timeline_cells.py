@@ -10,8 +10,8 @@ from collections.abc import Iterable
 
 from befori_tui.ui.model import Bar
 
-GAP, PREFILL, DECODE, ERROR = 0, 1, 2, 3
-KIND_NAMES = ("gap", "prefill", "decode", "error")
+GAP, PREFILL, DECODE, ERROR, CANCELLED = 0, 1, 2, 3, 4
+KIND_NAMES = ("gap", "prefill", "decode", "error", "cancelled")
 LEFT_EIGHTHS = " ▏▎▍▌▋▊▉█"
 
 # A run of cells: (text, left/foreground kind, right/background kind). Full cells have fg == bg.
@@ -27,6 +27,9 @@ def intervals(bars: Iterable[Bar], t0_ns: int, t1_ns: int, now_ns: int) -> list[
             continue
         if b.failed:
             out.append((b.t_send_ns, end, ERROR))
+            continue
+        if b.cancelled:
+            out.append((b.t_send_ns, end, CANCELLED))
             continue
         first = b.t_first_ns if b.t_first_ns is not None else end
         first = min(max(first, b.t_send_ns), end)
@@ -70,7 +73,7 @@ def row_runs(spans: list[tuple[int, int, int]], t0_ns: int, cell_ns: float, widt
             c += k
             continue
         # A split cell: measure each kind's share, in the order they appear.
-        share = [0.0, 0.0, 0.0, 0.0]
+        share = [0.0] * len(KIND_NAMES)
         order: list[int] = []
         pos = a
         for s, e, kind in spans[j:]:

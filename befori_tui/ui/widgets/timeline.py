@@ -21,14 +21,14 @@ from textual.strip import Strip
 
 from befori_tui.ui.model import LiveModel
 from befori_tui.ui.widgets.cellpanel import CellPanel, changed_span
-from befori_tui.ui.timeline_cells import DECODE, ERROR, GAP, PREFILL, intervals, row_runs
+from befori_tui.ui.timeline_cells import CANCELLED, DECODE, ERROR, GAP, PREFILL, intervals, row_runs
 
 WINDOWS_S = (30.0, 60.0, 120.0)
 # The legend under the slots, longest first: the one that fits is shown.
-LEGENDS = ("light: prefill → input · dark: decode → output · ▏ first token · ×: error",
-           "light: prefill → input · dark: decode → output · ×: error",
-           "light → input · dark → output · × error",
-           "light in · dark out · × err")
+LEGENDS = ("light: prefill → input · dark: decode → output · ▏ first token · ×: error · -: cancelled",
+           "light: prefill → input · dark: decode → output · ×: error · -: cancelled",
+           "light → input · dark → output · × error · - cancelled",
+           "light in · dark out · × err · - cut")
 PAGE_HISTORY = 0.75  # after a page turn, this share of the window is the past; the rest fills as time passes
 
 
@@ -116,10 +116,13 @@ class TimelineView(ScrollView, can_focus=True):
             PREFILL: self.get_component_rich_style("timeline--prefill").bgcolor,
             DECODE: self.get_component_rich_style("timeline--decode").bgcolor,
             ERROR: self.get_component_rich_style("timeline--error").bgcolor,
+            CANCELLED: base.bgcolor,
         }
         err_fg = self.get_component_rich_style("timeline--error").color
         self._styles = {(fg, bg): Style(color=colors[fg], bgcolor=colors[bg]) for fg in colors for bg in colors}
         self._styles[(ERROR, ERROR)] = Style(color=err_fg, bgcolor=colors[ERROR], bold=True)
+        muted = self.get_component_rich_style("timeline--label").color
+        self._styles[(CANCELLED, CANCELLED)] = Style(color=muted, bgcolor=colors[CANCELLED])
         self._label_style = base + self.get_component_rich_style("timeline--label")
 
     def render_line(self, y: int) -> Strip:
@@ -142,6 +145,8 @@ class TimelineView(ScrollView, can_focus=True):
         for text, fg, bg in runs:
             if fg == bg == ERROR:
                 text = "×" * len(text)  # marked, not only coloured: readable on any terminal
+            elif fg == bg == CANCELLED:
+                text = "-" * len(text)  # cut short by the run (a stop, a decrease): neither billed nor failed
             segments.append(Segment(text, self._styles[(fg, bg)]))
         return Strip(segments).crop_extend(0, width, self.rich_style)
 
