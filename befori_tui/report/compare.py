@@ -90,7 +90,7 @@ def bootstrap_intervals(records: list[dict], concurrency: float, share: float | 
     cols = RecordColumns().update([RequestRecord.from_json_dict(r) for r in records])
     mask = cols.steady() & (cols.first != NONE_NS)
     idx = np.flatnonzero(mask)
-    if len(idx) < 2:
+    if len(idx) < 5:  # as the session's own $/M intervals: fewer requests give none
         return {}
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     if len(idx) > BOOTSTRAP_REQUESTS:
