@@ -12,6 +12,7 @@ sessions lack what it needs, no figure and a note that says what is missing.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 from matplotlib import rc_context
@@ -89,8 +90,13 @@ def _log_x(ax, values: list[float], axis: str) -> None:
 
 
 def _plain_log(axis, prefix: str = "") -> None:
-    """Log ticks at 1, 2 and 5 of each decade, written plainly (20, 50, 100 — not 2×10¹)."""
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    """Log ticks written plainly (20, 50, 100 — not 2×10¹), as many per decade as the range leaves room for.
+    Call it after the data are drawn: it reads the axis's range."""
+    lo, hi = axis.axes.get_xlim() if axis.axis_name == "x" else axis.axes.get_ylim()  # autoscaled by now
+    decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
+    subs = (tuple(float(k) for k in range(1, 10)) if decades < 0.8 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+            if decades < 1.5 else (1.0, 2.0, 5.0) if decades < 3.5 else (1.0,))
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _p: f"{prefix}{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
