@@ -18,6 +18,9 @@ from befori_tui.cli import main
 from befori_tui.report.export import flatten
 from tests.sessions import make_session
 
+# A chart that warns (an empty legend, a log axis with nothing positive on it) is a chart drawn wrong.
+pytestmark = pytest.mark.filterwarnings("error::UserWarning")
+
 OPTIMUM = {"concurrency": 16, "usd_per_million_input": 0.03, "usd_per_million_output": 2.5,
            "range_concurrency_min": 16, "range_concurrency_max": 32, "max_concurrency_meeting_slo": 32, "found": True}
 LEVELS = (1, 4, 16, 32)
@@ -263,3 +266,18 @@ def test_report_without_matplotlib_says_what_to_install(runs, tmp_path):
     assert proc.stderr.strip() == ("befori-tui report: needs matplotlib; install it with: "
                                    "pip install 'befori-tui[report]'")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_names_levels_without_a_cost(tmp_path):
+    import tomli_w
+
+    path = tmp_path / "partial.toml"
+    path.write_text(tomli_w.dumps({"schema_version": 1, "levels": [
+        {"level": 0, "concurrency": 1, "usd_per_million_input": 0.5, "usd_per_million_output": 5.0,
+         "ttft_s_p50": 0.02, "output_tok_per_s_total": 80.0, "e2e_s_p50": 0.9},
+        {"level": 1, "concurrency": 8, "cost_missing": "no request succeeded", "requests_failed": 12}]}))
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), "--out", str(out)]) == 0
+    html = out.read_text()
+    assert "No $/M at c=8 (no request succeeded)." in html
+    assert "cost" in charts_in(html) and "gpu" not in charts_in(html)

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from matplotlib import rc_context
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -31,6 +32,7 @@ CANCELLED_COLOR = "#a0aec0"
 OPTIMUM_COLOR = "#2f855a"
 API_COLORS = ("#6b46c1", "#b83280", "#319795", "#718096", "#975a16")
 SESSION_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 1)), "P"))
+RASTER_BARS = 6000  # timeline bars above which they are embedded as an image in the SVG
 PCT_STYLES = {"p50": ("#2b6cb0", "o"), "p90": ("#d69e2e", "s"), "p99": ("#c53030", "^")}
 
 STYLE = {
@@ -106,6 +108,12 @@ def _usd_axis(ax) -> None:
     _plain_log(ax.yaxis, "$")
 
 
+def _legend(ax, **kwargs) -> None:
+    """A legend only when something is labelled (a panel with no data has none)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def _session_label(sessions: list[LoadedSession], s: LoadedSession, what: str) -> str:
     return what if len(sessions) == 1 else f"{what} · {s.label}"
 
@@ -166,9 +174,16 @@ def cost_chart(sessions: list[LoadedSession], axis: str, axis_label: str) -> Cha
         ax.set_title(f"$ per million {which} tokens")
         ax.set_xlabel(axis_label)
         # Below the plot: the API lines run across the whole width, so a legend inside would hide one.
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize=8.5)
+        _legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize=8.5)
     _log_x(axes[0], all_x, axis)
     fig.suptitle(title, fontsize=12, fontweight="bold")
+    for s in sessions:
+        # Levels with no $/M are not drawn: say which, with the session's reason when it gives one.
+        gaps = [f"{'c' if axis == 'concurrency' else 'rate'}={lv.get(axis)}"
+                + (f" ({lv['cost_missing']})" if isinstance(lv.get("cost_missing"), str) else "")
+                for lv in s.levels if _num(lv.get("usd_per_million_input")) is None]
+        if gaps:
+            notes.append(f"{_session_label(sessions, s, 'No $/M')} at {', '.join(gaps)}.")
     return Chart("cost", title, fig, " ".join(notes))
 
 
@@ -196,7 +211,7 @@ def latency_chart(sessions: list[LoadedSession], axis: str, axis_label: str) -> 
         ax.set_title(name)
         ax.set_xlabel(axis_label)
         ax.set_ylabel("milliseconds")
-        ax.legend(loc="best")
+        _legend(ax, loc="best")
     _log_x(axes[0], all_x, axis)
     fig.suptitle(title, fontsize=12, fontweight="bold")
     return Chart("latency", title, fig)
@@ -233,7 +248,7 @@ def throughput_chart(sessions: list[LoadedSession], axis: str) -> Chart:
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
         if len(sessions) > 1:
-            ax.legend(loc="best")
+            _legend(ax, loc="best")
     fig.suptitle(title + " (each point a level)", fontsize=12, fontweight="bold")
     return Chart("throughput", title, fig)
 
@@ -313,7 +328,7 @@ def gpu_chart(sessions: list[LoadedSession]) -> Chart:
     for ax in axes:
         ax.set_ylim(bottom=0)
         if len(sessions) > 1:
-            ax.legend(loc="best")
+            _legend(ax, loc="best")
     axes[-1].set_xlabel("seconds since the run began (each step a level; its mean over the level)")
     fig.suptitle(title, fontsize=12, fontweight="bold")
     note = ("Per-level means: the session keeps one GPU summary per level, not the 1 Hz samples."
@@ -356,13 +371,19 @@ def timeline_chart(session: LoadedSession, level: dict, records: list[dict], nam
             bars[k][1].append(max(end_s - send, 0.0))
             bars[k][2].append(send)
     colors = {"prefill": PREFILL_COLOR, "decode": DECODE_COLOR, "error": ERROR_COLOR, "cancelled": CANCELLED_COLOR}
+    # One collection per kind, not a patch per bar: thousands of requests draw in a blink. Past RASTER_BARS they
+    # are drawn as one embedded image (still inside the file: a data URI) so the SVG stays small.
+    raster = sum(len(b[0]) for b in bars.values()) > RASTER_BARS
     for k, (ys, widths, lefts) in bars.items():
         if ys:
-            ax.barh(ys, widths, left=lefts, height=0.8, color=colors[k], linewidth=0)
+            verts = [((x, y - 0.4), (x, y + 0.4), (x + w, y + 0.4), (x + w, y - 0.4))
+                     for y, w, x in zip(ys, widths, lefts)]
+            ax.add_collection(PolyCollection(verts, facecolors=colors[k], linewidths=0, rasterized=raster))
     # The first-token moment as a mark of its own: when prefill is a small share of a request it is narrower
     # than a line, and the split would vanish into one colour.
-    ax.scatter(ticks_x, ticks_y, marker="|", s=(72 * 0.8 * min(1.0, 6 / max(slots, 1))) ** 2 / 8 + 20,
-               color=PREFILL_COLOR, linewidths=1.4, zorder=3)
+    row_pt = fig.get_figheight() * 72 * 0.8 / slots  # a slot's row on the page, in points (about)
+    ax.scatter(ticks_x, ticks_y, marker="|", s=(0.9 * row_pt) ** 2, color=PREFILL_COLOR,
+               linewidths=1.4 if row_pt > 4 else 0.8, zorder=3, rasterized=raster)
     ax.set_ylim(slots - 0.5, -0.5)
     ax.set_xlim(0, (t_last - t0) / 1e9)
     ax.set_ylabel("slot")
@@ -383,8 +404,7 @@ def timeline_chart(session: LoadedSession, level: dict, records: list[dict], nam
         handles.append(Patch(color=ERROR_COLOR, label=f"failed ({len(bars['error'][0])})"))
     if bars["cancelled"][0]:
         handles.append(Patch(color=CANCELLED_COLOR, label=f"cancelled or unfinished ({len(bars['cancelled'][0])})"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, -0.14 if slots > 16 else -0.22), ncols=4,
-              fontsize=8.5)
+    fig.legend(handles=handles, loc="outside lower left", ncols=4, fontsize=8.5)
     ax.set_title(title + share, loc="left")
     return Chart(name, title, fig)
 
