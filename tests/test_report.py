@@ -281,3 +281,20 @@ def test_report_names_levels_without_a_cost(tmp_path):
     html = out.read_text()
     assert "No $/M at c=8 (no request succeeded)." in html
     assert "cost" in charts_in(html) and "gpu" not in charts_in(html)
+
+
+def test_report_with_an_optimum_not_found(runs, tmp_path):
+    """An [optimum] with found = false: no star, no range, a line saying no level met the SLO."""
+    import tomli_w
+
+    data = tomllib.loads(runs["same"].read_text())
+    data["optimum"] = {"found": False, "max_concurrency_meeting_slo": 0}
+    data["raw_records"] = str(runs["same"].with_suffix(".jsonl"))  # an absolute path is followed as it is
+    path = tmp_path / "none.toml"
+    path.write_text(tomli_w.dumps(data))
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), "--out", str(out)]) == 0
+    html = out.read_text()
+    assert "optimum c=" not in html and "s range c=" not in html
+    assert "no level met the SLO" in html
+    assert "timeline" in charts_in(html)
