@@ -298,3 +298,18 @@ def test_report_with_an_optimum_not_found(runs, tmp_path):
     assert "optimum c=" not in html and "s range c=" not in html
     assert "no level met the SLO" in html
     assert "timeline" in charts_in(html)
+
+
+def test_report_raw_records_torn_or_broken(runs, tmp_path):
+    """A last line cut by a killed run is left out; a broken line in the middle is one error naming it."""
+    for name, mangle, code in (("torn", lambda lines: lines[:-1] + [lines[-1][:40]], 0),
+                               ("broken", lambda lines: lines[:3] + ["{not json\n"] + lines[3:], 2)):
+        toml = tmp_path / f"{name}.toml"
+        data = runs["base"].read_text().replace('raw_records = "base.jsonl"', f'raw_records = "{name}.jsonl"')
+        toml.write_text(data)
+        lines = runs["base"].with_suffix(".jsonl").read_text().splitlines(keepends=True)
+        (tmp_path / f"{name}.jsonl").write_text("".join(mangle(lines)))
+        proc = cli("report", str(toml), "--out", str(tmp_path / f"{name}.html"))
+        assert proc.returncode == code, proc.stderr
+        if code == 2:
+            assert proc.stderr.strip() == f"befori-tui report: {tmp_path / 'broken.jsonl'}:4: not a JSON line"

@@ -79,15 +79,14 @@ def _weighted_quantile(sorted_values: np.ndarray, weights: np.ndarray, q: float)
     return float(sorted_values[min(int(np.searchsorted(cum, q * cum[-1])), len(sorted_values) - 1)])
 
 
-def bootstrap_intervals(records: list[dict], concurrency: float, share: float | None) -> dict[str, tuple[float, float]]:
-    """95% intervals of the level's latency percentiles and throughput from its raw records (JSON objects).
+def bootstrap_intervals(records: list, concurrency: float, share: float | None) -> dict[str, tuple[float, float]]:
+    """95% intervals of the level's latency percentiles and throughput from its raw records (RequestRecord).
 
     Steady requests as the level's own figures count them (ok, not warm-up, not outlived). Requests are
     resampled as a whole, so a request's inter-token gaps stay together (they are not independent)."""
     from befori_tui.core.columns import NONE_NS, RecordColumns
-    from befori_tui.core.records import RequestRecord
 
-    cols = RecordColumns().update([RequestRecord.from_json_dict(r) for r in records])
+    cols = RecordColumns().update(records)
     mask = cols.steady() & (cols.first != NONE_NS)
     idx = np.flatnonzero(mask)
     if len(idx) < 5:  # as the session's own $/M intervals: fewer requests give none
@@ -141,7 +140,11 @@ def _level_intervals(session: LoadedSession, level: dict, cache: dict) -> dict[s
 
 
 def _records_by_level(session: LoadedSession) -> dict:
-    """Every raw record of the run grouped by level, read once; {} when the JSONL is not there."""
+    """Every raw record of the run grouped by level, read once; {} when the JSONL is not there. Each line
+    becomes a RequestRecord at once (its gaps a packed array, not a list of Python ints): a long run's file
+    fits in memory several times smaller than as parsed JSON."""
+    from befori_tui.core.records import RequestRecord
+
     by_level: dict = defaultdict(list)
     try:
         with open(session.raw_path, encoding="utf-8") as f:
@@ -151,7 +154,10 @@ def _records_by_level(session: LoadedSession) -> dict:
                 except json.JSONDecodeError:
                     continue  # a torn last line of a killed run; the interval is then from the whole ones
                 if isinstance(rec, dict):
-                    by_level[rec.get("level")].append(rec)
+                    try:
+                        by_level[rec.get("level")].append(RequestRecord.from_json_dict(rec))
+                    except TypeError:
+                        continue  # not a request record (a field missing): it cannot be counted
     except OSError:
         return {}
     return by_level

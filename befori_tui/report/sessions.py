@@ -99,9 +99,9 @@ def read_level_records(session: LoadedSession, level_index: int) -> list[dict]:
     out = []
     try:
         f = open(path, encoding="utf-8")  # noqa: SIM115 — closed below
-    except FileNotFoundError:
-        raise
     except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
         raise ConfigError(f"{path}: cannot read raw records ({exc.strerror or exc})") from None
     with f:
         for n, line in enumerate(f, 1):
