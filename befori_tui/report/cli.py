@@ -42,11 +42,9 @@ def report_main(argv: list[str]) -> int:
         return 2
 
     import befori_tui
-    from befori_tui.report.charts import build_charts, render
-    from befori_tui.report.compare import compare_rows
-    from befori_tui.report.html import build_html
     from befori_tui.report.sessions import cheapest_level, level_axis, load_sessions, read_level_records
 
+    # Bad input first, before the charts' imports (matplotlib's first import on a machine builds its font cache).
     sessions = load_sessions(args.sessions)
     for s in sessions:
         if not s.levels:
@@ -66,6 +64,10 @@ def report_main(argv: list[str]) -> int:
             records, why = None, (f"The raw records {s.raw_path} are not there; the timeline is drawn from them "
                                   f"(bench --raw, or keep the .jsonl beside the .toml).")
         timelines.append((s, level, records, why))
+    from befori_tui.report.charts import build_charts, render
+    from befori_tui.report.compare import compare_rows
+    from befori_tui.report.html import build_html
+
     axis, axis_label = level_axis(sessions)
     charts = build_charts(sessions, axis, axis_label, timelines)
     if args.format == "html":
