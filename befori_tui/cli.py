@@ -18,7 +18,7 @@ USAGE = """befori-tui — what your self-hosted LLM costs per input and output t
   befori-tui cost [flags]          the befori cost method from means, or re-price a saved session
   befori-tui sim [flags]           the simulated OpenAI-compatible server on 127.0.0.1
   befori-tui report RUN.toml…      charts of saved sessions in one offline HTML file (or --format svg|png)
-  befori-tui compare A.toml B.toml  saved sessions side by side, level by level, with ratios and intervals
+  befori-tui compare A B [C…]      saved sessions side by side, level by level, with ratios and intervals
   befori-tui export RUN.toml       a session's levels as CSV or JSON, one row per level
 
 Each takes --help.
