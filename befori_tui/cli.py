@@ -17,6 +17,9 @@ USAGE = """befori-tui — what your self-hosted LLM costs per input and output t
   befori-tui bench [flags]         headless benchmark: levels of concurrency, Ori's table, a TOML session
   befori-tui cost [flags]          the befori cost method from means, or re-price a saved session
   befori-tui sim [flags]           the simulated OpenAI-compatible server on 127.0.0.1
+  befori-tui report RUN.toml…      charts of saved sessions in one offline HTML file (or --format svg|png)
+  befori-tui compare A B [C…]      saved sessions side by side, level by level, with ratios and intervals
+  befori-tui export RUN.toml       a session's levels as CSV or JSON, one row per level
 
 Each takes --help.
 """
@@ -52,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             return bench_command(command, rest)
         if command == "cost":
             return cost_command(rest)
+        if command in ("report", "compare", "export"):
+            from befori_tui.report import cli as report_cli  # its own front end: reads saved sessions
+
+            return getattr(report_cli, f"{command}_main")(rest)
     except ConfigError as exc:
         print(f"befori-tui {command}: {exc}", file=sys.stderr)
         return 2

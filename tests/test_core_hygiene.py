@@ -52,3 +52,14 @@ def test_no_front_end_imports_another_and_the_simulator_stands_alone():
         mods = _imported_by(m.name)
         assert not ours(mods, "befori_tui.ui") and not ours(mods, "befori_tui.headless"), m.name
         assert not ours(mods, "textual"), m.name
+
+
+def test_the_report_front_end_imports_neither_live_front_end():
+    """report, compare and export read saved sessions through the core: never the monitor (Textual) or bench."""
+    mods = _imported_by(", ".join(f"befori_tui.report.{m}" for m in ("cli", "charts", "html", "sessions")))
+    assert "befori_tui.report.charts" in mods  # the modules did import
+    for bad in ("befori_tui.ui", "befori_tui.headless", "textual"):
+        assert not {m for m in mods if m == bad or m.startswith(bad + ".")}, bad
+    # compare and export need no plotting library: they work without the `report` extra.
+    light = _imported_by("befori_tui.report.compare, befori_tui.report.export")
+    assert not {m for m in light if m == "matplotlib" or m.startswith("matplotlib.")}

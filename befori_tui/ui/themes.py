@@ -99,7 +99,12 @@ def load_themes(directory: Path) -> tuple[list[Theme], list[ThemeError]]:
 
 
 def bundled_theme_dir() -> Path:
-    return Path(str(resources.files("befori_tui") / "themes"))
+    """Our themes: the repository's top-level themes/ folder. An installed wheel carries it as befori_tui/themes
+    (setup.py maps it there); a checkout — an editable install, or the source tree — has it beside the package."""
+    packaged = Path(str(resources.files("befori_tui"))) / "themes"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "themes"
 
 
 def all_themes(user_dir: Path | None = None) -> tuple[list[Theme], list[ThemeError]]:
