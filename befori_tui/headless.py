@@ -18,7 +18,7 @@ from befori_tui.core.health import CLIENT_BOUND_NOTE
 from befori_tui.core.runproc import make_hello, new_run_id, serve_run
 from befori_tui.core.runserver import socket_path_for
 from befori_tui.core.session import default_out_path
-from befori_tui.core.format import price_note, usd
+from befori_tui.core.format import errors_text, price_note, usd
 
 EXIT_NOTHING_SUCCEEDED = 3  # the run completed, and every request failed
 
@@ -29,7 +29,8 @@ def _ms(x: float | None) -> str:
 
 
 def level_line(s: dict) -> str:
-    errors = ", ".join(f"{k} {v}" for k, v in s.get("errors", {}).items())
+    groups = s.get("error_groups") or {}
+    errors = errors_text(groups) if groups else ""
     parts = [
         f"level {s['level']} · c={s['concurrency']}",
         f"{s['requests_ok']} ok, {s['requests_failed']} failed" + (f" ({errors})" if errors else ""),
@@ -39,6 +40,11 @@ def level_line(s: dict) -> str:
     ]
     if "usd_per_million_input" in s:
         parts.append(f"$/M in {usd(s['usd_per_million_input'])} out {usd(s['usd_per_million_output'])}")
+    elif s.get("requests_failed") and not s.get("requests_ok"):
+        parts.append(f"no $/M: all {s['requests_failed']} requests failed")
+    failed_usd = s.get("occupancy", {}).get("usd_failed")
+    if s.get("requests_failed") and failed_usd:
+        parts.append(f"failed requests cost ${failed_usd:.4f}")
     if s.get("client_bound"):
         parts.append(f"{CLIENT_BOUND_NOTE} (client loop lag p99 {s['client_loop_lag_ms_p99']:.0f} ms)")
     return " · ".join(parts)
@@ -64,15 +70,23 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
                     f" {_f(s.get('usd_per_output_token'), '11.4g')}")
     rows += ["", "$ per million tokens, and requests",
              f"{'conc':>5} {'befori in':>10} {'befori out':>11} {'occup. in':>10} {'occup. out':>11}"
-             f" {'measured':>8} {'ok':>6} {'failed':>6} {'idle $':>8}"]
+             f" {'measured':>8} {'ok':>6} {'failed':>6} {'idle $':>8} {'failed $':>8}"]
+    failures = []
     for s in levels:
         occ = s.get("occupancy", {})
-        rows.append(f"{s['concurrency']:>5} {usd(s.get('usd_per_million_input')):>10}"
+        all_failed = s["requests_failed"] and not s["requests_ok"]  # say so, not a row of dashes
+        rows.append(f"{s['concurrency']:>5} {'all failed' if all_failed else usd(s.get('usd_per_million_input')):>10}"
                     f" {usd(s.get('usd_per_million_output')):>11} {usd(occ.get('usd_per_million_input')):>10}"
                     f" {usd(occ.get('usd_per_million_output')):>11} {s.get('requests_steady', 0):>8}"
-                    f" {s['requests_ok']:>6} {s['requests_failed']:>6} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}")
+                    f" {s['requests_ok']:>6} {s['requests_failed']:>6} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}"
+                    f" {_f(occ.get('usd_failed'), '8.4f')}")
+        if s.get("error_groups"):
+            failures.append(f"c={s['concurrency']}: {errors_text(s['error_groups'])}")
     rows.append("measured: the ok requests the figures use (warm-up and those that outlived their level left out);"
-                " idle $: dollars of the level's bill with nothing in flight.")
+                " idle $: dollars of the level's bill with nothing in flight; failed $: its share spent on requests"
+                " that failed.")
+    if failures:
+        rows.append("failed: " + " · ".join(failures))
     if any(s.get("gpu", {}).get("energy_j_total") is not None for s in levels):
         kwh = any("usd_energy_per_million_output" in s.get("gpu", {}) for s in levels)
         rows += ["", "GPU energy" + (" (electricity at pricing.usd_per_kwh)" if kwh else ""),
@@ -167,11 +181,12 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | No
         # Tables of dashes and exit 0 would read as a run that worked: say why nothing did, and exit 3.
         errors: dict[str, int] = {}
         for lv in levels:
-            for kind, n in lv.get("errors", {}).items():
+            for kind, n in lv.get("error_groups", {}).items():
                 errors[kind] = errors.get(kind, 0) + n
+        errors = dict(sorted(errors.items(), key=lambda kv: -kv[1]))
         first = next((r for lv in session.runner.levels for r in lv.records if r.error_message), None) \
             if session.runner is not None else None
-        print(f"befori-tui bench: no request succeeded ({', '.join(f'{k} {n}' for k, n in errors.items()) or 'none ended'})"
+        print(f"befori-tui bench: no request succeeded ({errors_text(errors) if errors else 'none ended'})"
               + (f"; the first error: {first.error_message[:200]}" if first else ""), file=sys.stderr)
         return EXIT_NOTHING_SUCCEEDED
     return code

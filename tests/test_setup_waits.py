@@ -116,5 +116,5 @@ def test_a_bench_where_every_request_fails_says_why_and_exits_3(sim_factory, tmp
                            "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stderr
     said = [line for line in proc.stderr.splitlines() if line.startswith("befori-tui bench: no request succeeded")]
-    assert len(said) == 1 and "(http_status " in said[0] and "HTTP 500" in said[0], proc.stderr
+    assert len(said) == 1 and "(HTTP 500 ×" in said[0], proc.stderr
     assert tomllib.loads(out.read_text())["levels"][0]["requests_ok"] == 0  # and what happened is saved

@@ -178,6 +178,7 @@ def summarize_level(
     if t_end is not None:
         out["occupancy"] = occupancy_summary(level, view.overlap.update(all_records), pricing, t_end)
     out["errors"] = cols.error_counts()
+    out["error_groups"] = cols.error_groups()  # by status and kind: http_500, http_429, timeout, …
     return out
 
 

@@ -291,6 +291,7 @@ def window_stats(level: Level, cols: RecordColumns, now_ns: int, window_s: float
         out["output_tok_per_s_total"] = float(cols.n_out[ok].sum()) / span_s
         out["requests_per_s"] = int(ok.sum()) / span_s
     out["errors"] = cols.error_counts(recent)
+    out["error_groups"] = cols.error_groups(recent)
     return out
 
 

@@ -98,9 +98,9 @@ class MetricsPanel(Static):
         t.add_row("req/s", fmt.rate(w.get("requests_per_s")), "", "", fmt.rate(lv.get("requests_per_s")), "", "")
         errors = Text(no_wrap=True, overflow="ellipsis")
         errors.append(f"level {lv.get('requests_ok', 0)} ok, {lv.get('requests_failed', 0)} failed")
-        if lv.get("errors"):
-            errors.append(f" ({fmt.errors_text(lv['errors'])})")
-        errors.append(f" · last {s.window_s:g} s: {fmt.errors_text(w.get('errors', {}))}")
+        if lv.get("error_groups"):
+            errors.append(f" ({fmt.errors_text(lv['error_groups'])})")
+        errors.append(f" · last {s.window_s:g} s: {fmt.errors_text(w.get('error_groups', {}))}")
         self.update(Group(t, errors), layout=False)  # a fixed grid cell: no layout pass, no full repaint
 
 
@@ -129,10 +129,14 @@ class CostPanel(Static):
         ratio = p.blend_input_per_output
         t = _table("$ per M tokens", "input", "±", "output", "±", f"blend {ratio:g}:1")
         pin, pout = fmt.interval_pct(lv, "input"), fmt.interval_pct(lv, "output")
+        failed, ok = lv.get("requests_failed", 0), lv.get("requests_ok", 0)
+        all_failed = failed > 0 and ok == 0  # no figure can exist: say why rather than show dashes
         t.add_row(
             "befori " + fmt.settled_mark(lv),
-            fmt.usd(lv.get("usd_per_million_input")), "—" if pin is None else f"{pin:.1f}%",
-            fmt.usd(lv.get("usd_per_million_output")), "—" if pout is None else f"{pout:.1f}%",
+            "all failed" if all_failed else fmt.usd(lv.get("usd_per_million_input")),
+            "—" if pin is None else f"{pin:.1f}%",
+            f"{failed} of {failed}" if all_failed else fmt.usd(lv.get("usd_per_million_output")),
+            "—" if pout is None else f"{pout:.1f}%",
             fmt.usd(lv.get("usd_per_million_blended")),
         )
         t.add_row("occupancy", fmt.usd(occ.get("usd_per_million_input")), "",
@@ -149,7 +153,10 @@ class CostPanel(Static):
         settled = fmt.settled_mark(lv)
         hint = {"✓": " · settled ±3%: move on", "…": " · settling (±3%)"}.get(settled, "")
         line.append(hint, "bold" if settled == "✓" else "")
-        self.update(Group(*self._price_note(), t, line), layout=False)
+        lines = [line]
+        if failed:
+            lines.append(failed_line(lv, occ))
+        self.update(Group(*self._price_note(), t, *lines), layout=False)
 
     def _price_note(self) -> list[Text]:
         """First, so that no number is read before it: every figure below rests on the hourly price."""
@@ -161,6 +168,20 @@ class CostPanel(Static):
         style = "cost--warning" if self.pricing.source == "default" else "cost--dim"
         return [Text(f"{'⚠ ' if style == 'cost--warning' else ''}{note}", self.get_component_rich_style(style),
                      no_wrap=True, overflow="ellipsis")]
+
+
+def failed_line(lv: dict, occ: dict) -> Text:
+    """Failures are part of the cost: the share of the level's requests that failed, and what the server's time
+    on them cost (the occupancy method's failed bucket) — time that bought no tokens."""
+    failed, ok = lv.get("requests_failed", 0), lv.get("requests_ok", 0)
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(f"failed {failed} of {failed + ok} ({failed / max(1, failed + ok) * 100:.0f}%)", "bold")
+    usd_failed, bill = occ.get("usd_failed"), occ.get("usd_bill")
+    if usd_failed is not None:
+        line.append(f" · cost ${usd_failed:.4f}" + (f" ({usd_failed / bill * 100:.0f}% of the bill)" if bill else ""))
+    if lv.get("error_groups"):
+        line.append(f" · {fmt.errors_text(lv['error_groups'])}")
+    return line
 
 
 class GpuPanel(Static):
