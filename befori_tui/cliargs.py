@@ -57,6 +57,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--workers", type=int, metavar="N",
                     help="load processes carrying the slots (default 0: one per 512 streams, at most one per "
                          "spare core)")
+    ld.add_argument("--on-decrease", choices=["finish", "cancel"],
+                    help="when concurrency goes down, the removed slots' requests finish, or are cancelled (counted "
+                         "as cancelled); either way the new level is measured once they have ended (default finish)")
     ld.add_argument("--honor-retry-after", action="store_true",
                     help="after a 429 with Retry-After, that slot waits as asked (at most 30 s)")
     pr = p.add_argument_group("pricing")
@@ -82,6 +85,7 @@ PLAIN_FLAGS = {
     "requests_per_level": ("load", "requests_per_level"), "seconds_per_level": ("load", "seconds_per_level"),
     "warmup_requests": ("load", "warmup_requests"), "timeout": ("load", "timeout_s"),
     "max_seconds": ("load", "max_seconds"), "workers": ("load", "workers"),
+    "on_decrease": ("load", "on_decrease"),
     "usd_per_hour": ("pricing", "usd_per_hour"), "gpu_count": ("pricing", "gpu_count"),
     "usd_per_kwh": ("pricing", "usd_per_kwh"),
 }

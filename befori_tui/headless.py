@@ -113,6 +113,7 @@ def progress_printer(cfg: Config):
     """What `bench` says on stderr while it runs (the run's events, as they happen). A setup wait is named
     once it has lasted a second (a quick one stays quiet), then every 5 s with how long it has been."""
     waiting: list[threading.Timer] = []
+    drains: dict[int, int] = {}  # level → requests of the old load it began with
 
     def stop_waiting() -> None:
         while waiting:
@@ -139,6 +140,13 @@ def progress_printer(cfg: Config):
             stop_waiting()
         if t is ev.LevelOpened:
             print(f"level {event.index} · c={event.concurrency} · started", file=sys.stderr, flush=True)
+        elif t is ev.Draining:
+            if event.level not in drains and event.in_flight:
+                drains[event.level] = event.in_flight
+                print(f"level {event.level} · draining {event.in_flight}: the old load's requests end before "
+                      "this level is measured", file=sys.stderr, flush=True)
+            elif not event.in_flight and event.level in drains:
+                print(f"level {event.level} · drained", file=sys.stderr, flush=True)
         elif t is ev.Ready:
             # A price the user did not set says so before any figure rests on it.
             price = price_note(cfg.pricing)

@@ -115,6 +115,13 @@ class _EventObserver(NullObserver):
     def on_level_end(self, level: Level) -> None:
         self.emit(ev.LevelEnded(level.index, level.t_end_ns))
 
+    def on_drain(self, level: Level) -> None:
+        self.emit(level_draining(level))
+
+
+def level_draining(level: Level) -> ev.Draining:
+    return ev.Draining(level.index, level.draining, level.t_drained_ns or time.perf_counter_ns())
+
 
 def level_opened(level: Level) -> ev.LevelOpened:
     return ev.LevelOpened(level.index, level.concurrency, level.t_start_ns, level.warmup_target, level.reason)
@@ -476,6 +483,8 @@ class RunController:
                 out.append(level_opened(lv))
                 out.extend(("record", r) for r in list(lv.records))
             last = runner.levels[-1] if runner.levels else None
+            if last is not None and not last.drained:
+                out.append(level_draining(last))
             if last is not None and last.t_end_ns is not None and not runner.stopping:
                 out.append(ev.LevelEnded(last.index, last.t_end_ns))
             for r in list(runner.in_flight.values()):

@@ -145,6 +145,12 @@ def summarize_level(
         "requests_warmup": int(cols.warmup.sum()),
         "requests_outlived": int(cols.outlived.sum()),
     }
+    t_drained = getattr(level, "t_drained_ns", None)
+    if t_drained is not None and t_drained > level.t_start_ns:
+        # After a decrease: how long the old load took to leave; steady requests were all sent after it.
+        out["drain_s"] = (t_drained - level.t_start_ns) / 1e9
+    elif t_drained is None and getattr(level, "draining", 0):
+        out["draining"] = level.draining
     out.update(column_latency_stats(cols, steady))
     if steady.any() and out.get("e2e_s_mean", 0) > 0:
         # Closed loop: every slot is always busy with one request, so the level's rates are R requests per

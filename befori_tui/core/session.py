@@ -103,7 +103,7 @@ class Session:
                                 prompts.line_tokens if prompts.count_source == "tokenize" else None,
                                 prompts.count_source) for i in range(self.load_processes)]
             pool = LoadPool(specs, FanOut(self.writer, observer), ld.warmup_requests, on_note=on_note,
-                            log_dir=runtime_dir(), on_empty=on_empty)
+                            log_dir=runtime_dir(), on_empty=on_empty, on_decrease=ld.on_decrease)
             if on_phase is not None:
                 on_phase(f"{self.load_processes} load processes")
             await pool.open()
@@ -111,7 +111,7 @@ class Session:
             return pool
         client = StreamClient(self._http, self.endpoint, self.cfg.workload.ignore_eos, ld.timeout_s)
         self.runner = LoadRunner(client, prompts, FanOut(self.writer, observer), ld.warmup_requests,
-                                 honor_retry_after=ld.retry_after)
+                                 honor_retry_after=ld.retry_after, on_decrease=ld.on_decrease)
         return self.runner
 
     def start_telemetry(self, on_sample=None, interval_s: float = 1.0) -> str | None:

@@ -115,6 +115,12 @@ class LiveModel:
         elif t is ev.LevelOpened:
             self.open_level(Level(event.index, event.concurrency, event.t_start_ns, event.warmup_target,
                                   event.reason))
+        elif t is ev.Draining:
+            for lv in reversed(self.levels):
+                if lv.index == event.level:
+                    lv.draining = event.in_flight
+                    lv.t_drained_ns = None if event.in_flight else event.t_ns
+                    break
         elif t is ev.LevelEnded:
             for lv in self.levels:
                 if lv.index == event.index and lv.t_end_ns is None:

@@ -51,6 +51,9 @@ class StatusBar(Static):
             "  level ", (f"{lv.index}" if lv else "—", "bold"), (f" ({lv.reason})" if lv else "", dim),
             no_wrap=True, overflow="ellipsis",  # a long line is cut, never pushed onto the endpoint line
         )
+        if lv is not None and lv.draining and not m.finished:
+            # After a decrease the old load is still on the server: this level's figures have not begun.
+            text.append(f"  draining {lv.draining}", state_style)
         if simulated:
             text.append("  ")
             text.append(" SIMULATED ", self.get_component_rich_style("status--simulated"))

@@ -1,0 +1,67 @@
+"""A lower concurrency is measured once it has taken effect: the removed slots' requests end first (or are
+cancelled, with load.on_decrease = "cancel"); meanwhile the new level's requests are warm-up, the run says
+`draining N`, and the first steady request of the new level starts after the drain."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from befori_tui.core import events as ev
+from befori_tui.core.loadgen import Level
+from befori_tui.ui.model import LiveModel
+from befori_tui.core.config import PricingConfig
+
+
+def run_256_to_8(sim, tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess, dict, list[dict]]:
+    out = tmp_path / "drain.toml"
+    proc = subprocess.run([sys.executable, "-m", "befori_tui", "bench", "--url", sim.base_url, "--concurrency", "256,8",
+                           "--requests-per-level", "16", "--input-tokens", "64", "--output-tokens", "64:40",
+                           "--telemetry", "none", "--server-metrics", "off", "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    raw = [json.loads(line) for line in (tmp_path / "drain.jsonl").read_text().splitlines()]
+    return proc, tomllib.loads(out.read_text()), raw
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_256_to_8_measures_the_new_level_after_the_drain(sim, tmp_path, workers):
+    proc, data, raw = run_256_to_8(sim, tmp_path, "--workers", workers)
+    old = [r for r in raw if r["level"] == 0]
+    new = [r for r in raw if r["level"] == 1]
+    removed = [r for r in old if r["slot"] >= 8]
+    new_steady = [r for r in new if r["error_kind"] is None and not r["warmup"] and not r["outlived_level"]]
+    drained_ns = max(r["t_end_ns"] for r in removed)
+    t_level_ns = min(r["t_send_ns"] for r in new)
+    assert drained_ns > t_level_ns  # there was a drain: the old load outlived the switch
+    assert new_steady and min(r["t_send_ns"] for r in new_steady) >= drained_ns
+    assert all(r["warmup"] for r in new if r["t_send_ns"] < drained_ns)  # sent during the drain: warm-up
+    assert all(r["error_kind"] is None for r in removed)  # by default they finish
+    lv = data["levels"][1]
+    assert lv["concurrency"] == 8 and lv["requests_steady"] >= 16
+    assert (drained_ns - t_level_ns) / 1e9 - 0.05 <= lv["drain_s"] < lv["duration_s"]
+    assert "level 1 · draining " in proc.stderr and "level 1 · drained" in proc.stderr
+
+
+def test_on_decrease_cancel_cancels_the_removed_slots_requests(sim, tmp_path):
+    proc, data, raw = run_256_to_8(sim, tmp_path, "--on-decrease", "cancel")
+    removed_late = [r for r in raw if r["level"] == 0 and r["slot"] >= 8 and r["outlived_level"]]
+    assert removed_late and all(r["error_kind"] == "cancelled" for r in removed_late)
+    assert data["levels"][0]["requests_cancelled"] == len(removed_late)
+    assert data["load"]["on_decrease"] == "cancel"
+    assert data["levels"][1]["drain_s"] < 1.0  # cancelled at once, not waited for
+    assert data["levels"][1]["requests_steady"] >= 16
+
+
+def test_the_monitor_header_says_draining_until_the_drain_ends():
+    model = LiveModel(PricingConfig())
+    model.open_level(Level(0, 256, 0, 256))
+    model.apply(ev.LevelOpened(1, 8, 10, 8, "user"))
+    model.apply(ev.Draining(1, 248, 11))
+    assert model.level.draining == 248 and not model.level.drained
+    model.apply(ev.Draining(1, 0, 99))
+    assert model.level.draining == 0 and model.level.t_drained_ns == 99
