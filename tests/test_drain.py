@@ -65,3 +65,54 @@ def test_the_monitor_header_says_draining_until_the_drain_ends():
     assert model.level.draining == 248 and not model.level.drained
     model.apply(ev.Draining(1, 0, 99))
     assert model.level.draining == 0 and model.level.t_drained_ns == 99
+
+
+class _Link:
+    def __init__(self) -> None:
+        import queue
+
+        self.sent: list = []
+        self.events = queue.SimpleQueue()  # nothing comes from this run
+
+    def send(self, command) -> None:
+        self.sent.append(command)
+
+
+async def test_the_header_says_draining_and_a_large_jump_asks_first():
+    from befori_tui.ui.app import MonitorApp, UiOptions
+    from befori_tui.ui.fixed import fixed_config, fixed_model
+
+    cfg = fixed_config()
+    model = fixed_model(cfg=cfg)
+    app = MonitorApp(cfg, model, None, UiOptions(live=False))
+    async with app.run_test(size=(160, 48)) as pilot:
+        link = app.link = _Link()
+        c = model.concurrency
+        model.level.draining = 40
+        app.status.refresh_status(False)
+        await pilot.pause(0.1)
+        assert "draining 40" in app.status.content.plain
+        await pilot.press("c")
+        await pilot.pause(0.1)
+        app.screen.query_one("Input").value = str(c * 5)
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert type(app.screen).__name__ == "JumpScreen" and link.sent == []
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert link.sent == []  # cancelled: nothing asked of the run
+        await pilot.press("c")
+        await pilot.pause(0.1)
+        app.screen.query_one("Input").value = str(c * 5)
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        await pilot.press("y")
+        await pilot.pause(0.1)
+        assert [x.concurrency for x in link.sent] == [c * 5]
+        await pilot.press("c")  # within 4×: no question
+        await pilot.pause(0.1)
+        app.screen.query_one("Input").value = str(c * 2)
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert [x.concurrency for x in link.sent] == [c * 5, c * 2]
+        app.link = None

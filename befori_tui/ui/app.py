@@ -29,6 +29,7 @@ from befori_tui.core.runlink import RunLink
 from befori_tui.ui.model import LiveModel, Summaries, SummaryCache
 from befori_tui.ui.screens.concurrency import MAX_CONCURRENCY, ConcurrencyScreen
 from befori_tui.ui.screens.help import HelpScreen
+from befori_tui.ui.screens.jump import JumpScreen, needs_confirming
 from befori_tui.ui.screens.quit import QuitScreen
 from befori_tui.ui.themes import DEFAULT_THEME, ThemeError, all_themes
 from befori_tui.ui.widgets.levels import CostChart, LevelsTable
@@ -340,6 +341,15 @@ class MonitorApp(App[int]):
         return self.model.concurrency or 1
 
     def _set_c(self, c: int) -> None:
+        if self.link is None:
+            return
+        current = self._current_c()
+        if needs_confirming(current, c):  # a large jump asks first (screens/jump.py)
+            self.push_screen(JumpScreen(current, c), lambda yes: self._send_c(c) if yes else None)
+            return
+        self._send_c(c)
+
+    def _send_c(self, c: int) -> None:
         if self.link is None:
             return
         self._target_c = (c, len(self.model.levels))
