@@ -136,8 +136,9 @@ def progress_printer(cfg: Config):
             waiting.append(timer)
             timer.start()
             return
-        if t in (ev.Ready, ev.Failed, ev.Finished):
-            stop_waiting()
+        if t in (ev.Ready, ev.Failed, ev.Finished, ev.FirstToken, ev.RequestEnded):
+            if waiting:
+                stop_waiting()
         if t is ev.LevelOpened:
             print(f"level {event.index} · c={event.concurrency} · started", file=sys.stderr, flush=True)
         elif t is ev.Draining:

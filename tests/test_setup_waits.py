@@ -118,3 +118,65 @@ def test_a_bench_where_every_request_fails_says_why_and_exits_3(sim_factory, tmp
     said = [line for line in proc.stderr.splitlines() if line.startswith("befori-tui bench: no request succeeded")]
     assert len(said) == 1 and "(HTTP 500 ×" in said[0], proc.stderr
     assert tomllib.loads(out.read_text())["levels"][0]["requests_ok"] == 0  # and what happened is saved
+
+
+@pytest.fixture
+def mute_url():
+    """Lists its models, then never sends a byte of an answer to a completion."""
+    from tests.hostile_server import HostileServer
+
+    with HostileServer(["silent"]) as srv:
+        yield srv.base_url
+
+
+def test_bench_bounds_the_first_requests_wait_names_it_and_saves(mute_url, tmp_path):
+    out = tmp_path / "first.toml"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "befori_tui", "bench", "--url", mute_url, "--config",
+                           str(config_file(tmp_path, 2)), "--concurrency", "2", "--telemetry", "none",
+                           "--server-metrics", "off", "--out", str(out)], capture_output=True, text=True, timeout=30)
+    elapsed_s = time.monotonic() - t0
+    assert proc.returncode == 2, proc.stderr
+    assert elapsed_s < 10, elapsed_s  # not the 600 s per-request timeout
+    assert "waiting for the first request's first byte" in proc.stderr  # said while it waited
+    assert "no answer to the first request within 2 s (load.setup_timeout_s)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    data = tomllib.loads(out.read_text())
+    assert data["ended_by"] == "setup" and data["levels"][0]["requests_cancelled"] == 2
+
+
+def test_bench_obeys_sigterm_while_waiting_for_the_first_request(mute_url, tmp_path):
+    out = tmp_path / "t1.toml"
+    proc = subprocess.Popen([sys.executable, "-m", "befori_tui", "bench", "--url", mute_url, "--concurrency", "2",
+                             "--telemetry", "none", "--server-metrics", "off", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)  # connected, the first requests sent, and the wait named (after 1 s)
+    assert proc.poll() is None
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 2.0
+    assert proc.returncode == 130, err
+    assert "waiting for the first request's first byte" in err
+    data = tomllib.loads(out.read_text())
+    assert data["ended_by"] == "signal" and data["levels"][0]["requests_cancelled"] == 2
+
+
+def test_the_monitor_shows_the_first_requests_wait_and_quits_at_once(mute_url, tmp_path):
+    out = tmp_path / "m1.toml"
+    app = PtyApp(["--url", mute_url, "--concurrency", "2", "--telemetry", "none", "--server-metrics", "off",
+                  "--out", str(out)])
+    try:
+        deadline = time.monotonic() + 20
+        while "waiting for the first request" not in app.text:
+            assert time.monotonic() < deadline, app.text[-1500:]
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        app.type(b"q")
+        code = app.wait(10)
+        elapsed_s = time.monotonic() - t0
+    finally:
+        app.close()
+    assert elapsed_s < 2.0, elapsed_s
+    assert code == 0, app.text[-1500:]
+    assert tomllib.loads(out.read_text())["levels"][0]["requests_cancelled"] == 2

@@ -107,10 +107,12 @@ class LiveModel:
                     if lv.index == event.level:
                         lv.sent += 1
         elif t is ev.FirstToken:
+            self.connecting = None  # the first request's answer began: no setup wait is left
             entry = self.in_flight.get(event.request_id)
             if entry is not None:
                 entry[1].t_first_ns = event.t_first_token_ns
         elif t is ev.RequestEnded:
+            self.connecting = None
             self.add_record(ev.record_from_wire(event.record))
         elif t is ev.LevelOpened:
             self.open_level(Level(event.index, event.concurrency, event.t_start_ns, event.warmup_target,

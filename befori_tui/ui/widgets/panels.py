@@ -59,7 +59,7 @@ class StatusBar(Static):
             text.append(" SIMULATED ", self.get_component_rich_style("status--simulated"))
         if m.sweep_text:
             text.append(f"  {m.sweep_text}", dim)
-        if m.connecting and not m.levels and not m.finished:
+        if m.connecting and not m.finished:
             waited_s = (time.perf_counter_ns() - m.connecting_since_ns) / 1e9
             text.append(f"  waiting for {m.connecting} · {waited_s:.0f} s", dim)
         lag_ms = m.loop_lag_ms_p99
