@@ -70,6 +70,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                     help="an API price to compare, $ per million input/output tokens (repeatable)")
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="PATH", help="session TOML (default: befori-results/session-<time>.toml)")
+    o.add_argument("--gpu-detail", action="store_true", default=None,
+                   help="every GPU's own figures in each level of the session file (gpu_detail; default: a "
+                        "summary over the GPUs per level)")
     o.add_argument("--raw", metavar="PATH", help="raw per-request JSON lines (default: beside --out, .jsonl)")
     s = p.add_argument_group("built-in simulator (when no --url is given)")
     s.add_argument("--profile", default="dbrx-8xh100", help="simulator profile (default dbrx-8xh100)")
@@ -80,7 +83,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 PLAIN_FLAGS = {
     "url": ("endpoint", "url"), "model": ("endpoint", "model"), "api": ("endpoint", "api"),
     "api_key_env": ("endpoint", "api_key_env"), "server_metrics": ("endpoint", "server_metrics"),
-    "telemetry": (None, "telemetry"),
+    "telemetry": (None, "telemetry"), "gpu_detail": (None, "gpu_detail"),
     "prompts": ("workload", "prompt_source"), "seed": ("workload", "seed"),
     "requests_per_level": ("load", "requests_per_level"), "seconds_per_level": ("load", "seconds_per_level"),
     "warmup_requests": ("load", "warmup_requests"), "timeout": ("load", "timeout_s"),

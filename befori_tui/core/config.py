@@ -87,6 +87,7 @@ class Config:
     load: LoadConfig = field(default_factory=LoadConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
     telemetry: str = ""  # nvml | dcgm:URL | none | "" (auto)
+    gpu_detail: bool = False  # every GPU's own figures in each level of the session file (else a summary)
 
     def validate(self, where: str = "config") -> None:
         validate(self, where)
@@ -177,6 +178,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     for key, value in data.items():
         if key == "telemetry":
             cfg.telemetry = _coerce(value, str, f"{p}: telemetry")
+        elif key == "gpu_detail":
+            cfg.gpu_detail = _coerce(value, bool, f"{p}: gpu_detail")
         elif key in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{p}: [{key}] must be a table")
@@ -187,7 +190,7 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
             if key == "pricing" and "usd_per_hour" in value:
                 cfg.pricing.source = "config"
         else:
-            raise ConfigError(f"{p}: unknown key {key!r} (known: {', '.join([*SECTIONS, 'telemetry'])})")
+            raise ConfigError(f"{p}: unknown key {key!r} (known: {', '.join([*SECTIONS, 'telemetry', 'gpu_detail'])})")
     validate(cfg, str(p))
     return cfg
 
