@@ -21,6 +21,7 @@ from befori_tui.core.session import default_out_path
 from befori_tui.core.format import errors_text, price_note, usd
 
 EXIT_NOTHING_SUCCEEDED = 3  # the run completed, and every request failed
+PROGRESS_EVERY_S = 3.0  # a level's progress line on stderr, when something changed
 
 
 
@@ -114,6 +115,30 @@ def progress_printer(cfg: Config):
     once it has lasted a second (a quick one stays quiet), then every 5 s with how long it has been."""
     waiting: list[threading.Timer] = []
     drains: dict[int, int] = {}  # level → requests of the old load it began with
+    # Progress of the level under way, printed every PROGRESS_EVERY_S while it runs (a level is never silent).
+    progress = {"level": -1, "concurrency": 0, "measured": 0, "ok": 0, "failed": 0, "t0": 0.0, "shown": None}
+    ticker: list[threading.Timer] = []
+
+    def tick() -> None:
+        p = progress
+        now = (p["level"], p["measured"], p["ok"], p["failed"])
+        if p["level"] >= 0 and now != p["shown"]:
+            p["shown"] = now
+            target = cfg.load.requests_per_level
+            seconds = cfg.load.seconds_per_level
+            done = f"{p['measured']}/{target} measured" if target else f"{p['measured']} measured"
+            if seconds:
+                done += f" · {time.monotonic() - p['t0']:.0f} of {seconds:g} s"
+            else:
+                done += f" · {time.monotonic() - p['t0']:.0f} s"
+            print(f"level {p['level']} · c={p['concurrency']} · {done} · {p['ok']} ok, {p['failed']} failed",
+                  file=sys.stderr, flush=True)
+        if p.get("finished"):
+            return
+        timer = threading.Timer(PROGRESS_EVERY_S, tick)
+        timer.daemon = True
+        ticker[:] = [timer]
+        timer.start()
 
     def stop_waiting() -> None:
         while waiting:
@@ -136,10 +161,29 @@ def progress_printer(cfg: Config):
             waiting.append(timer)
             timer.start()
             return
-        if t in (ev.Ready, ev.Failed, ev.Finished, ev.FirstToken, ev.RequestEnded):
+        if t in (ev.Ready, ev.Failed, ev.Finished, ev.FirstToken):
             if waiting:
                 stop_waiting()
+        if t is ev.Finished:
+            progress["finished"] = True
+            while ticker:
+                ticker.pop().cancel()
+        if t is ev.RequestEnded:
+            if waiting:
+                stop_waiting()  # the first request answered
+            r = event.record
+            if r.level == progress["level"]:
+                progress["measured"] += not r.warmup and not r.outlived_level
+                if r.error_kind is None:
+                    progress["ok"] += 1
+                elif r.error_kind != "cancelled":
+                    progress["failed"] += 1
+            return
         if t is ev.LevelOpened:
+            progress.update(level=event.index, concurrency=event.concurrency, measured=0, ok=0, failed=0,
+                            t0=time.monotonic(), shown=(event.index, 0, 0, 0))
+            if not ticker:
+                tick()
             print(f"level {event.index} · c={event.concurrency} · started", file=sys.stderr, flush=True)
         elif t is ev.Draining:
             if event.level not in drains and event.in_flight:

@@ -177,6 +177,23 @@ def test_the_monitor_shows_the_first_requests_wait_and_quits_at_once(mute_url, t
         elapsed_s = time.monotonic() - t0
     finally:
         app.close()
+        if app.proc.poll() is None:
+            app.proc.kill()
     assert elapsed_s < 2.0, elapsed_s
     assert code == 0, app.text[-1500:]
     assert tomllib.loads(out.read_text())["levels"][0]["requests_cancelled"] == 2
+
+
+def test_the_monitor_gives_up_on_a_first_request_without_answer_and_says_why(mute_url, tmp_path):
+    out = tmp_path / "m2.toml"
+    app = PtyApp(["--url", mute_url, "--config", str(config_file(tmp_path, 2)), "--concurrency", "2",
+                  "--telemetry", "none", "--server-metrics", "off", "--out", str(out)])
+    try:
+        code = app.wait(20)
+    finally:
+        app.close()
+        if app.proc.poll() is None:
+            app.proc.kill()
+    assert code == 2, app.text[-1500:]
+    assert "no answer to the first request within 2 s" in app.text
+    assert tomllib.loads(out.read_text())["ended_by"] == "setup"

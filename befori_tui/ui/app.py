@@ -266,7 +266,8 @@ class MonitorApp(App[int]):
             self.gpus.show(self.model, self.summaries)
         if self.link is not None:
             m = self.model
-            if m.error and not m.levels and (m.finished or m.link_closed):
+            # Setup failed — before any level, or the first request had no answer (ended_by setup): exit with why.
+            if m.error and (not m.levels or m.ended_by == "setup") and (m.finished or m.link_closed):
                 self.exit_note = f"befori-tui monitor: {m.error}"
                 self.exit(m.exit_code if m.exit_code is not None else 2)
             elif self.quitting and (m.finished or m.link_closed or time.monotonic() > self._quit_deadline):
