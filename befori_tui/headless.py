@@ -85,7 +85,7 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
             failures.append(f"c={s['concurrency']}: {errors_text(s['error_groups'])}")
     rows.append("measured: the ok requests the figures use (warm-up and those that outlived their level left out);"
                 " idle $: dollars of the level's bill with nothing in flight; failed $: its share spent on requests"
-                " that failed.")
+                " that failed or were cancelled.")
     if failures:
         rows.append("failed: " + " · ".join(failures))
     if any(s.get("gpu", {}).get("energy_j_total") is not None for s in levels):
