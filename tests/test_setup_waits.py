@@ -63,14 +63,41 @@ def test_bench_names_the_wait_and_gives_up_after_setup_timeout(silent_url, tmp_p
     assert "/v1/models: no answer within 2 s (load.setup_timeout_s)" in last and "Traceback" not in proc.stderr
 
 
+class StderrWatch:
+    """A child's stderr, read line by line on a thread: a test signals it once it has said what it waits for
+    (a fixed sleep raced the interpreter's start on a busy machine, where SIGTERM came before its handler)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in self.lines):
+            assert time.monotonic() < deadline and self.proc.poll() is None, "".join(self.lines)
+            time.sleep(0.05)
+
+    def rest(self, timeout_s: float = 20.0) -> str:
+        self.proc.wait(timeout_s)
+        self.thread.join(5)
+        return "".join(self.lines)
+
+
 def test_bench_obeys_sigterm_while_connecting_and_saves_why(silent_url, tmp_path):
     out = tmp_path / "t.toml"
     proc = subprocess.Popen([sys.executable, "-m", "befori_tui", "bench", "--url", silent_url, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watch = StderrWatch(proc)
+    watch.wait_for("waiting for the server's model list")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=20)
+    err = watch.rest()
     assert time.monotonic() - t0 < 2.0
     assert proc.returncode == 130, err
     data = tomllib.loads(out.read_text())
@@ -149,12 +176,12 @@ def test_bench_obeys_sigterm_while_waiting_for_the_first_request(mute_url, tmp_p
     out = tmp_path / "t1.toml"
     proc = subprocess.Popen([sys.executable, "-m", "befori_tui", "bench", "--url", mute_url, "--concurrency", "2",
                              "--telemetry", "none", "--server-metrics", "off", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)  # connected, the first requests sent, and the wait named (after 1 s)
-    assert proc.poll() is None
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watch = StderrWatch(proc)
+    watch.wait_for("waiting for the first request's first byte")  # named after 1 s
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=20)
+    err = watch.rest()
     assert time.monotonic() - t0 < 2.0
     assert proc.returncode == 130, err
     assert "waiting for the first request's first byte" in err
