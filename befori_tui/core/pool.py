@@ -187,7 +187,7 @@ class LoadPool:
             level.sent += 1
             self.observer.on_request_start(r)
             if event.level != self.levels[-1].index:  # a removed slot's last request, heard of late
-                self._check_drain()
+                self._check_drain(late_start=True)
         elif t is ev.FirstToken:
             r = self.in_flight.get(event.request_id)
             if r is not None:
@@ -262,11 +262,12 @@ class LoadPool:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _check_drain(self) -> None:
+    def _check_drain(self, late_start: bool = False) -> None:
         """Has the current level's drain (removed slots' requests, in every process) begun, changed or ended?
-        A removed slot's request heard of late (sent before its process heard of the level) reopens it."""
+        A removed slot's request heard of late (`late_start`: sent before its process heard of the level)
+        reopens it. A drained level costs nothing here: this runs on every request's end."""
         level = self.levels[-1] if self.levels else None
-        if level is None:
+        if level is None or (level.drained and not late_start):
             return
         over = removed_in_flight(self.in_flight.values(), level.concurrency)
         if over == level.draining and (over or level.drained):
@@ -287,7 +288,7 @@ class LoadPool:
         self.levels.append(new)
         self.observer.on_level_change(old, new)
         if removed_in_flight(self.in_flight.values(), concurrency):
-            self._check_drain()
+            self._check_drain(late_start=True)
         else:
             new.t_drained_ns = now
         alive = self.alive
