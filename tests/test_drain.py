@@ -116,3 +116,15 @@ async def test_the_header_says_draining_and_a_large_jump_asks_first():
         await pilot.pause(0.1)
         assert [x.concurrency for x in link.sent] == [c * 5, c * 2]
         app.link = None
+
+
+def test_a_timed_level_is_timed_from_the_end_of_its_drain(sim, tmp_path):
+    out = tmp_path / "timed.toml"
+    proc = subprocess.run([sys.executable, "-m", "befori_tui", "bench", "--url", sim.base_url, "--concurrency", "128,4",
+                           "--seconds-per-level", "1", "--input-tokens", "64", "--output-tokens", "64:40",
+                           "--telemetry", "none", "--server-metrics", "off", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lv = tomllib.loads(out.read_text())["levels"][1]
+    assert lv["drain_s"] > 0 and lv["duration_s"] >= lv["drain_s"] + 1.0 - 0.01
+    assert lv["requests_steady"] > 0

@@ -284,9 +284,14 @@ async def wait_level(runner, requests: int = 0, seconds: float = 0.0) -> bool:
             return False
         if requests and level.measured_done >= requests:
             return True
-        remaining = seconds - level.duration_s() if seconds else None
-        if seconds and remaining <= 0:
-            return True
+        # Seconds count once the level has taken effect (after a decrease: from the end of its drain), so a
+        # level is never all drain and no measurement.
+        t_from = getattr(level, "t_drained_ns", level.t_start_ns)
+        remaining = None
+        if seconds and t_from is not None:
+            remaining = seconds - (time.perf_counter_ns() - t_from) / 1e9
+            if remaining <= 0:
+                return True
         try:
             await asyncio.wait_for(runner._changed.wait(), timeout=remaining)
         except TimeoutError:
