@@ -68,40 +68,64 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+DEMO_HEADLESS_LEVEL_S = 15.0
+
+
+def bench_parser(command: str = "bench") -> OneLineParser:
+    p = OneLineParser(prog=f"befori-tui {command}", description="Headless benchmark, one level per concurrency."
+                      + (f" demo --headless: the simulator, levels 1,8,32,64, each 48 measured requests or "
+                         f"{DEMO_HEADLESS_LEVEL_S:g} s, whichever comes first." if command == "demo" else ""))
+    add_run_flags(p)
+    return p
+
+
 def bench_command(command: str, argv: list[str]) -> int:
     from befori_tui.headless import bench_main
 
-    p = OneLineParser(prog=f"befori-tui {command}", description="Headless benchmark, one level per concurrency.")
-    add_run_flags(p)
-    args = p.parse_args(argv)
+    args = bench_parser(command).parse_args(argv)
     if command == "demo" and not args.url:
-        # `befori-tui --headless`: the demo as a short headless sweep against the simulator.
+        # `befori-tui --headless`: the demo as a short headless sweep against the simulator — each level 48
+        # measured requests or DEMO_HEADLESS_LEVEL_S, whichever comes first (at c=1 a request takes ~1.9 s).
         args.concurrency = args.concurrency or "1,8,32,64"
         args.requests_per_level = args.requests_per_level or 48
+        if args.seconds_per_level is None:
+            args.seconds_per_level = DEMO_HEADLESS_LEVEL_S
         args.input_tokens = args.input_tokens or "550:150"
         args.output_tokens = args.output_tokens or "150"
     cfg = config_from_args(args)
     return bench_main(args, cfg)
 
 
-def cost_command(argv: list[str]) -> int:
-    from befori_tui.core.cost import befori_cost
-    from befori_tui.core.results import read_session, reprice_session, write_toml_atomic
-
+def cost_parser() -> OneLineParser:
     p = OneLineParser(
         prog="befori-tui cost",
         description="The befori method from per-level means, or a saved session re-priced at another hourly price.",
     )
-    p.add_argument("session", nargs="?", help="a saved session TOML to re-price")
-    p.add_argument("--usd-per-hour", type=float, required=True, metavar="X", help="hourly price of the server")
-    p.add_argument("--concurrency", type=float, metavar="R", help="concurrent requests")
-    p.add_argument("--mean-input-tokens", type=float, metavar="N")
-    p.add_argument("--ttft", type=float, metavar="S", help="mean time to first token, seconds")
-    p.add_argument("--mean-output-tokens", type=float, metavar="N")
-    p.add_argument("--e2e", type=float, metavar="S", help="mean end-to-end latency, seconds")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.add_argument("--out", metavar="PATH", help="with a session: write the re-priced session here")
-    args = p.parse_args(argv)
+    p.add_argument("session", nargs="?", help="a saved session TOML to re-price (default: none, the method from "
+                                              "the means below)")
+    p.add_argument("--usd-per-hour", type=float, required=True, metavar="X",
+                   help="hourly price of the server (required; no default)")
+    p.add_argument("--concurrency", type=float, metavar="R", help="concurrent requests (no default: needed "
+                                                                   "without a session)")
+    p.add_argument("--mean-input-tokens", type=float, metavar="N", help="mean input tokens (no default: needed "
+                                                                        "without a session)")
+    p.add_argument("--ttft", type=float, metavar="S", help="mean time to first token, seconds (no default: "
+                                                           "needed without a session)")
+    p.add_argument("--mean-output-tokens", type=float, metavar="N", help="mean output tokens (no default: needed "
+                                                                         "without a session)")
+    p.add_argument("--e2e", type=float, metavar="S", help="mean end-to-end latency, seconds (no default: needed "
+                                                          "without a session)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout (default: text)")
+    p.add_argument("--out", metavar="PATH", help="with a session: write the re-priced session here (default: "
+                                                 "only print it)")
+    return p
+
+
+def cost_command(argv: list[str]) -> int:
+    from befori_tui.core.cost import befori_cost
+    from befori_tui.core.results import read_session, reprice_session, write_toml_atomic
+
+    args = cost_parser().parse_args(argv)
     if args.usd_per_hour < 0:
         raise ConfigError("--usd-per-hour must be ≥ 0")
     if args.session:

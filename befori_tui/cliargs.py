@@ -30,58 +30,93 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
+    # Every default is said in --help, from the config's own defaults (a flag left out means the config's key).
+    d = Config()
+    e, w, ld, pr = d.endpoint, d.workload, d.load, d.pricing
     g = p.add_argument_group("endpoint")
-    g.add_argument("--config", metavar="FILE", help="TOML config (flags override its keys)")
+    g.add_argument("--config", metavar="FILE", help="TOML config (flags override its keys; default: none, the "
+                                                    "defaults below)")
     g.add_argument("--url", help="OpenAI base URL ending in /v1 (default: start the built-in simulator)")
     g.add_argument("--model", help="model name (default: the first one at /v1/models)")
-    g.add_argument("--api", choices=["completions", "chat"], help="which streaming API to call")
-    g.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
+    g.add_argument("--api", choices=["completions", "chat"], help=f"which streaming API to call (default {e.api})")
+    g.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key (default: none, "
+                                                        "no key is sent)")
     g.add_argument("--server-metrics", metavar="URL|off", help="the server's Prometheus /metrics (default: <root>/metrics)")
     g.add_argument("--telemetry", metavar="SPEC", help="GPU telemetry: nvml | dcgm:URL | none (default: NVML if it loads)")
     w = p.add_argument_group("workload")
-    w.add_argument("--input-tokens", metavar="MEAN[:SD]", help="input tokens per request (default 550:150)")
-    w.add_argument("--output-tokens", metavar="MEAN[:SD]", help="output tokens per request (default 150)")
-    w.add_argument("--no-ignore-eos", action="store_true", help="let the model stop early (output lengths vary)")
-    w.add_argument("--prompts", metavar="FILE.jsonl", help='prompts from a JSONL file of {"prompt": ...}')
-    w.add_argument("--seed", type=int, help="random seed for prompts and lengths")
-    ld = p.add_argument_group("load")
-    ld.add_argument("--concurrency", metavar="N[,N…]", help="concurrency levels, e.g. 1,2,4,8")
-    ld.add_argument("--requests-per-level", type=int, metavar="N", help="measured requests per level")
-    ld.add_argument("--seconds-per-level", type=float, metavar="S", help="seconds per level")
-    ld.add_argument("--sweep-until-settled", action="store_true",
+    wd = d.workload
+    w.add_argument("--input-tokens", metavar="MEAN[:SD]",
+                   help=f"input tokens per request (default {wd.input_tokens_mean}:{wd.input_tokens_sd:g})")
+    w.add_argument("--output-tokens", metavar="MEAN[:SD]",
+                   help=f"output tokens per request (default {wd.output_tokens_mean})")
+    w.add_argument("--no-ignore-eos", action="store_true",
+                   help="let the model stop early (output lengths vary; default: ignore_eos is sent, lengths exact)")
+    w.add_argument("--prompts", metavar="FILE.jsonl", help='prompts from a JSONL file of {"prompt": ...} (default: '
+                                                           "the bundled sonnets)")
+    w.add_argument("--seed", type=int, help=f"random seed for prompts and lengths (default {wd.seed})")
+    lg = p.add_argument_group("load")
+    lg.add_argument("--concurrency", metavar="N[,N…]",
+                    help=f"concurrency levels (default {','.join(map(str, ld.concurrency))})")
+    lg.add_argument("--requests-per-level", type=int, metavar="N",
+                    help=f"measured requests per level (default {ld.requests_per_level}; 0 with --seconds-per-level "
+                         "alone)")
+    lg.add_argument("--seconds-per-level", type=float, metavar="S",
+                    help="seconds per level (default: none, levels end by their requests; with both, whichever "
+                         "comes first)")
+    lg.add_argument("--sweep-until-settled", action="store_true",
                     help="end each level when both $/M have settled (±3%%) instead, or after --seconds-per-level "
-                         "if given")
-    ld.add_argument("--warmup-requests", type=int, metavar="N", help="warm-up requests per level (default: one per slot)")
-    ld.add_argument("--timeout", type=float, metavar="S", help="per-request timeout in seconds")
-    ld.add_argument("--max-seconds", type=float, metavar="S", help="hard bound on the whole run")
-    ld.add_argument("--workers", type=int, metavar="N",
+                         "if given (default: off)")
+    lg.add_argument("--warmup-requests", type=int, metavar="N",
+                    help="warm-up requests per level (default: one per slot)")
+    lg.add_argument("--timeout", type=float, metavar="S", help=f"per-request timeout in seconds (default {ld.timeout_s:g})")
+    lg.add_argument("--max-seconds", type=float, metavar="S",
+                    help=f"hard bound on the whole run (default {ld.max_seconds:g})")
+    lg.add_argument("--workers", type=int, metavar="N",
                     help="load processes carrying the slots (default 0: one per 512 streams, at most one per "
                          "spare core)")
-    ld.add_argument("--honor-retry-after", action="store_true",
-                    help="after a 429 with Retry-After, that slot waits as asked (at most 30 s)")
-    pr = p.add_argument_group("pricing")
-    pr.add_argument("--usd-per-hour", type=float, metavar="X", help="hourly price of the whole server")
-    pr.add_argument("--gpu-count", type=int, metavar="N", help="GPUs in that price")
-    pr.add_argument("--usd-per-kwh", type=float, metavar="X", help="electricity price, for energy cost")
-    pr.add_argument("--compare", action="append", metavar="NAME=IN/OUT",
-                    help="an API price to compare, $ per million input/output tokens (repeatable)")
+    lg.add_argument("--on-decrease", choices=["finish", "cancel"],
+                    help="when concurrency goes down, the removed slots' requests finish, or are cancelled (counted "
+                         "as cancelled); either way the new level is measured once they have ended "
+                         f"(default {ld.on_decrease})")
+    lg.add_argument("--honor-retry-after", action="store_true",
+                    help="after a 429 with Retry-After, that slot waits as asked, at most 30 s (default: off, only "
+                         "counted)")
+    pg = p.add_argument_group("pricing")
+    pg.add_argument("--usd-per-hour", type=float, metavar="X",
+                    help=f"hourly price of the whole server (default {pr.usd_per_hour:g}, an 8×H100 rental — said "
+                         "on screen and in the file; the built-in simulator: its box at that rate per GPU)")
+    pg.add_argument("--gpu-count", type=int, metavar="N", help=f"GPUs in that price (default {pr.gpu_count})")
+    pg.add_argument("--usd-per-kwh", type=float, metavar="X",
+                    help="electricity price, for energy cost (default 0: no energy cost)")
+    pg.add_argument("--compare", action="append", metavar="NAME=IN/OUT",
+                    help="an API price to compare, $ per million input/output tokens (repeatable; default: none)")
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="PATH", help="session TOML (default: befori-results/session-<time>.toml)")
+    o.add_argument("--gpu-detail", action="store_true", default=None,
+                   help="every GPU's own figures in each level of the session file (gpu_detail; default: a "
+                        "summary over the GPUs per level)")
     o.add_argument("--raw", metavar="PATH", help="raw per-request JSON lines (default: beside --out, .jsonl)")
     s = p.add_argument_group("built-in simulator (when no --url is given)")
     s.add_argument("--profile", default="dbrx-8xh100", help="simulator profile (default dbrx-8xh100)")
-    s.add_argument("--time-scale", type=float, default=1.0, metavar="X", help="run the simulator X× faster")
+    s.add_argument("--time-scale", type=float, default=1.0, metavar="X", help="run the simulator X× faster (default 1)")
+
+
+def undocumented_defaults(p: argparse.ArgumentParser) -> list[str]:
+    """Options whose --help does not say their default (a test keeps this empty for every command)."""
+    return [a.option_strings[0] if a.option_strings else a.dest for a in p._actions
+            if not isinstance(a, argparse._HelpAction) and "default" not in (a.help or "")]
 
 
 # Flags copied as they are onto a config key: flag dest → (section, key); section None is the top level.
 PLAIN_FLAGS = {
     "url": ("endpoint", "url"), "model": ("endpoint", "model"), "api": ("endpoint", "api"),
     "api_key_env": ("endpoint", "api_key_env"), "server_metrics": ("endpoint", "server_metrics"),
-    "telemetry": (None, "telemetry"),
+    "telemetry": (None, "telemetry"), "gpu_detail": (None, "gpu_detail"),
     "prompts": ("workload", "prompt_source"), "seed": ("workload", "seed"),
     "requests_per_level": ("load", "requests_per_level"), "seconds_per_level": ("load", "seconds_per_level"),
     "warmup_requests": ("load", "warmup_requests"), "timeout": ("load", "timeout_s"),
     "max_seconds": ("load", "max_seconds"), "workers": ("load", "workers"),
+    "on_decrease": ("load", "on_decrease"),
     "usd_per_hour": ("pricing", "usd_per_hour"), "gpu_count": ("pricing", "gpu_count"),
     "usd_per_kwh": ("pricing", "usd_per_kwh"),
 }

@@ -18,9 +18,10 @@ from befori_tui.core.health import CLIENT_BOUND_NOTE
 from befori_tui.core.runproc import make_hello, new_run_id, serve_run
 from befori_tui.core.runserver import socket_path_for
 from befori_tui.core.session import default_out_path
-from befori_tui.core.format import price_note, usd
+from befori_tui.core.format import errors_text, price_note, usd
 
 EXIT_NOTHING_SUCCEEDED = 3  # the run completed, and every request failed
+PROGRESS_EVERY_S = 3.0  # a level's progress line on stderr, when something changed
 
 
 
@@ -29,7 +30,8 @@ def _ms(x: float | None) -> str:
 
 
 def level_line(s: dict) -> str:
-    errors = ", ".join(f"{k} {v}" for k, v in s.get("errors", {}).items())
+    groups = s.get("error_groups") or {}
+    errors = errors_text(groups) if groups else ""
     parts = [
         f"level {s['level']} · c={s['concurrency']}",
         f"{s['requests_ok']} ok, {s['requests_failed']} failed" + (f" ({errors})" if errors else ""),
@@ -39,6 +41,11 @@ def level_line(s: dict) -> str:
     ]
     if "usd_per_million_input" in s:
         parts.append(f"$/M in {usd(s['usd_per_million_input'])} out {usd(s['usd_per_million_output'])}")
+    elif s.get("requests_failed") and not s.get("requests_ok"):
+        parts.append(f"no $/M: all {s['requests_failed']} requests failed")
+    failed_usd = s.get("occupancy", {}).get("usd_failed")
+    if s.get("requests_failed") and failed_usd:
+        parts.append(f"failed requests cost ${failed_usd:.4f}")
     if s.get("client_bound"):
         parts.append(f"{CLIENT_BOUND_NOTE} (client loop lag p99 {s['client_loop_lag_ms_p99']:.0f} ms)")
     return " · ".join(parts)
@@ -64,15 +71,23 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
                     f" {_f(s.get('usd_per_output_token'), '11.4g')}")
     rows += ["", "$ per million tokens, and requests",
              f"{'conc':>5} {'befori in':>10} {'befori out':>11} {'occup. in':>10} {'occup. out':>11}"
-             f" {'measured':>8} {'ok':>6} {'failed':>6} {'idle $':>8}"]
+             f" {'measured':>8} {'ok':>6} {'failed':>6} {'idle $':>8} {'failed $':>8}"]
+    failures = []
     for s in levels:
         occ = s.get("occupancy", {})
-        rows.append(f"{s['concurrency']:>5} {usd(s.get('usd_per_million_input')):>10}"
+        all_failed = s["requests_failed"] and not s["requests_ok"]  # say so, not a row of dashes
+        rows.append(f"{s['concurrency']:>5} {'all failed' if all_failed else usd(s.get('usd_per_million_input')):>10}"
                     f" {usd(s.get('usd_per_million_output')):>11} {usd(occ.get('usd_per_million_input')):>10}"
                     f" {usd(occ.get('usd_per_million_output')):>11} {s.get('requests_steady', 0):>8}"
-                    f" {s['requests_ok']:>6} {s['requests_failed']:>6} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}")
+                    f" {s['requests_ok']:>6} {s['requests_failed']:>6} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}"
+                    f" {_f(occ.get('usd_failed'), '8.4f')}")
+        if s.get("error_groups"):
+            failures.append(f"c={s['concurrency']}: {errors_text(s['error_groups'])}")
     rows.append("measured: the ok requests the figures use (warm-up and those that outlived their level left out);"
-                " idle $: dollars of the level's bill with nothing in flight.")
+                " idle $: dollars of the level's bill with nothing in flight; failed $: its share spent on requests"
+                " that failed or were cancelled.")
+    if failures:
+        rows.append("failed: " + " · ".join(failures))
     if any(s.get("gpu", {}).get("energy_j_total") is not None for s in levels):
         kwh = any("usd_energy_per_million_output" in s.get("gpu", {}) for s in levels)
         rows += ["", "GPU energy" + (" (electricity at pricing.usd_per_kwh)" if kwh else ""),
@@ -99,6 +114,31 @@ def progress_printer(cfg: Config):
     """What `bench` says on stderr while it runs (the run's events, as they happen). A setup wait is named
     once it has lasted a second (a quick one stays quiet), then every 5 s with how long it has been."""
     waiting: list[threading.Timer] = []
+    drains: dict[int, int] = {}  # level → requests of the old load it began with
+    # Progress of the level under way, printed every PROGRESS_EVERY_S while it runs (a level is never silent).
+    progress = {"level": -1, "concurrency": 0, "measured": 0, "ok": 0, "failed": 0, "t0": 0.0, "shown": None}
+    ticker: list[threading.Timer] = []
+
+    def tick() -> None:
+        p = progress
+        now = (p["level"], p["measured"], p["ok"], p["failed"])
+        if p["level"] >= 0 and now != p["shown"]:
+            p["shown"] = now
+            target = cfg.load.requests_per_level
+            seconds = cfg.load.seconds_per_level
+            done = f"{p['measured']}/{target} measured" if target else f"{p['measured']} measured"
+            if seconds:
+                done += f" · {time.monotonic() - p['t0']:.0f} of {seconds:g} s"
+            else:
+                done += f" · {time.monotonic() - p['t0']:.0f} s"
+            print(f"level {p['level']} · c={p['concurrency']} · {done} · {p['ok']} ok, {p['failed']} failed",
+                  file=sys.stderr, flush=True)
+        if p.get("finished"):
+            return
+        timer = threading.Timer(PROGRESS_EVERY_S, tick)
+        timer.daemon = True
+        ticker[:] = [timer]
+        timer.start()
 
     def stop_waiting() -> None:
         while waiting:
@@ -121,10 +161,37 @@ def progress_printer(cfg: Config):
             waiting.append(timer)
             timer.start()
             return
-        if t in (ev.Ready, ev.Failed, ev.Finished):
-            stop_waiting()
+        if t in (ev.Ready, ev.Failed, ev.Finished, ev.FirstToken):
+            if waiting:
+                stop_waiting()
+        if t is ev.Finished:
+            progress["finished"] = True
+            while ticker:
+                ticker.pop().cancel()
+        if t is ev.RequestEnded:
+            if waiting:
+                stop_waiting()  # the first request answered
+            r = event.record
+            if r.level == progress["level"]:
+                progress["measured"] += not r.warmup and not r.outlived_level
+                if r.error_kind is None:
+                    progress["ok"] += 1
+                elif r.error_kind != "cancelled":
+                    progress["failed"] += 1
+            return
         if t is ev.LevelOpened:
+            progress.update(level=event.index, concurrency=event.concurrency, measured=0, ok=0, failed=0,
+                            t0=time.monotonic(), shown=(event.index, 0, 0, 0))
+            if not ticker:
+                tick()
             print(f"level {event.index} · c={event.concurrency} · started", file=sys.stderr, flush=True)
+        elif t is ev.Draining:
+            if event.level not in drains and event.in_flight:
+                drains[event.level] = event.in_flight
+                print(f"level {event.level} · draining {event.in_flight}: the old load's requests end before "
+                      "this level is measured", file=sys.stderr, flush=True)
+            elif not event.in_flight and event.level in drains:
+                print(f"level {event.level} · drained", file=sys.stderr, flush=True)
         elif t is ev.Ready:
             # A price the user did not set says so before any figure rests on it.
             price = price_note(cfg.pricing)
@@ -167,11 +234,12 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | No
         # Tables of dashes and exit 0 would read as a run that worked: say why nothing did, and exit 3.
         errors: dict[str, int] = {}
         for lv in levels:
-            for kind, n in lv.get("errors", {}).items():
+            for kind, n in lv.get("error_groups", {}).items():
                 errors[kind] = errors.get(kind, 0) + n
+        errors = dict(sorted(errors.items(), key=lambda kv: -kv[1]))
         first = next((r for lv in session.runner.levels for r in lv.records if r.error_message), None) \
             if session.runner is not None else None
-        print(f"befori-tui bench: no request succeeded ({', '.join(f'{k} {n}' for k, n in errors.items()) or 'none ended'})"
+        print(f"befori-tui bench: no request succeeded ({errors_text(errors) if errors else 'none ended'})"
               + (f"; the first error: {first.error_message[:200]}" if first else ""), file=sys.stderr)
         return EXIT_NOTHING_SUCCEEDED
     return code

@@ -15,6 +15,7 @@ reply. Modes:
     stall       headers and one chunk, then silence for 30 s
     endless     content chunks without end
     no_done     chunks without finish_reason, then a clean end of body without [DONE]
+    silent      reads the request and sends nothing at all for 30 s (not even headers)
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import json
 import threading
 
 MODES = ("ok", "http_500", "http_429", "echo_auth", "html_200", "drop", "malformed", "not_utf8", "huge_line",
-         "stall", "endless", "no_done")
+         "stall", "endless", "no_done", "silent")
+DEFAULT_MODES = MODES[:-1]  # every fault but silent (a test asks for that one by name)
 STALL_S = 30.0
 
 
@@ -41,7 +43,7 @@ def _usage(n: int) -> bytes:
 
 
 class HostileServer:
-    def __init__(self, modes: list[str] | tuple[str, ...] = MODES, tokens: int = 8) -> None:
+    def __init__(self, modes: list[str] | tuple[str, ...] = DEFAULT_MODES, tokens: int = 8) -> None:
         for m in modes:
             if m not in MODES:
                 raise ValueError(f"unknown mode {m!r}")
@@ -118,6 +120,9 @@ class HostileServer:
         await writer.drain()
 
     async def _completion(self, writer: asyncio.StreamWriter, mode: str, target: str, headers: dict) -> None:
+        if mode == "silent":
+            await asyncio.sleep(STALL_S)
+            return
         if mode == "http_500":
             return await self._whole(writer, 500, "application/json", b'{"error": {"message": "engine died"}}')
         if mode == "http_429":

@@ -127,7 +127,7 @@ def test_sim_fault_modes_through_bench(sim_factory, tmp_path):
     # no_done after a finish_reason is a complete reply, so ok; failures stay out of the latencies.
     assert lv["e2e_s_p99"] < timeout_s / 2 and lv["ttft_s_p99"] < timeout_s / 2
     assert lv["requests_ok"] >= 0.5 * lv["requests_sent"]
-    assert "http_status" in stderr and "protocol" in stderr  # the level line shows failures by kind
+    assert "HTTP 500 ×" in stderr and "HTTP 429 ×" in stderr and "protocol ×" in stderr  # by status and kind
 
 
 def test_server_killed_mid_run_and_restarted(sim_factory, tmp_path):
@@ -241,7 +241,10 @@ async def test_monitor_survives_every_hostile_reply_and_shows_kinds(tmp_path):
             await press(pilot, "q")
             await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
     assert app.return_code == 0
-    assert "http_status" in shown and "protocol" in shown
+    shown = shown.replace("&#160;", " ")
+    import re
+    plain = re.sub(r"<[^>]+>", "", shown)
+    assert "HTTP 401 ×" in plain and "protocol ×" in plain and "failed " in plain, plain[-3000:]  # by status, kind
     data = tomllib.loads(out.read_text())
     check_accounting(data, read_jsonl(out.with_suffix(".jsonl")))
     lv = data["levels"][0]

@@ -63,14 +63,41 @@ def test_bench_names_the_wait_and_gives_up_after_setup_timeout(silent_url, tmp_p
     assert "/v1/models: no answer within 2 s (load.setup_timeout_s)" in last and "Traceback" not in proc.stderr
 
 
+class StderrWatch:
+    """A child's stderr, read line by line on a thread: a test signals it once it has said what it waits for
+    (a fixed sleep raced the interpreter's start on a busy machine, where SIGTERM came before its handler)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in self.lines):
+            assert time.monotonic() < deadline and self.proc.poll() is None, "".join(self.lines)
+            time.sleep(0.05)
+
+    def rest(self, timeout_s: float = 20.0) -> str:
+        self.proc.wait(timeout_s)
+        self.thread.join(5)
+        return "".join(self.lines)
+
+
 def test_bench_obeys_sigterm_while_connecting_and_saves_why(silent_url, tmp_path):
     out = tmp_path / "t.toml"
     proc = subprocess.Popen([sys.executable, "-m", "befori_tui", "bench", "--url", silent_url, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watch = StderrWatch(proc)
+    watch.wait_for("waiting for the server's model list")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=20)
+    err = watch.rest()
     assert time.monotonic() - t0 < 2.0
     assert proc.returncode == 130, err
     data = tomllib.loads(out.read_text())
@@ -116,5 +143,84 @@ def test_a_bench_where_every_request_fails_says_why_and_exits_3(sim_factory, tmp
                            "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stderr
     said = [line for line in proc.stderr.splitlines() if line.startswith("befori-tui bench: no request succeeded")]
-    assert len(said) == 1 and "(http_status " in said[0] and "HTTP 500" in said[0], proc.stderr
+    assert len(said) == 1 and "(HTTP 500 ×" in said[0], proc.stderr
     assert tomllib.loads(out.read_text())["levels"][0]["requests_ok"] == 0  # and what happened is saved
+
+
+@pytest.fixture
+def mute_url():
+    """Lists its models, then never sends a byte of an answer to a completion."""
+    from tests.hostile_server import HostileServer
+
+    with HostileServer(["silent"]) as srv:
+        yield srv.base_url
+
+
+def test_bench_bounds_the_first_requests_wait_names_it_and_saves(mute_url, tmp_path):
+    out = tmp_path / "first.toml"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "befori_tui", "bench", "--url", mute_url, "--config",
+                           str(config_file(tmp_path, 2)), "--concurrency", "2", "--telemetry", "none",
+                           "--server-metrics", "off", "--out", str(out)], capture_output=True, text=True, timeout=30)
+    elapsed_s = time.monotonic() - t0
+    assert proc.returncode == 2, proc.stderr
+    assert elapsed_s < 10, elapsed_s  # not the 600 s per-request timeout
+    assert "waiting for the first request's first byte" in proc.stderr  # said while it waited
+    assert "no answer to the first request within 2 s (load.setup_timeout_s)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    data = tomllib.loads(out.read_text())
+    assert data["ended_by"] == "setup" and data["levels"][0]["requests_cancelled"] == 2
+
+
+def test_bench_obeys_sigterm_while_waiting_for_the_first_request(mute_url, tmp_path):
+    out = tmp_path / "t1.toml"
+    proc = subprocess.Popen([sys.executable, "-m", "befori_tui", "bench", "--url", mute_url, "--concurrency", "2",
+                             "--telemetry", "none", "--server-metrics", "off", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watch = StderrWatch(proc)
+    watch.wait_for("waiting for the first request's first byte")  # named after 1 s
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    err = watch.rest()
+    assert time.monotonic() - t0 < 2.0
+    assert proc.returncode == 130, err
+    assert "waiting for the first request's first byte" in err
+    data = tomllib.loads(out.read_text())
+    assert data["ended_by"] == "signal" and data["levels"][0]["requests_cancelled"] == 2
+
+
+def test_the_monitor_shows_the_first_requests_wait_and_quits_at_once(mute_url, tmp_path):
+    out = tmp_path / "m1.toml"
+    app = PtyApp(["--url", mute_url, "--concurrency", "2", "--telemetry", "none", "--server-metrics", "off",
+                  "--out", str(out)])
+    try:
+        deadline = time.monotonic() + 20
+        while "waiting for the first request" not in app.text:
+            assert time.monotonic() < deadline, app.text[-1500:]
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        app.type(b"q")
+        code = app.wait(10)
+        elapsed_s = time.monotonic() - t0
+    finally:
+        app.close()
+        if app.proc.poll() is None:
+            app.proc.kill()
+    assert elapsed_s < 2.0, elapsed_s
+    assert code == 0, app.text[-1500:]
+    assert tomllib.loads(out.read_text())["levels"][0]["requests_cancelled"] == 2
+
+
+def test_the_monitor_gives_up_on_a_first_request_without_answer_and_says_why(mute_url, tmp_path):
+    out = tmp_path / "m2.toml"
+    app = PtyApp(["--url", mute_url, "--config", str(config_file(tmp_path, 2)), "--concurrency", "2",
+                  "--telemetry", "none", "--server-metrics", "off", "--out", str(out)])
+    try:
+        code = app.wait(20)
+    finally:
+        app.close()
+        if app.proc.poll() is None:
+            app.proc.kill()
+    assert code == 2, app.text[-1500:]
+    assert "no answer to the first request within 2 s" in app.text
+    assert tomllib.loads(out.read_text())["ended_by"] == "setup"

@@ -71,11 +71,25 @@ async def listed_models(client: httpx.AsyncClient, base_url: str) -> list[str]:
     except httpx.HTTPError as exc:
         raise ClientSetupError(f"{redact_url(url)}: cannot reach the server ({type(exc).__name__})") from None
     if resp.status_code != 200:
-        raise ClientSetupError(f"{redact_url(url)}: HTTP {resp.status_code}; set endpoint.model or --model")
+        raise ClientSetupError(f"{redact_url(url)}: HTTP {resp.status_code}; {setup_cause(resp.status_code, base_url)}")
     try:
         return [str(m["id"]) for m in resp.json()["data"]]
     except (ValueError, KeyError, TypeError):
         raise ClientSetupError(f"{redact_url(url)}: not a model list; set endpoint.model or --model") from None
+
+
+def setup_cause(status: int, base_url: str) -> str:
+    """The likely cause of an error status on /v1/models, in words a user can act on."""
+    if status == 404:
+        return (f"is the URL's path /v1 right? This server has no {httpx.URL(base_url).path.rstrip('/')}/models: it "
+                "may serve the API under a prefix (…/openai/v1), or this port may be another service")
+    if status in (401, 403):
+        return "the server wants an API key: put it in an environment variable and name it with --api-key-env"
+    if status == 405:
+        return "this is not an OpenAI-compatible API (GET /v1/models is not allowed); check --url"
+    if status >= 500:
+        return "the server failed (is it still loading the model?); try again, or set --model to skip the list"
+    return "set endpoint.model or --model"
 
 
 async def discover_model(client: httpx.AsyncClient, base_url: str) -> str:

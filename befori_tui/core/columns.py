@@ -56,7 +56,7 @@ class RecordColumns:
         self.seen = 0  # how many records of the source list have been looked at
         self._cols = {name: _Growing(dtype) for name, dtype in (
             ("send", np.int64), ("first", np.int64), ("end", np.int64), ("level", np.int64), ("slot", np.int64),
-            ("kind", np.int8), ("warmup", bool), ("outlived", bool),
+            ("kind", np.int8), ("status", np.int16), ("warmup", bool), ("outlived", bool),
             ("n_in", np.float64), ("n_out", np.float64), ("itl_n", np.int64), ("itl", np.int64),
         )}
 
@@ -74,6 +74,7 @@ class RecordColumns:
         c["level"].extend([r.level for r in new])
         c["slot"].extend([r.slot for r in new])
         c["kind"].extend([KIND_CODE.get(r.error_kind, len(KIND_CODE)) for r in new])
+        c["status"].extend([r.http_status or 0 for r in new])
         c["warmup"].extend([r.warmup for r in new])
         c["outlived"].extend([r.outlived_level for r in new])
         c["n_in"].extend([r.input_tokens or 0 for r in new])
@@ -126,3 +127,22 @@ class RecordColumns:
         kinds = self.kind if mask is None else self.kind[mask]
         counts = np.bincount(kinds.astype(np.int64), minlength=len(KIND_CODE) + 1)
         return {k: int(counts[KIND_CODE[k]]) for k in ERROR_KINDS if counts[KIND_CODE[k]]}
+
+    def error_groups(self, mask: np.ndarray | None = None) -> dict[str, int]:
+        """Failed requests by status and kind, the most first: `http_500`, `http_429` (an HTTP status kept
+        apart per code: a 429 says slow down, a 500 says broken), then `timeout`, `connect`, … Cancelled
+        requests are not failures and are left out."""
+        kinds = self.kind if mask is None else self.kind[mask]
+        status = self.status if mask is None else self.status[mask]
+        failed = (kinds != 0) & (kinds != CANCELLED)
+        out: dict[str, int] = {}
+        http = failed & (kinds == KIND_CODE["http_status"])
+        for code, n in zip(*np.unique(status[http], return_counts=True)):
+            out[f"http_{int(code)}"] = int(n)
+        for k in ERROR_KINDS:
+            if k in ("http_status", "cancelled"):
+                continue
+            n = int((failed & (kinds == KIND_CODE[k])).sum())
+            if n:
+                out[k] = n
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))

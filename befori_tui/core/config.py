@@ -53,6 +53,7 @@ class LoadConfig:
     max_seconds: float = 3600.0  # a hard bound on the whole run
     workers: int = 0  # load processes; 0: chosen from the streams and the cores (core/pool.py)
     retry_after: bool = False  # wait a 429's Retry-After (at most 30 s) before that slot's next request
+    on_decrease: str = "finish"  # finish | cancel: the requests of slots a lower concurrency removes
 
 
 @dataclass
@@ -62,6 +63,7 @@ class ApiPrice:
     usd_per_million_output: float
 
 
+ON_DECREASE = ("finish", "cancel")
 DEFAULT_USD_PER_HOUR = 27.78  # Ori 8×H100, as in the BeFOri DBRX post
 DEFAULT_GPU_COUNT = 8
 
@@ -85,6 +87,7 @@ class Config:
     load: LoadConfig = field(default_factory=LoadConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
     telemetry: str = ""  # nvml | dcgm:URL | none | "" (auto)
+    gpu_detail: bool = False  # every GPU's own figures in each level of the session file (else a summary)
 
     def validate(self, where: str = "config") -> None:
         validate(self, where)
@@ -175,6 +178,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     for key, value in data.items():
         if key == "telemetry":
             cfg.telemetry = _coerce(value, str, f"{p}: telemetry")
+        elif key == "gpu_detail":
+            cfg.gpu_detail = _coerce(value, bool, f"{p}: gpu_detail")
         elif key in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{p}: [{key}] must be a table")
@@ -185,7 +190,7 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
             if key == "pricing" and "usd_per_hour" in value:
                 cfg.pricing.source = "config"
         else:
-            raise ConfigError(f"{p}: unknown key {key!r} (known: {', '.join([*SECTIONS, 'telemetry'])})")
+            raise ConfigError(f"{p}: unknown key {key!r} (known: {', '.join([*SECTIONS, 'telemetry', 'gpu_detail'])})")
     validate(cfg, str(p))
     return cfg
 
@@ -225,6 +230,8 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: set load.requests_per_level or load.seconds_per_level (both are 0)")
     if ld.warmup_requests < -1:
         raise ConfigError(f"{where}: load.warmup_requests must be ≥ 0 (or -1: one per slot)")
+    if ld.on_decrease not in ON_DECREASE:
+        raise ConfigError(f"{where}: load.on_decrease must be one of {', '.join(ON_DECREASE)}, got {ld.on_decrease!r}")
     if not 0 <= ld.workers <= 64:
         raise ConfigError(f"{where}: load.workers must be 0 (automatic) to 64, got {ld.workers}")
     for key in ("timeout_s", "connect_timeout_s", "setup_timeout_s", "max_seconds"):

@@ -39,7 +39,10 @@ THEN = ("stop", "pause", "hold")
 
 
 def exit_code_for(ended_by: str) -> int:
-    return EXIT_INTERRUPTED if ended_by in ("signal", "hangup") else EXIT_ERROR if ended_by == "error" else EXIT_OK
+    return EXIT_INTERRUPTED if ended_by in ("signal", "hangup") else EXIT_ERROR if ended_by == "error" else \
+        EXIT_BAD_INPUT if ended_by == "setup" else EXIT_OK
+
+FIRST_REQUEST_WAIT = "the first request's first byte"
 
 
 @dataclass
@@ -114,6 +117,13 @@ class _EventObserver(NullObserver):
 
     def on_level_end(self, level: Level) -> None:
         self.emit(ev.LevelEnded(level.index, level.t_end_ns))
+
+    def on_drain(self, level: Level) -> None:
+        self.emit(level_draining(level))
+
+
+def level_draining(level: Level) -> ev.Draining:
+    return ev.Draining(level.index, level.draining, level.t_drained_ns or time.perf_counter_ns())
 
 
 def level_opened(level: Level) -> ev.LevelOpened:
@@ -229,9 +239,11 @@ class RunController:
         self._start_telemetry()
         plan = self.plan
         plan_task = None
+        watch = None
         if not self._stop.is_set():  # stopped while connecting: send nothing
             runner.start(plan.concurrencies[0])
             plan_task = asyncio.create_task(self._run_plan(plan))
+            watch = asyncio.create_task(self._watch_first_request(runner, url))
         stopper = asyncio.create_task(self._stop.wait())
         waiting = {stopper} | ({plan_task} if plan_task else set())
         max_s = self.cfg.load.max_seconds
@@ -245,6 +257,8 @@ class RunController:
             self.ended_by = "max_seconds"
             self.emit(ev.Note(f"stopped after load.max_seconds ({max_s:g} s); the session is saved", "warning"))
         stopper.cancel()
+        if watch is not None and not watch.done():
+            watch.cancel()
         if plan_task is not None and not plan_task.done():
             plan_task.cancel()
             await asyncio.gather(plan_task, return_exceptions=True)
@@ -253,6 +267,27 @@ class RunController:
             for hook in self.level_done:  # the plan's last level ends with the run
                 hook(runner.level, results["levels"][-1])
         return exit_code_for(self.ended_by)
+
+    async def _watch_first_request(self, runner, url: str) -> None:
+        """The first request is a setup call too: a server that lists its models and then never answers a
+        completion is named within load.setup_timeout_s (not the per-request timeout), and the run ends
+        (exit 2) with a session that says why. Any byte of an answer — headers, a token, an error — ends the
+        wait."""
+        self.emit(ev.Connecting(FIRST_REQUEST_WAIT, url))
+        limit_s = self.cfg.load.setup_timeout_s
+        t0 = time.monotonic()
+        while not runner.stopping:
+            if any(lv.records for lv in runner.levels) or any(
+                    r.t_headers_ns is not None or r.t_first_token_ns is not None for r in list(runner.in_flight.values())):
+                self.connecting = None
+                return
+            if time.monotonic() - t0 >= limit_s:
+                self.error = (f"{url}: no answer to the first request within {limit_s:g} s (load.setup_timeout_s): "
+                              "the server lists its models but sent nothing back for a completion")
+                self.emit(ev.Failed(self.error))
+                self.stop("setup")
+                return
+            await asyncio.sleep(0.1)
 
     async def _close_and_save(self) -> dict | None:
         session = self.session
@@ -469,13 +504,15 @@ class RunController:
         runner = self.session.runner
         if self.ready is not None:
             out.append(ev.Ready(**self.ready))
-        elif self.connecting is not None:
-            out.append(self.connecting)
+        if self.connecting is not None and (self.ready is None or self.connecting.what == FIRST_REQUEST_WAIT):
+            out.append(self.connecting)  # after Ready: the first request's wait, still under way
         if runner is not None:
             for lv in runner.levels:
                 out.append(level_opened(lv))
                 out.extend(("record", r) for r in list(lv.records))
             last = runner.levels[-1] if runner.levels else None
+            if last is not None and not last.drained:
+                out.append(level_draining(last))
             if last is not None and last.t_end_ns is not None and not runner.stopping:
                 out.append(ev.LevelEnded(last.index, last.t_end_ns))
             for r in list(runner.in_flight.values()):

@@ -127,12 +127,15 @@ def occupancy_window(
     lo = max(min(float(t0_ns), occ.knots_ns[-1]), occ.knots_ns[0])
     hi = max(min(float(t1_ns), occ.knots_ns[-1]), occ.knots_ns[0])
     busy_s = float(occ._at(occ.busy_cum, hi) - occ._at(occ.busy_cum, lo))
+    idle = bill - rate * busy_s
+    if abs(idle) <= 1e-9 * bill:
+        idle = 0.0  # a difference of two sums: round-off (-5.5e-17 read as money is noise), not idle time
     return {
         "usd_bill": bill,
         "usd_input": float(inp[~failed].sum()),
         "usd_output": float(out[~failed].sum()),
         "usd_failed": float((inp + out)[failed].sum()),
-        "usd_idle": bill - rate * busy_s,
+        "usd_idle": idle,
     }
 
 

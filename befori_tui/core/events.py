@@ -146,6 +146,16 @@ class LevelEnded(_Message, tag="level_end"):
     t_end_ns: int
 
 
+class Draining(_Message, tag="draining"):
+    """After a decrease, the level `level` drains: `in_flight` requests of removed slots are still on the
+    server. Sent when it begins and as it shrinks; 0 at `t_ns` (the run's clock) ends it — the level's steady
+    figures start there."""
+
+    level: int
+    in_flight: int
+    t_ns: int
+
+
 class Paused(_Message, tag="paused"):
     """The run paused (by: "sweep" when a sweep finished and waits, "user" when a viewer asked)."""
 
@@ -203,7 +213,7 @@ class LagSamples(_Message, tag="lag"):
 
 
 Event = Union[Hello, Connecting, Ready, RequestStarted, FirstToken, RequestEnded, LevelOpened, LevelEnded,
-              Paused, Resumed, Sample, Health, Saved, SweepNote, Note, Failed, Finished, LagSamples]
+              Draining, Paused, Resumed, Sample, Health, Saved, SweepNote, Note, Failed, Finished, LagSamples]
 
 
 class Batch(msgspec.Struct, frozen=True, array_like=True):
@@ -258,6 +268,7 @@ class OpenLevel(_Message, tag="open_level"):
     concurrency: int
     warmup_target: int
     reason: str
+    cancel_removed: bool = False  # the slots it no longer has: cancel their requests (load.on_decrease)
 
 
 class WorkerStop(_Message, tag="worker_stop"):

@@ -68,8 +68,14 @@ def settled_mark(summary: dict) -> str:
     return "✓" if all(flags) else "~"
 
 
+def error_group_name(key: str) -> str:
+    """`http_500` → `HTTP 500`; a kind (`timeout`, `connect`, …) as it is."""
+    return f"HTTP {key[5:]}" if key.startswith("http_") and key[5:].isdigit() else key
+
+
 def errors_text(errors: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in errors.items()) if errors else "none"
+    """`HTTP 500 ×20, timeout ×4` from error groups (columns.error_groups: by status and kind), most first."""
+    return ", ".join(f"{error_group_name(k)} ×{v}" for k, v in errors.items()) if errors else "none"
 
 
 def bar(frac: float | None, width: int) -> tuple[str, str]:

@@ -1,7 +1,12 @@
 """The closed-loop load generator.
 
 N slots; each sends its next request the moment its last one ends. Concurrency can change while running:
-new slots start at once, removed slots finish their request and stop. Every change opens a new level.
+new slots start at once, removed slots finish their request and stop (or, with load.on_decrease = "cancel",
+their requests are cancelled). Every change opens a new level.
+
+A lower level is measured once it has taken effect: until the removed slots' requests have ended (the level
+"drains"), the server still carries the old load, so the new level's requests sent meanwhile are warm-up,
+and its own warm-up count starts after the drain.
 A request belongs to the level it was sent in. A level's first `warmup` requests, and any request still
 running when its level ends, are recorded and counted but kept out of steady-state figures.
 
@@ -43,6 +48,15 @@ class Level:
     sent: int = 0
     records: list[RequestRecord] = field(default_factory=list)  # finished requests sent in this level
     measured_done: int = 0  # finished, not warm-up, finished before the level ended (any outcome)
+    # The drain after a decrease: requests of removed slots still in flight, and when the last of them ended
+    # (the level's start when there were none). Until then the server still carries the old load.
+    draining: int = 0
+    t_drained_ns: int | None = None
+    sent_draining: int = 0  # requests sent during the drain: warm-up, and not counted in warmup_target
+
+    @property
+    def drained(self) -> bool:
+        return self.t_drained_ns is not None
 
     @property
     def open(self) -> bool:
@@ -69,8 +83,10 @@ class LoadRunner:
         honor_retry_after: bool = False,
         id_start: int = 0,
         id_step: int = 1,
+        on_decrease: str = "finish",
     ) -> None:
         self.client = client
+        self.on_decrease = on_decrease  # finish | cancel: what becomes of removed slots' requests
         self.honor_retry_after = honor_retry_after  # else a 429's Retry-After is only recorded
         self.prompts = prompts
         self.observer = observer or NullObserver()
@@ -108,16 +124,46 @@ class LoadRunner:
         new = Level(len(self.levels), concurrency, now, warmup, reason)
         self.levels.append(new)
         self.observer.on_level_change(old, new)
+        over = removed_in_flight(self.in_flight.values(), concurrency)
+        if over:
+            new.draining = over
+            self.observer_drain(new)
+        else:
+            new.t_drained_ns = now
         self._wake()
 
-    def set_concurrency(self, concurrency: int, reason: str = "user", warmup_target: int | None = None) -> None:
-        """A new level at `concurrency` slots. 0 is allowed: a load process whose share of a level is none."""
+    def observer_drain(self, level: Level) -> None:
+        on_drain = getattr(self.observer, "on_drain", None)
+        if on_drain is not None:
+            on_drain(level)
+
+    def _check_drain(self) -> None:
+        """After a request ends: has the current level's drain ended?"""
+        level = self.levels[-1] if self.levels else None
+        if level is None or level.drained:
+            return
+        over = removed_in_flight(self.in_flight.values(), level.concurrency)
+        if over != level.draining:
+            level.draining = over
+            if not over:
+                level.t_drained_ns = time.perf_counter_ns()
+            self.observer_drain(level)
+
+    def set_concurrency(self, concurrency: int, reason: str = "user", warmup_target: int | None = None,
+                        cancel_removed: bool | None = None) -> None:
+        """A new level at `concurrency` slots. 0 is allowed: a load process whose share of a level is none.
+        Fewer slots than before: the removed slots' requests finish, or with `cancel_removed` (default: the
+        runner's on_decrease) are cancelled, recorded as such."""
         if concurrency < 0:
             raise ValueError("concurrency must be ≥ 0")
         if self.stopping:
             return
         self.concurrency = concurrency
         self._open_level(concurrency, reason, warmup_target)
+        if cancel_removed if cancel_removed is not None else self.on_decrease == "cancel":
+            for slot, task in self._slots.items():
+                if slot >= concurrency and not task.done():
+                    task.cancel()  # its request ends as cancelled; the slot's loop ends
         for slot in range(concurrency):
             task = self._slots.get(slot)
             if task is None or task.done():
@@ -164,7 +210,10 @@ class LoadRunner:
             rid = next(self._ids)
             record = RequestRecord(rid, slot, level.index, level.concurrency)
             level.sent += 1
-            record.warmup = level.sent <= level.warmup_target
+            if not level.drained:
+                level.sent_draining += 1
+            # Sent while the old load drains: warm-up, and the level's own warm-up count starts after it.
+            record.warmup = not level.drained or level.sent - level.sent_draining <= level.warmup_target
             prompt = self.prompts.next(rid)
             record.t_send_ns = time.perf_counter_ns()  # the client sets the exact time again
             self.in_flight[rid] = record
@@ -191,6 +240,7 @@ class LoadRunner:
         if not record.warmup and not record.outlived_level:
             level.measured_done += 1
         self.observer.on_record(record)
+        self._check_drain()
         self._end_if_drained()
         self._wake()
 
@@ -216,6 +266,11 @@ class LoadRunner:
         self.observer.on_finish()
 
 
+def removed_in_flight(in_flight, concurrency: int) -> int:
+    """Requests in flight on slots a level of `concurrency` does not have: the old load, still on the server."""
+    return sum(1 for r in in_flight if r.slot >= concurrency)
+
+
 async def wait_level(runner, requests: int = 0, seconds: float = 0.0) -> bool:
     """Wait until `runner`'s current level has `requests` measured requests or has run `seconds`. `runner` is a
     LoadRunner or a LoadPool (core/pool.py): both replace their `_changed` event on every change.
@@ -229,9 +284,14 @@ async def wait_level(runner, requests: int = 0, seconds: float = 0.0) -> bool:
             return False
         if requests and level.measured_done >= requests:
             return True
-        remaining = seconds - level.duration_s() if seconds else None
-        if seconds and remaining <= 0:
-            return True
+        # Seconds count once the level has taken effect (after a decrease: from the end of its drain), so a
+        # level is never all drain and no measurement.
+        t_from = getattr(level, "t_drained_ns", level.t_start_ns)
+        remaining = None
+        if seconds and t_from is not None:
+            remaining = seconds - (time.perf_counter_ns() - t_from) / 1e9
+            if remaining <= 0:
+                return True
         try:
             await asyncio.wait_for(runner._changed.wait(), timeout=remaining)
         except TimeoutError:

@@ -145,6 +145,12 @@ def summarize_level(
         "requests_warmup": int(cols.warmup.sum()),
         "requests_outlived": int(cols.outlived.sum()),
     }
+    t_drained = getattr(level, "t_drained_ns", None)
+    if t_drained is not None and t_drained > level.t_start_ns:
+        # After a decrease: how long the old load took to leave; steady requests were all sent after it.
+        out["drain_s"] = (t_drained - level.t_start_ns) / 1e9
+    elif t_drained is None and getattr(level, "draining", 0):
+        out["draining"] = level.draining
     out.update(column_latency_stats(cols, steady))
     if steady.any() and out.get("e2e_s_mean", 0) > 0:
         # Closed loop: every slot is always busy with one request, so the level's rates are R requests per
@@ -178,6 +184,41 @@ def summarize_level(
     if t_end is not None:
         out["occupancy"] = occupancy_summary(level, view.overlap.update(all_records), pricing, t_end)
     out["errors"] = cols.error_counts()
+    out["error_groups"] = cols.error_groups()  # by status and kind: http_500, http_429, timeout, …
+    out.update(missing_reasons(out))
+    return out
+
+
+def missing_reasons(s: dict) -> dict[str, str]:
+    """Every figure a level lacks, with why — a missing key alone reads as a bug, or is not noticed at all.
+    `cost_missing`: no latencies, throughput or $/M; `interval_missing`: $/M without its 95% interval;
+    `occupancy_missing`: no occupancy $/M."""
+    from befori_tui.core.format import errors_text
+
+    out: dict[str, str] = {}
+    if "usd_per_million_input" not in s:
+        ok, failed, cancelled = s["requests_ok"], s["requests_failed"], s["requests_cancelled"]
+        if not s["requests_sent"]:
+            why = "no request was sent in this level"
+        elif not ok and failed:
+            why = f"every request failed ({errors_text(s.get('error_groups') or {})})"
+        elif not ok and cancelled and not s["requests_in_flight"]:
+            why = "every request was cancelled (the run stopped, or the level's slots were removed)"
+        elif not ok:
+            why = "no request has finished yet"
+        elif not s["requests_steady"]:
+            why = ("no steady requests: the level ended during warm-up" if s["requests_warmup"] >= ok
+                   else "no steady requests: those that succeeded were warm-up or outlived the level")
+        else:
+            why = "no steady request received a token"
+        out["cost_missing"] = why
+    elif "usd_per_million_input_lo" not in s:
+        out["interval_missing"] = f"fewer than 5 steady requests ({s['requests_steady']})"
+    occ = s.get("occupancy")
+    if occ is not None and "usd_per_million_input" not in occ:
+        out["occupancy_missing"] = out.get("cost_missing", "the steady requests counted no input or output tokens")
+    elif occ is None:
+        out["occupancy_missing"] = "the level has not started on the run's clock"
     return out
 
 

@@ -41,6 +41,10 @@ class NullObserver:
     def on_level_end(self, level: Level) -> None:
         """A paused level has drained and ended without a new one beginning."""
 
+    def on_drain(self, level: Level) -> None:
+        """The level's drain changed: `level.draining` requests of removed slots are still in flight (0: the
+        drain ended at `level.t_drained_ns`)."""
+
     def on_sample(self, sample: Any) -> None:
         pass
 
@@ -73,6 +77,10 @@ class FanOut(NullObserver):
     def on_level_end(self, level: Level) -> None:
         for o in self.observers:
             getattr(o, "on_level_end", lambda _level: None)(level)
+
+    def on_drain(self, level: Level) -> None:
+        for o in self.observers:
+            getattr(o, "on_drain", lambda _level: None)(level)
 
     def on_sample(self, sample: Any) -> None:
         for o in self.observers:

@@ -27,7 +27,7 @@ from befori_tui.core import events as ev
 from befori_tui.core.childproc import child_env, module_command
 from befori_tui.core.client import ClientSetupError
 from befori_tui.core.health import LoopLagMonitor
-from befori_tui.core.loadgen import Level, wait_level
+from befori_tui.core.loadgen import Level, removed_in_flight, wait_level
 from befori_tui.core.observer import NullObserver, RunObserver
 from befori_tui.core.records import RequestRecord
 from befori_tui.core.worker import WorkerSpec
@@ -87,8 +87,9 @@ class LoadPool:
 
     def __init__(self, specs: list[WorkerSpec], observer: RunObserver | None = None, warmup_requests: int = -1,
                  on_note: Callable[[str], None] | None = None, log_dir: Path | None = None,
-                 on_empty: Callable[[], None] | None = None) -> None:
+                 on_empty: Callable[[], None] | None = None, on_decrease: str = "finish") -> None:
         self.specs = specs
+        self.on_decrease = on_decrease  # finish | cancel: what becomes of removed slots' requests
         self.observer = observer or NullObserver()
         self.warmup_requests = warmup_requests
         self.on_note = on_note or (lambda text: None)
@@ -185,6 +186,8 @@ class LoadPool:
             self.in_flight[r.request_id] = r
             level.sent += 1
             self.observer.on_request_start(r)
+            if event.level != self.levels[-1].index:  # a removed slot's last request, heard of late
+                self._check_drain(late_start=True)
         elif t is ev.FirstToken:
             r = self.in_flight.get(event.request_id)
             if r is not None:
@@ -196,6 +199,7 @@ class LoadPool:
                 setattr(r, name, p.map(getattr(r, name)))
             self.in_flight.pop(r.request_id, None)  # its start came first: one ordered stream per process
             self._finish(r)
+            self._check_drain()
         elif t is ev.LevelEnded:
             self._drained.setdefault(event.index, set()).add(p.index)
             self._end_if_drained()
@@ -214,6 +218,10 @@ class LoadPool:
         r.concurrency = level.concurrency
         if level.t_end_ns is not None and r.t_end_ns is not None and r.t_end_ns > level.t_end_ns:
             r.outlived_level = True  # the level ended here before its process heard of it
+        if level.t_drained_ns is None or r.t_send_ns < level.t_drained_ns:
+            # Sent while the old load was still on the server (each process only sees its own share of the
+            # drain; the run sees all of it): warm-up.
+            r.warmup = True
         level.records.append(r)
         if not r.warmup and not r.outlived_level:
             level.measured_done += 1
@@ -233,6 +241,7 @@ class LoadPool:
             r.t_end_ns = now
             r.error_kind, r.error_message = "lost", "its load process ended before the request did"
             self._finish(r)
+        self._check_drain()
         if self.stopping:
             return
         self.processes_lost += 1
@@ -253,7 +262,23 @@ class LoadPool:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _open(self, concurrency: int, reason: str) -> None:
+    def _check_drain(self, late_start: bool = False) -> None:
+        """Has the current level's drain (removed slots' requests, in every process) begun, changed or ended?
+        A removed slot's request heard of late (`late_start`: sent before its process heard of the level)
+        reopens it. A drained level costs nothing here: this runs on every request's end."""
+        level = self.levels[-1] if self.levels else None
+        if level is None or (level.drained and not late_start):
+            return
+        over = removed_in_flight(self.in_flight.values(), level.concurrency)
+        if over == level.draining and (over or level.drained):
+            return
+        level.draining = over
+        level.t_drained_ns = None if over else time.perf_counter_ns()
+        on_drain = getattr(self.observer, "on_drain", None)
+        if on_drain is not None:
+            on_drain(level)
+
+    def _open(self, concurrency: int, reason: str, cancel_removed: bool = False) -> None:
         now = time.perf_counter_ns()
         old = self.levels[-1] if self.levels else None
         if old is not None and old.t_end_ns is None:
@@ -262,11 +287,15 @@ class LoadPool:
         new = Level(len(self.levels), concurrency, now, warmup, reason)
         self.levels.append(new)
         self.observer.on_level_change(old, new)
+        if removed_in_flight(self.in_flight.values(), concurrency):
+            self._check_drain(late_start=True)
+        else:
+            new.t_drained_ns = now
         alive = self.alive
         for k, p in enumerate(alive):
             slots = list(range(k, concurrency, len(alive)))
             share = len(slots) if self.warmup_requests < 0 else round(warmup * len(slots) / max(1, concurrency))
-            self._send(p, ev.OpenLevel(new.index, slots, concurrency, share, reason))
+            self._send(p, ev.OpenLevel(new.index, slots, concurrency, share, reason, cancel_removed))
         self._wake()
 
     def start(self, concurrency: int) -> None:
@@ -278,8 +307,9 @@ class LoadPool:
             raise ValueError("concurrency must be ≥ 1")
         if self.stopping:
             return
+        cancel = self.on_decrease == "cancel" and concurrency < self.concurrency
         self.concurrency = concurrency
-        self._open(concurrency, reason)
+        self._open(concurrency, reason, cancel)
 
     def new_level(self, reason: str = "new") -> None:
         if not self.stopping and self.levels:

@@ -35,21 +35,67 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def clean_for_toml(value: Any) -> Any:
-    """TOML has no null or infinity: drop them (a missing key means 'not known')."""
+def tidy_float(key: str, value: float) -> float:
+    """A float rounded to what it can mean, so that a person reads 738.6, not 738.6000000000001: times (`_s`)
+    to the microsecond, everything else (money, rates, tokens, watts) to 6 significant figures."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    if (key.endswith("_s") or "_s_" in key) and not key.endswith("_per_s") and "_per_s_" not in key:
+        return round(value, 6) + 0.0  # + 0.0: no -0.0
+    return float(f"{value:.6g}") + 0.0
+
+
+def clean_for_toml(value: Any, key: str = "") -> Any:
+    """TOML has no null or infinity: drop them (a missing key means 'not known'). Floats are tidied
+    (tidy_float) by the name of the key that holds them."""
     if isinstance(value, dict):
-        return {k: clean_for_toml(v) for k, v in value.items()
+        return {k: clean_for_toml(v, k) for k, v in value.items()
                 if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
     if isinstance(value, (list, tuple)):
-        return [clean_for_toml(v) for v in value if v is not None]
+        return [clean_for_toml(v, key) for v in value if v is not None]
+    if isinstance(value, float):
+        return tidy_float(key, value)
     return value
+
+
+SUMMARY_NOTE = ("one row per level, the figures bench prints: TTFT and ITL medians, output tokens per second the "
+                "server processed, $ per million tokens by the befori and occupancy methods, and the dollars of the "
+                "level's bill spent on requests that failed; the [[levels]] tables below have everything, and say "
+                "why a figure is missing")
+
+
+def summary_table(levels: list[dict]) -> str:
+    """The [summary] table at the top of a session file: a person reads the run here before the details."""
+    def usd(v) -> str:
+        return "—" if v is None else f"{v:.4g}"
+
+    def ms(v) -> str:
+        return "—" if v is None else f"{v * 1e3:.3g}"
+
+    head = (f"{'level':>5} {'conc':>5} {'ok':>6} {'failed':>6} {'TTFT p50 ms':>11} {'ITL p50 ms':>10}"
+            f" {'out tok/s':>9} {'$/M in':>8} {'$/M out':>8} {'occ. in':>8} {'occ. out':>8} {'failed $':>8}")
+    rows = [head]
+    for s in levels:
+        occ = s.get("occupancy", {})
+        rate = s.get("output_tok_per_s_total")
+        rows.append(f"{s['level']:>5} {s['concurrency']:>5} {s['requests_ok']:>6} {s['requests_failed']:>6}"
+                    f" {ms(s.get('ttft_s_p50')):>11} {ms(s.get('itl_s_p50')):>10}"
+                    f" {'—' if rate is None else f'{rate:.0f}':>9} {usd(s.get('usd_per_million_input')):>8}"
+                    f" {usd(s.get('usd_per_million_output')):>8} {usd(occ.get('usd_per_million_input')):>8}"
+                    f" {usd(occ.get('usd_per_million_output')):>8} {usd(occ.get('usd_failed')):>8}"
+                    + (f"  {s['cost_missing']}" if s.get("cost_missing") else ""))
+    return "\n".join(rows) + "\n"
+
+
+def session_summary(levels: list[dict]) -> dict:
+    return {"levels_run": len(levels), "note": SUMMARY_NOTE, "table": summary_table(levels)}
 
 
 def write_toml_atomic(path: str | os.PathLike[str], data: dict) -> Path:
     """Write to a temp file in the same directory, fsync, rename: readers see the old file or the new one."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    payload = tomli_w.dumps(clean_for_toml(data)).encode()
+    payload = tomli_w.dumps(clean_for_toml(data), multiline_strings=True).encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         # mkstemp makes the file private (0600); a results file should get the usual mode for new files.
@@ -102,6 +148,8 @@ def reprice_session(data: dict, usd_per_hour: float) -> dict:
     new = dict(data)
     new["pricing"] = {**data["pricing"], "usd_per_hour": usd_per_hour, "source": "flag"}  # `cost --usd-per-hour`
     new["levels"] = [_scale_usd(level, factor) for level in data["levels"]]
+    if "summary" in data:
+        new["summary"] = {**data["summary"], **session_summary(new["levels"])}
     return new
 
 

@@ -29,7 +29,7 @@ from befori_tui.core.pool import auto_processes
 from befori_tui.core.metrics import api_comparison, summarize_level
 from befori_tui.core.observer import FanOut, RunObserver
 from befori_tui.core.prompts import PromptSource
-from befori_tui.core.results import SCHEMA_VERSION, JsonlWriter, write_toml_atomic
+from befori_tui.core.results import SCHEMA_VERSION, JsonlWriter, session_summary, write_toml_atomic
 
 
 def default_out_path(now: datetime | None = None) -> Path:
@@ -103,7 +103,7 @@ class Session:
                                 prompts.line_tokens if prompts.count_source == "tokenize" else None,
                                 prompts.count_source) for i in range(self.load_processes)]
             pool = LoadPool(specs, FanOut(self.writer, observer), ld.warmup_requests, on_note=on_note,
-                            log_dir=runtime_dir(), on_empty=on_empty)
+                            log_dir=runtime_dir(), on_empty=on_empty, on_decrease=ld.on_decrease)
             if on_phase is not None:
                 on_phase(f"{self.load_processes} load processes")
             await pool.open()
@@ -111,7 +111,7 @@ class Session:
             return pool
         client = StreamClient(self._http, self.endpoint, self.cfg.workload.ignore_eos, ld.timeout_s)
         self.runner = LoadRunner(client, prompts, FanOut(self.writer, observer), ld.warmup_requests,
-                                 honor_retry_after=ld.retry_after)
+                                 honor_retry_after=ld.retry_after, on_decrease=ld.on_decrease)
         return self.runner
 
     def start_telemetry(self, on_sample=None, interval_s: float = 1.0) -> str | None:
@@ -157,6 +157,10 @@ class Session:
         for lv in self.runner.levels:
             summary = summarize_level(lv, self.cfg.pricing, records, now_ns)
             summary.update(self.telemetry_summaries(lv, lv.t_end_ns or now_ns))
+            if not summary.get("gpu", {}).get("samples"):
+                summary["gpu_missing"] = self.telemetry_note or (
+                    "no GPU telemetry was read (see [telemetry])" if self.sampler is None
+                    else "no GPU sample fell within the level")
             summary.update(self.runner.health.summary(lv.t_start_ns, lv.t_end_ns))
             out.append(summary)
         return out
@@ -181,7 +185,9 @@ class Session:
             },
             "workload": workload,
             "load": {**dataclasses.asdict(cfg.load), "load_processes": self.load_processes,
-                     "load_processes_lost": getattr(self.runner, "processes_lost", 0)},
+                     "load_processes_lost": getattr(self.runner, "processes_lost", 0),
+                     # `concurrency` is the plan; these are the levels that ran (a user or a sweep may differ).
+                     "levels_run": [lv.concurrency for lv in self.runner.levels] if self.runner else []},
             "pricing": {
                 "usd_per_hour": cfg.pricing.usd_per_hour,
                 "source": cfg.pricing.source,
@@ -197,9 +203,18 @@ class Session:
         data.update(self.extra)
         return data
 
+    def file_form(self, results: dict) -> dict:
+        """What the session file holds: a [summary] first, and per-GPU tables only when asked (gpu_detail)."""
+        levels = results["levels"]
+        if not self.cfg.gpu_detail:
+            levels = [{**lv, "gpu": {k: v for k, v in lv["gpu"].items() if k != "gpus"}} if "gpu" in lv else lv
+                      for lv in levels]
+        head = {k: v for k, v in results.items() if not isinstance(v, (dict, list))}
+        return {**head, "summary": session_summary(levels), **results, "levels": levels}
+
     def save(self, results: dict | None = None) -> Path:
         """Write the session TOML; pass `results()` when you already have it, to summarise only once."""
-        return write_toml_atomic(self.out_path, results if results is not None else self.results())
+        return write_toml_atomic(self.out_path, self.file_form(results if results is not None else self.results()))
 
     async def stop(self, drain_s: float = 0.0) -> None:
         if self.runner is not None:

@@ -122,7 +122,8 @@ async def serve(spec: WorkerSpec, sock: socket.socket) -> None:
             if isinstance(command, ev.OpenLevel):
                 relay.slots[command.index] = list(command.slots)
                 relay.concurrency[command.index] = command.concurrency
-                runner.set_concurrency(len(command.slots), command.reason, command.warmup_target)
+                runner.set_concurrency(len(command.slots), command.reason, command.warmup_target,
+                                       cancel_removed=command.cancel_removed)
                 if runner.level.index != command.index:  # never expected: the numbering is the run's
                     raise ev.ProtocolError(f"level {command.index} opened as {runner.level.index}")
             elif isinstance(command, ev.Pause):

@@ -27,16 +27,19 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> _Parser:
     p = _Parser(prog="befori-tui sim", description="Simulated OpenAI-compatible LLM inference server.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port (default 8000)")
     p.add_argument("--profile", default=DEFAULT_PROFILE,
-                   help=f"built-in profile ({', '.join(list_profiles())}) or a path to a .toml profile")
-    p.add_argument("--time-scale", type=float, default=1.0, help="X > 0: every step X times shorter")
+                   help=f"built-in profile ({', '.join(list_profiles())}) or a path to a .toml profile "
+                        f"(default {DEFAULT_PROFILE})")
+    p.add_argument("--time-scale", type=float, default=1.0, help="X > 0: every step X times shorter (default 1)")
     p.add_argument("--fault", action="append", default=[], choices=FAULT_KINDS, metavar="KIND",
-                   help=f"inject a fault ({', '.join(FAULT_KINDS)}); repeat with one --fault-rate each")
-    p.add_argument("--fault-rate", action="append", default=[], type=float, metavar="P")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
+                   help=f"inject a fault ({', '.join(FAULT_KINDS)}); repeat with one --fault-rate each "
+                        "(default: none)")
+    p.add_argument("--fault-rate", action="append", default=[], type=float, metavar="P",
+                   help="the share of requests that get the --fault before it, 0 to 1 (no default: one per --fault)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the faults and the engine's draws (default 0)")
+    p.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="uvicorn's log level (default warning)")
     return p
 
 

@@ -29,6 +29,7 @@ from befori_tui.core.runlink import RunLink
 from befori_tui.ui.model import LiveModel, Summaries, SummaryCache
 from befori_tui.ui.screens.concurrency import MAX_CONCURRENCY, ConcurrencyScreen
 from befori_tui.ui.screens.help import HelpScreen
+from befori_tui.ui.screens.jump import JumpScreen, needs_confirming
 from befori_tui.ui.screens.quit import QuitScreen
 from befori_tui.ui.themes import DEFAULT_THEME, ThemeError, all_themes
 from befori_tui.ui.widgets.levels import CostChart, LevelsTable
@@ -282,7 +283,8 @@ class MonitorApp(App[int]):
             self.gpus.show(self.model, self.summaries)
         if self.link is not None:
             m = self.model
-            if m.error and not m.levels and (m.finished or m.link_closed):
+            # Setup failed — before any level, or the first request had no answer (ended_by setup): exit with why.
+            if m.error and (not m.levels or m.ended_by == "setup") and (m.finished or m.link_closed):
                 self.exit_note = f"befori-tui monitor: {m.error}"
                 self.exit(m.exit_code if m.exit_code is not None else 2)
             elif self.quitting and (m.finished or m.link_closed or time.monotonic() > self._quit_deadline):
@@ -361,6 +363,15 @@ class MonitorApp(App[int]):
         return self.model.concurrency or 1
 
     def _set_c(self, c: int) -> None:
+        if self.link is None:
+            return
+        current = self._current_c()
+        if needs_confirming(current, c):  # a large jump asks first (screens/jump.py)
+            self.push_screen(JumpScreen(current, c), lambda yes: self._send_c(c) if yes else None)
+            return
+        self._send_c(c)
+
+    def _send_c(self, c: int) -> None:
         if self.link is None:
             return
         self._target_c = (c, len(self.model.levels))

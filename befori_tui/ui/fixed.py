@@ -80,6 +80,7 @@ def fixed_model(run: FixedRun | None = None, cfg: Config | None = None) -> LiveM
                 if failed:
                     t_end = ts + int(rnd.uniform(0.05, 2.0) * 1e9)
                     r.error_kind, r.error_message = ("http_status", "HTTP 503") if rid % 2 else ("timeout", "read")
+                    r.http_status = 503 if rid % 2 else None
                     r.output_tokens = None
                 if t_end > now_ns:  # still running at the frozen "now"
                     r.t_first_token_ns = t_first if t_first <= now_ns else None

@@ -108,14 +108,22 @@ class LiveModel:
                     if lv.index == event.level:
                         lv.sent += 1
         elif t is ev.FirstToken:
+            self.connecting = None  # the first request's answer began: no setup wait is left
             entry = self.in_flight.get(event.request_id)
             if entry is not None:
                 entry[1].t_first_ns = event.t_first_token_ns
         elif t is ev.RequestEnded:
+            self.connecting = None
             self.add_record(ev.record_from_wire(event.record))
         elif t is ev.LevelOpened:
             self.open_level(Level(event.index, event.concurrency, event.t_start_ns, event.warmup_target,
                                   event.reason))
+        elif t is ev.Draining:
+            for lv in reversed(self.levels):
+                if lv.index == event.level:
+                    lv.draining = event.in_flight
+                    lv.t_drained_ns = None if event.in_flight else event.t_ns
+                    break
         elif t is ev.LevelEnded:
             for lv in self.levels:
                 if lv.index == event.index and lv.t_end_ns is None:
@@ -293,6 +301,7 @@ def window_stats(level: Level, cols: RecordColumns, now_ns: int, window_s: float
         out["output_tok_per_s_total"] = float(cols.n_out[ok].sum()) / span_s
         out["requests_per_s"] = int(ok.sum()) / span_s
     out["errors"] = cols.error_counts(recent)
+    out["error_groups"] = cols.error_groups(recent)
     return out
 
 

@@ -25,7 +25,8 @@ def add_monitor_flags(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("monitor")
     m.add_argument("--sweep", nargs="?", const="", metavar="N[,N…]",
                    help="step through these concurrencies by itself (no value: --concurrency's levels); "
-                        "each lasts --requests-per-level / --seconds-per-level")
+                        "each lasts --requests-per-level / --seconds-per-level (default: no sweep, the first level "
+                        "holds until you change it)")
     add_view_flags(m)
     m.add_argument("--drain", type=float, default=0.0, metavar="S",
                    help="on quit, give requests in flight S seconds to finish (default: cancel at once)")
@@ -41,7 +42,7 @@ def add_view_flags(m) -> None:
     m.add_argument("--window", type=float, default=60.0, choices=[30.0, 60.0, 120.0], metavar="S",
                    help="timeline window: 30, 60 or 120 s (default 60; w switches)")
     m.add_argument("--theme", metavar="NAME", help="befori-dark (default), befori-light, befori-contrast, …")
-    m.add_argument("--themes", metavar="DIR", help="load more themes from DIR/*.toml")
+    m.add_argument("--themes", metavar="DIR", help="load more themes from DIR/*.toml (default: only the bundled ones)")
 
 
 def require_terminal(command: str) -> None:

@@ -126,6 +126,8 @@ def summarize_gpus(
         for i in indices
     ]
     out["gpus"] = gpus
+    if gpus:
+        out.update(gpus_overall(gpus))
     with_energy = [g for g in gpus if "energy_j" in g]
     if not with_energy:
         return out
@@ -170,4 +172,19 @@ def summarize_server(samples: Iterable[TelemetrySample], t0_ns: int, t1_ns: int)
         span_s = (pts[-1][0] - pts[0][0]) * 1e-9
         if span_s > 0:
             out[f"{key.removesuffix('_tokens')}_tok_per_s"] = delta / span_s
+    return out
+
+
+def gpus_overall(gpus: list[dict[str, Any]]) -> dict[str, Any]:
+    """One line for the whole box over a level, from the per-GPU figures: a session file keeps this and leaves
+    the per-GPU tables out unless asked (`gpu_detail`): eight blocks per level made files unreadable."""
+    out: dict[str, Any] = {"gpu_count": len(gpus)}
+    for key, agg in (("util_pct_mean", "mean"), ("util_pct_max", "max"), ("power_w_mean", "sum"),
+                     ("power_w_max", "sum"), ("mem_used_mib_peak", "sum"), ("mem_total_mib", "sum"),
+                     ("temp_c_max", "max"), ("sm_clock_mhz_mean", "mean")):
+        vals = [g[key] for g in gpus if g.get(key) is not None]
+        if vals:
+            name = {"power_w_mean": "power_w_mean_total", "power_w_max": "power_w_max_total",
+                    "mem_used_mib_peak": "mem_used_mib_peak_total", "mem_total_mib": "mem_total_mib_total"}.get(key, key)
+            out[name] = sum(vals) / len(vals) if agg == "mean" else max(vals) if agg == "max" else sum(vals)
     return out

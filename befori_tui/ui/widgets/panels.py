@@ -109,6 +109,9 @@ class StatusBar(CellPanel):
         ]
         if lv is not None:
             first.append((Text.assemble(("level ", dim), (f"{lv.index}", "bold"), (f" ({lv.reason})", dim)), 3))
+        if lv is not None and lv.draining and not m.finished:
+            # After a decrease the old load is still on the server: this level's figures have not begun.
+            first.append((Text(f"draining {lv.draining}", state_style), 0))
         if simulated:
             first.append((Text(" SIMULATED ", self.get_component_rich_style("status--simulated")), 2))
         if m.sweep_text:
@@ -120,7 +123,7 @@ class StatusBar(CellPanel):
             second.append((blend, 0))
         if m.pricing.source == "default":
             second.append((Text(f"⚠ default price ${m.pricing.usd_per_hour:g}/h — set --usd-per-hour", warning), 0))
-        if m.connecting and not m.levels and not m.finished:
+        if m.connecting and not m.finished:
             waited_s = (time.perf_counter_ns() - m.connecting_since_ns) / 1e9
             second.append((Text(f"waiting for {m.connecting} · {waited_s:.0f} s", warning), 0))
         lag_ms = m.loop_lag_ms_p99
@@ -229,7 +232,7 @@ def requests_line(label: str, summary: dict, width: int) -> Text:
 def failure_kinds_line(summary: dict, width: int) -> Text | None:
     """`  failed: timeout 5, http_status 5`, the most frequent first; kinds that do not fit are left out whole
     and counted (`+2 kinds`), never cut. None when nothing failed."""
-    errors = summary.get("errors") or {}
+    errors = summary.get("error_groups") or summary.get("errors") or {}
     if not errors:
         return None
     kinds = sorted(errors.items(), key=lambda kv: -kv[1])
@@ -266,10 +269,14 @@ class CostPanel(CellPanel):
         occ = lv.get("occupancy", {})
         ratio = p.blend_input_per_output
         pin, pout = fmt.interval_pct(lv, "input"), fmt.interval_pct(lv, "output")
+        failed, ok = lv.get("requests_failed", 0), lv.get("requests_ok", 0)
+        all_failed = failed > 0 and ok == 0  # no figure can exist: say why rather than show dashes
         rows = [
             ["befori " + fmt.settled_mark(lv),
-             fmt.usd(lv.get("usd_per_million_input")), "—" if pin is None else f"{pin:.1f}%",
-             fmt.usd(lv.get("usd_per_million_output")), "—" if pout is None else f"{pout:.1f}%",
+             "all failed" if all_failed else fmt.usd(lv.get("usd_per_million_input")),
+             "—" if pin is None else f"{pin:.1f}%",
+             f"{failed} of {failed}" if all_failed else fmt.usd(lv.get("usd_per_million_output")),
+             "—" if pout is None else f"{pout:.1f}%",
              fmt.usd(lv.get("usd_per_million_blended"))],
             ["occupancy", fmt.usd(occ.get("usd_per_million_input")), "", fmt.usd(occ.get("usd_per_million_output")), "",
              fmt.usd(occ.get("usd_per_million_blended"))],
@@ -294,6 +301,8 @@ class CostPanel(CellPanel):
         hint = {"✓": "✓ settled: both $/M within ±3% — move on", "~": "~ settling: a $/M interval is wider than ±3%"}
         if settled in hint:
             lines.append(Text(hint[settled], "bold" if settled == "✓" else "", no_wrap=True, overflow="ellipsis"))
+        if failed:
+            lines.insert(1, failed_line(lv, occ, width))
         self.update(Group(*self._price_note(), t, *lines), layout=False)
 
     def _price_note(self) -> list[Text]:
@@ -306,6 +315,22 @@ class CostPanel(CellPanel):
         style = "cost--warning" if self.pricing.source == "default" else "cost--dim"
         return [Text(f"{'⚠ ' if style == 'cost--warning' else ''}{note}", self.get_component_rich_style(style),
                      no_wrap=True, overflow="ellipsis")]
+
+
+def failed_line(lv: dict, occ: dict, width: int = 200) -> Text:
+    """Failures are part of the cost: the share of the level's requests that failed, and what the server's time
+    on them cost (the occupancy method's failed bucket) — time that bought no tokens. Pieces that do not fit
+    are left out whole."""
+    failed, ok = lv.get("requests_failed", 0), lv.get("requests_ok", 0)
+    pieces = [(Text(f"failed {failed} of {failed + ok} ({failed / max(1, failed + ok) * 100:.0f}%)", "bold"), 0)]
+    usd_failed, bill = occ.get("usd_failed"), occ.get("usd_bill")
+    if usd_failed is not None:
+        pieces.append((Text(f"cost ${usd_failed:.4f}"), 1))
+        if bill:
+            pieces.append((Text(f"{usd_failed / bill * 100:.0f}% of the bill"), 3))
+    if lv.get("error_groups"):
+        pieces.append((Text(fmt.errors_text(lv["error_groups"])), 2))
+    return fit_pieces(pieces, width, sep=" · ")
 
 
 class GpuPanel(CellPanel):
