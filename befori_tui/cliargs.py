@@ -59,6 +59,18 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                          "spare core)")
     ld.add_argument("--honor-retry-after", action="store_true",
                     help="after a 429 with Retry-After, that slot waits as asked (at most 30 s)")
+    ld.add_argument("--max-concurrency", type=int, metavar="N",
+                    help="the optimum search never goes above this (default 1024)")
+    op = p.add_argument_group("latency targets and the optimum")
+    op.add_argument("--slo", metavar="KEY=LIMIT[,…]",
+                    help="latency targets, e.g. ttft_p99=2s,itl_p99=60ms,e2e_p99=30s (any of ttft, itl, tpot, e2e "
+                         "at p50, p90, p99)")
+    op.add_argument("--find-optimum", action="store_true",
+                    help="search for the cheapest concurrency that meets the SLO instead of a fixed list of levels")
+    op.add_argument("--optimum-by", choices=["blended", "input", "output"],
+                    help="which $/M the optimum minimises (default blended)")
+    op.add_argument("--search-tolerance", type=float, metavar="F",
+                    help="stop when the cheapest concurrency is bracketed within ±F (default 0.1)")
     pr = p.add_argument_group("pricing")
     pr.add_argument("--usd-per-hour", type=float, metavar="X", help="hourly price of the whole server")
     pr.add_argument("--gpu-count", type=int, metavar="N", help="GPUs in that price")
@@ -82,6 +94,8 @@ PLAIN_FLAGS = {
     "requests_per_level": ("load", "requests_per_level"), "seconds_per_level": ("load", "seconds_per_level"),
     "warmup_requests": ("load", "warmup_requests"), "timeout": ("load", "timeout_s"),
     "max_seconds": ("load", "max_seconds"), "workers": ("load", "workers"),
+    "max_concurrency": ("load", "max_concurrency"), "optimum_by": ("search", "by"),
+    "search_tolerance": ("search", "tolerance"),
     "usd_per_hour": ("pricing", "usd_per_hour"), "gpu_count": ("pricing", "gpu_count"),
     "usd_per_kwh": ("pricing", "usd_per_kwh"),
 }
@@ -107,6 +121,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ld.requests_per_level = 0  # seconds alone decide, unless both are given
     if args.usd_per_hour is not None:
         pr.source = "flag"
+    if args.slo is not None:
+        from befori_tui.core.slo import SloError, parse_slo
+
+        try:
+            cfg.slo = parse_slo(args.slo)
+        except SloError as exc:
+            raise ConfigError(str(exc)) from None
     if args.honor_retry_after:
         ld.retry_after = True
     for spec in args.compare or []:

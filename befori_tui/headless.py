@@ -39,9 +39,20 @@ def level_line(s: dict) -> str:
     ]
     if "usd_per_million_input" in s:
         parts.append(f"$/M in {usd(s['usd_per_million_input'])} out {usd(s['usd_per_million_output'])}")
+    if "slo" in s:
+        parts.append(slo_word(s))
     if s.get("client_bound"):
         parts.append(f"{CLIENT_BOUND_NOTE} (client loop lag p99 {s['client_loop_lag_ms_p99']:.0f} ms)")
     return " · ".join(parts)
+
+
+def slo_word(s: dict) -> str:
+    """'SLO met (98% of requests)' or 'SLO missed: ttft_p99 3.1s > 2s (40% of requests)'."""
+    share = s.get("slo_share_met")
+    pct = "" if share is None else f" ({share * 100:.0f}% of requests)"
+    if s.get("slo_met") is None:
+        return "SLO —" + pct
+    return ("SLO met" if s["slo_met"] else "SLO missed: " + ", ".join(s.get("slo_missed", []))) + pct
 
 
 def _f(v, fmt: str) -> str:
@@ -73,6 +84,22 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
                     f" {s['requests_ok']:>6} {s['requests_failed']:>6} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}")
     rows.append("measured: the ok requests the figures use (warm-up and those that outlived their level left out);"
                 " idle $: dollars of the level's bill with nothing in flight.")
+    with_slo = [s for s in levels if "slo" in s]
+    if with_slo:
+        rows += ["", f"Latency targets (SLO {with_slo[0]['slo']}): goodput and $ per million tokens of the requests"
+                 " that met them",
+                 f"{'conc':>5} {'level':>6} {'met %':>6} {'good req/s':>10} {'good out/s':>10} {'SLO $/M in':>10}"
+                 f" {'SLO $/M out':>11} {'plain in':>9} {'plain out':>9}"]
+        for s in with_slo:
+            met = s.get("slo_met")
+            share = s.get("slo_share_met")
+            rows.append(f"{s['concurrency']:>5} {'—' if met is None else 'meets' if met else 'misses':>6}"
+                        f" {_f(None if share is None else share * 100, '6.1f')}"
+                        f" {_f(s.get('goodput_requests_per_s'), '10.3f')} {_f(s.get('goodput_output_tok_per_s'), '10.1f')}"
+                        f" {usd(s.get('usd_per_million_input_slo')):>10} {usd(s.get('usd_per_million_output_slo')):>11}"
+                        f" {usd(s.get('usd_per_million_input')):>9} {usd(s.get('usd_per_million_output')):>9}")
+        rows.append("level: whether the level's own percentiles meet every target; met %: the share of its measured"
+                    " requests that met every one (failures never do).")
     if any(s.get("gpu", {}).get("energy_j_total") is not None for s in levels):
         kwh = any("usd_energy_per_million_output" in s.get("gpu", {}) for s in levels)
         rows += ["", "GPU energy" + (" (electricity at pricing.usd_per_kwh)" if kwh else ""),

@@ -120,12 +120,14 @@ def summarize_level(
     all_records: Sequence[RequestRecord],
     now_ns: int | None = None,
     view: LevelView | None = None,
+    slo: Sequence | None = None,
 ) -> dict:
     """The flat per-level table of docs/results.md, plus sub-tables `occupancy`, `errors` and `api_compare`.
 
     `all_records` is every finished request of the run: the occupancy method shares the server among all
     requests in flight, whichever level they were sent in. `view`, kept by the caller between calls on the
     same level, saves re-reading the records seen before (both lists must only have grown since).
+    `slo`: latency targets (core.slo.SloTarget); with them, the level's SLO figures (slo_figures).
     """
     view = view or LevelView(level)
     cols = view.own.update(level.records)
@@ -175,10 +177,45 @@ def summarize_level(
         out["usd_per_million_blended"] = blended_usd_per_million(
             c.usd_per_million_input, c.usd_per_million_output, pricing.blend_input_per_output
         )
+    if slo:
+        out.update(slo_figures(out, cols, steady, list(slo)))
     if t_end is not None:
         out["occupancy"] = occupancy_summary(level, view.overlap.update(all_records), pricing, t_end)
     out["errors"] = cols.error_counts()
     return out
+
+
+def slo_figures(out: dict, cols: RecordColumns, steady: np.ndarray, targets: list) -> dict:
+    """Per level (core/slo.py has what "meets" means): whether the level's percentiles meet the SLO, the share of
+    measured requests that met it, goodput, and the befori $/M charged to the tokens of those requests only —
+    the same bill, over the tokens that were worth having."""
+    from befori_tui.core.slo import level_failures, level_meets, requests_meeting, slo_text
+
+    res: dict = {"slo": slo_text(targets)}
+    # Measured: ended in the level, not warm-up, not cancelled at a stop — ok or failed. A failure meets nothing.
+    measured = (cols.end != NONE_NS) & ~cols.warmup & ~cols.outlived & (cols.kind != CANCELLED)
+    meets = requests_meeting(cols, steady, targets)
+    n_met, n_measured, n_steady = int(meets.sum()), int(measured.sum()), int(steady.sum())
+    res["requests_met_slo"] = n_met
+    if n_measured:
+        res["slo_share_met"] = n_met / n_measured
+    met = level_meets(out, targets)
+    if met is not None:
+        res["slo_met"] = met
+        missed = level_failures(out, targets)
+        if missed:
+            res["slo_missed"] = missed
+    if n_steady and "requests_per_s" in out:
+        good = out["requests_per_s"] * n_met / n_steady
+        res["goodput_requests_per_s"] = good
+        res["goodput_input_tok_per_s"] = out["requests_per_s"] * float(cols.n_in[meets].sum()) / n_steady
+        res["goodput_output_tok_per_s"] = out["requests_per_s"] * float(cols.n_out[meets].sum()) / n_steady
+    if n_met:
+        for name, n in (("input", cols.n_in), ("output", cols.n_out)):
+            plain, all_tokens, met_tokens = out.get(f"usd_per_million_{name}"), float(n[steady].sum()), float(n[meets].sum())
+            if plain is not None and met_tokens > 0:
+                res[f"usd_per_million_{name}_slo"] = plain * all_tokens / met_tokens
+    return res
 
 
 def occupancy_summary(level, cols: RecordColumns, pricing: PricingConfig, t_end_ns: int) -> dict:

@@ -155,7 +155,7 @@ class Session:
         records = self.all_records()
         out = []
         for lv in self.runner.levels:
-            summary = summarize_level(lv, self.cfg.pricing, records, now_ns)
+            summary = summarize_level(lv, self.cfg.pricing, records, now_ns, slo=self.cfg.slo)
             summary.update(self.telemetry_summaries(lv, lv.t_end_ns or now_ns))
             summary.update(self.runner.health.summary(lv.t_start_ns, lv.t_end_ns))
             out.append(summary)

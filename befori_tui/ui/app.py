@@ -177,7 +177,7 @@ class MonitorApp(App[int]):
         self.metrics = MetricsPanel(id="metrics", classes="panel lower")
         self.cost = CostPanel(self.cfg.pricing, id="cost", classes="panel lower")
         self.gpus = GpuPanel(id="gpus", classes="panel lower")
-        self.levels = LevelsTable(id="levels", classes="panel lower")
+        self.levels = LevelsTable(slo=bool(self.cfg.slo), id="levels", classes="panel lower")
         self.chart = CostChart(id="chart", classes="panel lower")
         yield self.status
         with Container(id="body"):
@@ -297,7 +297,7 @@ class MonitorApp(App[int]):
     def _compute_summaries(self) -> Summaries:
         levels, records, samples = self.model.snapshot()
         return self._cache.compute(levels, records, samples, self.cfg.pricing, self.model.now(),
-                                   self.timeline.window_s)
+                                   self.timeline.window_s, self.cfg.slo)
 
     def _request_summaries(self) -> None:
         if self._summary_busy or not self.model.levels:
@@ -311,7 +311,7 @@ class MonitorApp(App[int]):
     @work(thread=True, exclusive=True, group="summaries", description="summaries")
     def _summaries_worker(self, snapshot, now_ns: int, window_s: float) -> None:
         levels, records, samples = snapshot
-        summaries = self._cache.compute(levels, records, samples, self.cfg.pricing, now_ns, window_s)
+        summaries = self._cache.compute(levels, records, samples, self.cfg.pricing, now_ns, window_s, self.cfg.slo)
         self.post_message(SummariesReady(summaries))
 
     def on_summaries_ready(self, message: SummariesReady) -> None:

@@ -250,7 +250,7 @@ class SummaryCache:
         self._views: dict[int, LevelView] = {}
 
     def compute(self, levels: list[Level], records: list[RequestRecord], samples: list, pricing: PricingConfig,
-                now_ns: int, window_s: float) -> Summaries:
+                now_ns: int, window_s: float, slo: list | None = None) -> Summaries:
         out = Summaries(window_s=window_s, computed_ns=now_ns)
         settled_before = True
         for lv in levels:
@@ -260,7 +260,7 @@ class SummaryCache:
                 out.levels.append(cached[1])
                 continue
             view = self._views.setdefault(lv.index, LevelView(lv))
-            s = summarize_level(lv, pricing, records, now_ns, view)
+            s = summarize_level(lv, pricing, records, now_ns, view, slo=slo)
             if final:
                 self._done[lv.index] = (len(lv.records), s)
             out.levels.append(s)

@@ -17,6 +17,18 @@ COLUMNS = (
 )
 
 
+# With latency targets (--slo): whether the level meets them and the share of requests that did, and the
+# $/M of the requests that met them.
+SLO_COLUMNS = (("SLO", "slo"), ("SLO $/M in", "usd_in_slo"), ("SLO $/M out", "usd_out_slo"))
+
+
+def slo_cells(s: dict) -> list[str]:
+    share, met = s.get("slo_share_met"), s.get("slo_met")
+    mark = "" if met is None else "✓" if met else "✗"
+    return [("—" if share is None else f"{share * 100:.0f}%") + mark,
+            fmt.usd(s.get("usd_per_million_input_slo")), fmt.usd(s.get("usd_per_million_output_slo"))]
+
+
 def level_row(s: dict) -> list[str]:
     occ = s.get("occupancy", {})
     pin, pout = fmt.interval_pct(s, "input"), fmt.interval_pct(s, "output")
@@ -34,17 +46,21 @@ def level_row(s: dict) -> list[str]:
 class LevelsTable(DataTable):
     """One row per concurrency level; rows update in place as their figures firm up."""
 
+    def __init__(self, *args, slo: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.columns_shown = COLUMNS + (SLO_COLUMNS if slo else ())
+
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
-        for label, key in COLUMNS:
+        for label, key in self.columns_shown:
             self.add_column(label, key=key)
 
     def show(self, levels: list[dict]) -> None:
-        keys = [k for _, k in COLUMNS]
+        keys = [k for _, k in self.columns_shown]
         for s in levels:
             row_key = str(s["level"])
-            values = level_row(s)
+            values = level_row(s) + (slo_cells(s) if len(keys) > len(COLUMNS) else [])
             if row_key in self.rows:
                 for key, value in zip(keys, values):
                     if self.get_cell(row_key, key) != value:

@@ -135,6 +135,10 @@ class CostPanel(Static):
             fmt.usd(lv.get("usd_per_million_output")), "—" if pout is None else f"{pout:.1f}%",
             fmt.usd(lv.get("usd_per_million_blended")),
         )
+        if "slo" in lv:  # the same bill over the tokens of the requests that met the latency targets
+            t.add_row("SLO-met " + ("—" if lv.get("slo_met") is None else "✓" if lv["slo_met"] else "✗"),
+                      fmt.usd(lv.get("usd_per_million_input_slo")), "",
+                      fmt.usd(lv.get("usd_per_million_output_slo")), "", "")
         t.add_row("occupancy", fmt.usd(occ.get("usd_per_million_input")), "",
                   fmt.usd(occ.get("usd_per_million_output")), "", fmt.usd(occ.get("usd_per_million_blended")))
         for api in p.compare:
@@ -149,7 +153,18 @@ class CostPanel(Static):
         settled = fmt.settled_mark(lv)
         hint = {"✓": " · settled ±3%: move on", "…": " · settling (±3%)"}.get(settled, "")
         line.append(hint, "bold" if settled == "✓" else "")
-        self.update(Group(*self._price_note(), t, line), layout=False)
+        self.update(Group(*self._price_note(), t, line, *self._slo_line(lv)), layout=False)
+
+    def _slo_line(self, lv: dict) -> list[Text]:
+        if "slo" not in lv:
+            return []
+        share = lv.get("slo_share_met")
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(f"SLO {lv['slo']}: " + ("—" if share is None else f"{share * 100:.0f}% met"))
+        if lv.get("goodput_requests_per_s") is not None:
+            line.append(f" · goodput {fmt.rate(lv['goodput_requests_per_s'])} req/s,"
+                        f" {fmt.rate(lv.get('goodput_output_tok_per_s'))} out tok/s")
+        return [line]
 
     def _price_note(self) -> list[Text]:
         """First, so that no number is read before it: every figure below rests on the hourly price."""
