@@ -189,6 +189,8 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | No
         print(level_line(levels[-1]) + " · cut short", file=sys.stderr)  # it never reached its level end
         print(f"stopped after load.max_seconds ({cfg.load.max_seconds:g} s)", file=sys.stderr)
     print(results_table(levels, results.get("api_compare")))
+    if levels:
+        print("\n" + results["optimum"]["sentence"])
     print(f"saved {session.out_path} and {session.raw_path} ({session.writer.written} requests)", file=sys.stderr)
     if code == 0 and levels and not any(lv.get("requests_ok") for lv in levels):
         # Tables of dashes and exit 0 would read as a run that worked: say why nothing did, and exit 3.

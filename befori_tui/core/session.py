@@ -27,6 +27,7 @@ from befori_tui.core.config import Config, redact_url
 from befori_tui.core.loadgen import LoadRunner
 from befori_tui.core.pool import auto_processes
 from befori_tui.core.metrics import api_comparison, summarize_level
+from befori_tui.core.optimum import optimum_for
 from befori_tui.core.observer import FanOut, RunObserver
 from befori_tui.core.prompts import PromptSource
 from befori_tui.core.results import SCHEMA_VERSION, JsonlWriter, write_toml_atomic
@@ -194,6 +195,10 @@ class Session:
             "telemetry": {"gpu_source": self.cfg.telemetry or "auto", "note": self.telemetry_note or ""},
             "levels": self.level_summaries(),
         }
+        if cfg.slo:
+            data["slo"] = {t.key: t.limit_s for t in cfg.slo}  # seconds
+        data["search"] = dataclasses.asdict(cfg.search)
+        data["optimum"] = optimum_for(data, cfg.slo, cfg.search)
         data.update(self.extra)
         return data
 

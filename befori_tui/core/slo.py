@@ -118,7 +118,8 @@ def level_failures(summary: dict, targets: list[SloTarget]) -> list[str]:
     for t in targets:
         value = summary.get(t.summary_key)
         if value is not None and value > t.limit_s:
-            out.append(f"{t.key} {format_duration(value)} > {format_duration(t.limit_s)}")
+            shown = f"{value * 1e3:.3g}ms" if value < 1 else f"{value:.3g}s"  # a measured figure: 3 digits
+            out.append(f"{t.key} {shown} > {format_duration(t.limit_s)}")
     return out
 
 
