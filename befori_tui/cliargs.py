@@ -137,9 +137,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if not cfg.endpoint.url:  # the built-in simulator will run: its profile must exist
         from befori_tui.sim.profile import list_profiles, load_profile
 
-        if args.profile not in list_profiles():
+        if args.profile.endswith(".toml"):  # a profile file of one's own (docs/sim.md)
+            try:
+                load_profile(args.profile)
+            except (ValueError, OSError, TypeError) as exc:
+                raise ConfigError(f"--profile: {exc}") from None
+        elif args.profile not in list_profiles():
             raise ConfigError(f"--profile: no simulator profile {args.profile!r} (there are: "
-                              f"{', '.join(list_profiles())})")
+                              f"{', '.join(list_profiles())}, or a profile .toml file)")
         if pr.source == "default":
             # No price given: the simulated box's, its GPUs at the default's rate per GPU (the default is the
             # demo's 8×H100, so the demo keeps it; a one-GPU profile is not billed for eight).

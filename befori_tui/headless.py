@@ -170,7 +170,7 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | No
     controller.listeners.append(progress_printer(cfg))
     controller.level_done.append(lambda level, summary: print(level_line(summary), file=sys.stderr, flush=True))
     run_id = run_id or new_run_id()
-    hello = make_hello(run_id, out, controller.session.raw_path, cfg.pricing)
+    hello = make_hello(run_id, out, controller.session.raw_path, cfg.pricing, slo=cfg.slo)
     socket_path = socket_path_for(out, run_id)
 
     def on_signal(signum: int, first: bool) -> None:
@@ -206,6 +206,23 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | No
     return code
 
 
+SEARCH_LEVEL_CAP_S = 60.0  # a search level that has not settled in this long moves on (--seconds-per-level)
+
+
+def search_plan(args, cfg: Config) -> RunPlan:
+    """`--find-optimum`: start at the first of --concurrency (default 1); each level lasts until its $/M has
+    settled (±3%), or --seconds-per-level (default 60 s), or --requests-per-level when that flag is given."""
+    from befori_tui.core.search import OptimumSearch
+
+    start = cfg.load.concurrency[0] if args.concurrency else 1
+    search = OptimumSearch(start=start, max_concurrency=cfg.load.max_concurrency, slo=list(cfg.slo),
+                           by=cfg.search.by, tolerance=cfg.search.tolerance, factor=cfg.search.factor,
+                           blend_input_per_output=cfg.pricing.blend_input_per_output)
+    cfg.load.concurrency = [search.start]  # the session records where the search started
+    return RunPlan([search.start], seconds=cfg.load.seconds_per_level or SEARCH_LEVEL_CAP_S, until_settled=True,
+                   search=search, max_requests=args.requests_per_level or 0)
+
+
 def bench_main(args, cfg: Config) -> int:
     out = Path(args.out) if args.out else default_out_path()
     raw = Path(args.raw) if args.raw else None
@@ -223,8 +240,11 @@ def bench_main(args, cfg: Config) -> int:
             cfg.telemetry = cfg.telemetry or f"dcgm:{sim.root_url}/metrics"
             simulated = True
         t0 = time.monotonic()
-        plan = RunPlan(list(cfg.load.concurrency), cfg.load.requests_per_level, cfg.load.seconds_per_level,
-                       until_settled=bool(getattr(args, "sweep_until_settled", False)))
+        if getattr(args, "find_optimum", False):
+            plan = search_plan(args, cfg)
+        else:
+            plan = RunPlan(list(cfg.load.concurrency), cfg.load.requests_per_level, cfg.load.seconds_per_level,
+                           until_settled=bool(getattr(args, "sweep_until_settled", False)))
         code = asyncio.run(run_bench(cfg, out, raw, plan, telemetry=cfg.telemetry or None,
                                      simulated=simulated, cleanup=sim.stop if sim is not None else None))
         if code != EXIT_BAD_INPUT:  # bad input stays one line

@@ -97,6 +97,8 @@ class Hello(_Message, tag="hello"):
     on_hangup: str = "continue"  # what the run does when its own viewer's terminal goes away
     # The run's prices: every viewer computes $/M with them, never with its own defaults.
     pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)
+    # The run's latency targets (core.slo, as `--slo` takes them): an attached viewer judges levels by them.
+    slo: str = ""
 
 
 class Connecting(_Message, tag="connecting"):
@@ -243,7 +245,13 @@ class Stop(_Message, tag="stop"):
     at_once: bool = False
 
 
-Command = Union[SetConcurrency, NewLevel, Pause, Resume, Save, Stop]
+class FindOptimum(_Message, tag="find_optimum"):
+    """Search for the cheapest concurrency that meets the run's SLO, from the current level (core/search.py)."""
+
+    pass
+
+
+Command = Union[SetConcurrency, NewLevel, Pause, Resume, Save, Stop, FindOptimum]
 
 
 # --- the run → its load processes (core/pool.py, core/worker.py) -------------------------------------------

@@ -59,6 +59,7 @@ class Session:
         self.sampler = None  # TelemetrySampler, when start_telemetry() was called
         self.telemetry_note: str | None = None
         self.load_processes = 1
+        self.search_info: dict[str, Any] = {}  # the optimum search's progress, when one runs (controller)
 
     async def open(self, observer: RunObserver | None = None, on_phase=None, on_note=None,
                    on_empty=None) -> LoadRunner:
@@ -197,7 +198,7 @@ class Session:
         }
         if cfg.slo:
             data["slo"] = {t.key: t.limit_s for t in cfg.slo}  # seconds
-        data["search"] = dataclasses.asdict(cfg.search)
+        data["search"] = {**dataclasses.asdict(cfg.search), **self.search_info}
         data["optimum"] = optimum_for(data, cfg.slo, cfg.search)
         data.update(self.extra)
         return data

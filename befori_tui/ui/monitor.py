@@ -240,6 +240,10 @@ def attach_main(argv: list[str]) -> int:
         return 1
     cfg = Config()
     cfg.pricing = hello.pricing
+    if hello.slo:  # the run's latency targets: levels are judged by them here too
+        from befori_tui.core.slo import parse_slo
+
+        cfg.slo = parse_slo(hello.slo, "the run's SLO")
     model = LiveModel(cfg.pricing, clock=link.clock)
     ui_options = UiOptions(fps=args.fps, window_s=args.window, step=args.step, theme=args.theme,
                            themes_dir=Path(args.themes) if args.themes else None, owns_run=False,
