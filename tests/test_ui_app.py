@@ -358,3 +358,23 @@ async def test_the_cost_panel_names_a_price_that_is_not_the_users_only(source, e
         assert "--usd-per-hour" not in text and "default" not in text, text
         if expected:
             assert expected in text, text
+
+
+async def test_with_an_slo_the_levels_table_and_cost_panel_show_it_and_the_chart_marks_the_optimum():
+    from befori_tui.core.slo import parse_slo
+
+    cfg = fixed_config()
+    cfg.slo = parse_slo("ttft_p99=60s")
+    app = MonitorApp(cfg, fixed_model(cfg=cfg), None, UiOptions(live=False))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause(0.3)
+        assert [c.label.plain for c in app.levels.columns.values()][-3:] == ["SLO", "SLO $/M in", "SLO $/M out"]
+        row = app.levels.get_row("3")
+        assert row[-3].endswith("✓") and row[-2] != "—"
+        def text(widget) -> str:
+            return "\n".join("".join(seg.text for seg in strip) for strip in widget.render_lines(widget.size.region))
+
+        cost, chart = text(app.cost), text(app.chart)
+        opt = app._optimum(app.summaries.levels)
+    assert "SLO-met ✓" in cost and "SLO ttft_p99=60s: 99% met · goodput" in cost, cost
+    assert opt["found"] and f"cheapest c={opt['concurrency']}" in chart, chart

@@ -26,6 +26,7 @@ from textual.widgets import Footer
 from befori_tui.core.config import Config
 from befori_tui.core import events as ev
 from befori_tui.core.runlink import RunLink
+from befori_tui.core.optimum import find_optimum
 from befori_tui.ui.model import LiveModel, Summaries, SummaryCache
 from befori_tui.ui.screens.concurrency import MAX_CONCURRENCY, ConcurrencyScreen
 from befori_tui.ui.screens.help import HelpScreen
@@ -96,6 +97,7 @@ class MonitorApp(App[int]):
         Binding("c", "set_concurrency", "set", id="concurrency.set"),
         Binding("p", "pause", "pause", id="run.pause"),
         Binding("n", "new_level", "level", id="run.new_level"),
+        Binding("o", "find_optimum", "optimum", id="run.find_optimum"),
         Binding("s", "save", "save", id="session.save"),
         Binding("t", "next_theme", "theme", id="view.theme"),
         Binding("w", "window", "window", id="view.window"),
@@ -112,6 +114,7 @@ class MonitorApp(App[int]):
         "set_concurrency": "Type an exact concurrency",
         "pause": "Pause / resume new requests (those in flight finish)",
         "new_level": "New level at the same concurrency",
+        "find_optimum": "Find the cheapest concurrency that meets the SLO, from this level (each level until settled)",
         "save": "Save the session now",
         "next_theme": "Next theme",
         "window": "Timeline window: 30 / 60 / 120 s",
@@ -246,7 +249,8 @@ class MonitorApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "next_panel":
             return self.narrow
-        if action in ("concurrency_up", "concurrency_down", "set_concurrency", "pause", "new_level", "save"):
+        if action in ("concurrency_up", "concurrency_down", "set_concurrency", "pause", "new_level", "save",
+                      "find_optimum"):
             return None if self.link is None or self.quitting or self.model.finished else True
         if action == "detach":
             return self.link is not None and not self.model.finished
@@ -328,8 +332,13 @@ class MonitorApp(App[int]):
         self.metrics.show(summaries)
         self.cost.show(summaries)
         self.levels.show(summaries.levels)
-        self.chart.show(summaries.levels)
+        self.chart.show(summaries.levels, self._optimum(summaries.levels))
         self.gpus.show(self.model, summaries)
+
+    def _optimum(self, levels: list[dict]) -> dict:
+        """The cheapest SLO-meeting concurrency so far, as `bench` and `cost` compute it (core/optimum.py)."""
+        c = self.cfg
+        return find_optimum(levels, c.slo, c.search.by, c.search.range_within, c.pricing.blend_input_per_output)
 
     # --- actions -------------------------------------------------------------------------------------
 
@@ -376,6 +385,13 @@ class MonitorApp(App[int]):
         if self.link is not None:
             self.link.send(ev.NewLevel())
             self.notify(f"new level at c={self._current_c()}", timeout=2)
+
+    def action_find_optimum(self) -> None:
+        if self.link is None:
+            return
+        self.link.send(ev.FindOptimum())
+        slo = ", ".join(t.text() for t in self.cfg.slo) or "no SLO"
+        self.notify(f"searching for the cheapest concurrency ({slo}) from c={self.model.concurrency}", timeout=4)
 
     def action_save(self) -> None:
         if self.link is None:

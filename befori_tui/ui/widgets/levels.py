@@ -84,20 +84,26 @@ class CostChart(PlotextPlot):
     """
 
     _levels: list[dict] = []
+    _optimum: dict | None = None
     _drawn: tuple | None = None
 
     def on_mount(self) -> None:
         super().on_mount()
         # Colours come from the theme: draw again when it changes.
-        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.show(self._levels))
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.show(self._levels, self._optimum))
 
-    def show(self, levels: list[dict]) -> None:
-        self._levels = levels
+    def show(self, levels: list[dict], optimum: dict | None = None) -> None:
+        """`optimum`: core.optimum.find_optimum over the same levels — its concurrency is marked ◆ on the
+        curve it was chosen by, and its range (within 10% of the least $/M) shaded behind the curves."""
+        self._levels, self._optimum = levels, optimum
+        found = optimum if optimum and optimum.get("found") else None
+        mark = (found["concurrency"], found["range_concurrency_min"], found["range_concurrency_max"],
+                found["by"]) if found else None
         # Drawn again only when what it shows changes (at the chart's resolution: three figures), or its
         # theme or size: a chart is many bytes to send to a terminal, twice a second.
         key = (self.app.theme, self.size, tuple(
             (s["concurrency"], *(f"{s.get(k):.3g}" if s.get(k) is not None else "" for k in _CHART_KEYS))
-            for s in levels))
+            for s in levels), mark)
         if key == self._drawn:
             return
         self._drawn = key
@@ -109,7 +115,7 @@ class CostChart(PlotextPlot):
         wanted = "clear" if ansi else "auto"
         if self.theme != wanted:
             self.theme = wanted
-        plt.title("$/M tokens vs concurrency (befori)")
+        plt.title("$/M tokens vs concurrency (befori)" + (f" · cheapest c={mark[0]}" if mark else ""))
         # One point per concurrency: the latest level at it (a rerun replaces an earlier one).
         by_c: dict[int, dict] = {}
         for s in levels:
@@ -126,6 +132,8 @@ class CostChart(PlotextPlot):
             ("output", "timeline-decode", (123, 63, 228), "magenta+"),
             ("input", "timeline-prefill", (205, 180, 255), "white"))}
         shown: list[float] = []
+        if mark is not None:
+            self._shade_range(plt, mark, by_c, ansi, tv)
         for name, marker in (("output", "braille"), ("input", "dot")):
             ys = [by_c[c][f"usd_per_million_{name}"] for c in cs]
             if not all(math.isfinite(y) and y > 0 for y in ys):
@@ -139,12 +147,33 @@ class CostChart(PlotextPlot):
             plt.plot(xs, log_y, marker=marker, color=colors[name], label=f"{name} $/M")
             plt.error(xs, log_y, yerr=err, color=colors[name])
             shown += [ly - e for ly, e in zip(log_y, err)] + [ly + e for ly, e in zip(log_y, err)]
+            if mark is not None and mark[0] in by_c and (mark[3] == name or (mark[3] == "blended" and name == "output")):
+                plt.scatter([math.log2(mark[0])], [math.log10(by_c[mark[0]][f"usd_per_million_{name}"])],
+                            marker="◆", color=colors[name])
         plt.xticks(xs, [str(c) for c in cs])
         if shown:
             ticks = log_ticks(min(shown), max(shown))
             plt.yticks([math.log10(t) for t in ticks], [fmt.usd(t) for t in ticks])
         plt.xlabel("concurrency")
         self.refresh()
+
+
+    def _shade_range(self, plt, mark: tuple, by_c: dict[int, dict], ansi: bool, tv: dict) -> None:
+        """The range within 10% of the least $/M: a light band over the chart's whole height."""
+        values = [math.log10(s[k]) for s in by_c.values() for k in _CHART_KEYS if s.get(k) and s[k] > 0]
+        if not values:
+            return
+        lo_c, hi_c = mark[1], mark[2]
+        x0, x1 = math.log2(lo_c), math.log2(hi_c)
+        if x1 - x0 < 0.05:  # one concurrency: a thin band still shows where
+            x0, x1 = x0 - 0.05, x1 + 0.05
+        color = "gray" if ansi else _rgb(tv.get("bar-empty"), (70, 70, 90))
+        # Vertical strokes close together, bottom to top of the data (plotext's fill stops at y = 0, and these
+        # axes are logarithmic): one per chart column the range spans, at most.
+        n = max(2, min(64, int((x1 - x0) * max(8, self.size.width) / max(1.0, math.log2(max(by_c)) + 0.5)) + 2))
+        for k in range(n):
+            x = x0 + (x1 - x0) * k / (n - 1)
+            plt.plot([x, x], [min(values), max(values)], marker="░", color=color)
 
 
 def log_ticks(lo_log10: float, hi_log10: float) -> list[float]:
