@@ -13,7 +13,7 @@ from pathlib import Path
 from befori_tui.cliargs import check_output_paths
 from befori_tui.core import events as ev
 from befori_tui.core.config import Config
-from befori_tui.core.controller import EXIT_BAD_INPUT, RunController, RunPlan
+from befori_tui.core.controller import EXIT_BAD_INPUT, RunController, RunPlan, search_plan
 from befori_tui.core.health import CLIENT_BOUND_NOTE
 from befori_tui.core.runproc import make_hello, new_run_id, serve_run
 from befori_tui.core.runserver import socket_path_for
@@ -206,23 +206,6 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | No
     return code
 
 
-SEARCH_LEVEL_CAP_S = 60.0  # a search level that has not settled in this long moves on (--seconds-per-level)
-
-
-def search_plan(args, cfg: Config) -> RunPlan:
-    """`--find-optimum`: start at the first of --concurrency (default 1); each level lasts until its $/M has
-    settled (±3%), or --seconds-per-level (default 60 s), or --requests-per-level when that flag is given."""
-    from befori_tui.core.search import OptimumSearch
-
-    start = cfg.load.concurrency[0] if args.concurrency else 1
-    search = OptimumSearch(start=start, max_concurrency=cfg.load.max_concurrency, slo=list(cfg.slo),
-                           by=cfg.search.by, tolerance=cfg.search.tolerance, factor=cfg.search.factor,
-                           blend_input_per_output=cfg.pricing.blend_input_per_output)
-    cfg.load.concurrency = [search.start]  # the session records where the search started
-    return RunPlan([search.start], seconds=cfg.load.seconds_per_level or SEARCH_LEVEL_CAP_S, until_settled=True,
-                   search=search, max_requests=args.requests_per_level or 0)
-
-
 def bench_main(args, cfg: Config) -> int:
     out = Path(args.out) if args.out else default_out_path()
     raw = Path(args.raw) if args.raw else None
@@ -241,7 +224,9 @@ def bench_main(args, cfg: Config) -> int:
             simulated = True
         t0 = time.monotonic()
         if getattr(args, "find_optimum", False):
-            plan = search_plan(args, cfg)
+            # Start at the first of --concurrency (default 1); --requests-per-level, when given, caps each level.
+            plan = search_plan(cfg, cfg.load.concurrency[0] if args.concurrency else 1, args.requests_per_level or 0)
+            cfg.load.concurrency = list(plan.concurrencies)  # the session records where the search started
         else:
             plan = RunPlan(list(cfg.load.concurrency), cfg.load.requests_per_level, cfg.load.seconds_per_level,
                            until_settled=bool(getattr(args, "sweep_until_settled", False)))

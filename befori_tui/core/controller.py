@@ -69,6 +69,21 @@ class RunPlan:
         return bool(self.requests or self.seconds or self.until_settled or self.search)
 
 
+SEARCH_LEVEL_CAP_S = 60.0  # a search level that has not settled in this long moves on (--seconds-per-level)
+
+
+def search_plan(cfg: Config, start: int, max_requests: int = 0, then: str = "stop") -> RunPlan:
+    """The optimum search from `start` (core/search.py): each level until its $/M has settled (±3%), or
+    `load.seconds_per_level` (default 60 s), or `max_requests` measured requests when that is given."""
+    from befori_tui.core.search import OptimumSearch
+
+    search = OptimumSearch(start=start, max_concurrency=cfg.load.max_concurrency, slo=list(cfg.slo),
+                           by=cfg.search.by, tolerance=cfg.search.tolerance, factor=cfg.search.factor,
+                           blend_input_per_output=cfg.pricing.blend_input_per_output)
+    return RunPlan([search.start], seconds=cfg.load.seconds_per_level or SEARCH_LEVEL_CAP_S, until_settled=True,
+                   then=then, search=search, max_requests=max_requests)
+
+
 def level_settled(records: list[RequestRecord], concurrency: int, usd_per_hour: float, min_requests: int) -> bool:
     """Both befori $/M 95% intervals within ±SETTLED_REL of the point estimate (as in metrics).
 
@@ -305,20 +320,14 @@ class RunController:
 
     def start_search(self) -> None:
         """On the run's loop: search for the optimum from the current level (the monitor's `o`)."""
-        from befori_tui.core.search import OptimumSearch
-
         runner = self.session.runner
         if runner is None or runner.stopping or not runner.levels or self._plan_changed is None:
             return
-        cfg = self.cfg
         self.search_levels = []
-        search = OptimumSearch(start=runner.concurrency, max_concurrency=cfg.load.max_concurrency, slo=list(cfg.slo),
-                               by=cfg.search.by, tolerance=cfg.search.tolerance, factor=cfg.search.factor,
-                               blend_input_per_output=cfg.pricing.blend_input_per_output)
         old = self.plan
-        self.plan = RunPlan([runner.concurrency], until_settled=True, seconds=old.seconds or 60.0,
-                            min_settle_requests=old.min_settle_requests, then="pause", search=search,
-                            max_requests=old.max_requests)
+        self.plan = search_plan(self.cfg, runner.concurrency, old.max_requests, then="pause")
+        if old.seconds and not old.search:  # the monitor's own cap on a level (--seconds-per-level) holds
+            self.plan.seconds = old.seconds
         if runner.paused:
             runner.resume()
             self.paused_by = None

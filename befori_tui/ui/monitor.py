@@ -10,7 +10,7 @@ from pathlib import Path
 from befori_tui.cliargs import OneLineParser, add_run_flags, check_output_paths, config_from_args
 from befori_tui.core.config import ConfigError, parse_int_list, redact_url
 from befori_tui.core import events as ev
-from befori_tui.core.controller import RunPlan
+from befori_tui.core.controller import RunPlan, search_plan
 from befori_tui.core.runlink import AttachError, RunLink, resolve_target
 from befori_tui.core.runproc import RunSpec, new_run_id, spawn_run
 from befori_tui.core.runserver import socket_path_for
@@ -87,7 +87,11 @@ def build_parser(command: str) -> OneLineParser:
 
 
 def plan_from_args(args: argparse.Namespace, cfg) -> RunPlan:
-    """A sweep (--sweep, --sweep-until-settled) pauses when done; without one the first level holds."""
+    """A sweep (--sweep, --sweep-until-settled) or a search (--find-optimum) pauses when done; without one the
+    first level holds."""
+    if args.find_optimum:
+        return search_plan(cfg, cfg.load.concurrency[0] if args.concurrency else 1, args.requests_per_level or 0,
+                           then="pause")
     if args.sweep is None and not args.sweep_until_settled:
         return RunPlan(cfg.load.concurrency[:1], then="hold")
     levels = parse_int_list(args.sweep, "--sweep") if args.sweep else list(cfg.load.concurrency)
