@@ -59,6 +59,12 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                          "spare core)")
     ld.add_argument("--honor-retry-after", action="store_true",
                     help="after a 429 with Retry-After, that slot waits as asked (at most 30 s)")
+    ld.add_argument("--rate", metavar="R[,R…]",
+                    help="open loop: requests per second (one level each) instead of --concurrency slots")
+    ld.add_argument("--burstiness", type=float, metavar="B",
+                    help="open loop: gamma shape of the gaps between arrivals (default 1: Poisson; lower: burstier)")
+    ld.add_argument("--max-in-flight", type=int, metavar="N",
+                    help="open loop: at most N requests in flight; an arrival over it waits (default 256)")
     ld.add_argument("--max-concurrency", type=int, metavar="N",
                     help="the optimum search never goes above this (default 1024)")
     op = p.add_argument_group("latency targets and the optimum")
@@ -95,6 +101,7 @@ PLAIN_FLAGS = {
     "warmup_requests": ("load", "warmup_requests"), "timeout": ("load", "timeout_s"),
     "max_seconds": ("load", "max_seconds"), "workers": ("load", "workers"),
     "max_concurrency": ("load", "max_concurrency"), "optimum_by": ("search", "by"),
+    "burstiness": ("load", "burstiness"), "max_in_flight": ("load", "max_in_flight"),
     "search_tolerance": ("search", "tolerance"),
     "usd_per_hour": ("pricing", "usd_per_hour"), "gpu_count": ("pricing", "gpu_count"),
     "usd_per_kwh": ("pricing", "usd_per_kwh"),
@@ -117,6 +124,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
         w.ignore_eos = False
     if args.concurrency is not None:
         ld.concurrency = parse_int_list(args.concurrency, "--concurrency")
+    if args.rate is not None:
+        try:
+            ld.rate = [float(x) for x in args.rate.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--rate: expected requests per second, comma-separated, got {args.rate!r}") from None
+        if not ld.rate or any(not r > 0 for r in ld.rate):
+            raise ConfigError(f"--rate: every rate must be > 0 requests per second, got {args.rate!r}")
     if args.seconds_per_level is not None and args.requests_per_level is None:
         ld.requests_per_level = 0  # seconds alone decide, unless both are given
     if args.usd_per_hour is not None:

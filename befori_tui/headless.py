@@ -31,7 +31,9 @@ def _ms(x: float | None) -> str:
 def level_line(s: dict) -> str:
     errors = ", ".join(f"{k} {v}" for k, v in s.get("errors", {}).items())
     parts = [
-        f"level {s['level']} · c={s['concurrency']}",
+        f"level {s['level']} · " + (f"{s['rate_per_s']:g} req/s asked, {s.get('arrival_rate_per_s', 0):.3g} sent,"
+                                    f" {s.get('mean_in_flight', 0):.3g} in flight" if s.get("rate_per_s")
+                                    else f"c={s['concurrency']}"),
         f"{s['requests_ok']} ok, {s['requests_failed']} failed" + (f" ({errors})" if errors else ""),
         f"TTFT p50 {_ms(s.get('ttft_s_p50'))}",
         f"ITL p50 {_ms(s.get('itl_s_p50'))}",
@@ -151,7 +153,9 @@ def progress_printer(cfg: Config):
         if t in (ev.Ready, ev.Failed, ev.Finished):
             stop_waiting()
         if t is ev.LevelOpened:
-            print(f"level {event.index} · c={event.concurrency} · started", file=sys.stderr, flush=True)
+            what = f"{event.rate_per_s:g} req/s (at most {event.concurrency} in flight)" if event.rate_per_s \
+                else f"c={event.concurrency}"
+            print(f"level {event.index} · {what} · started", file=sys.stderr, flush=True)
         elif t is ev.Ready:
             # A price the user did not set says so before any figure rests on it.
             price = price_note(cfg.pricing)
@@ -229,7 +233,7 @@ def bench_main(args, cfg: Config) -> int:
             cfg.load.concurrency = list(plan.concurrencies)  # the session records where the search started
         else:
             plan = RunPlan(list(cfg.load.concurrency), cfg.load.requests_per_level, cfg.load.seconds_per_level,
-                           until_settled=bool(getattr(args, "sweep_until_settled", False)))
+                           until_settled=bool(getattr(args, "sweep_until_settled", False)), rates=list(cfg.load.rate))
         code = asyncio.run(run_bench(cfg, out, raw, plan, telemetry=cfg.telemetry or None,
                                      simulated=simulated, cleanup=sim.stop if sim is not None else None))
         if code != EXIT_BAD_INPUT:  # bad input stays one line

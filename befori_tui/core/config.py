@@ -54,6 +54,11 @@ class LoadConfig:
     workers: int = 0  # load processes; 0: chosen from the streams and the cores (core/pool.py)
     retry_after: bool = False  # wait a 429's Retry-After (at most 30 s) before that slot's next request
     max_concurrency: int = 1024  # the optimum search never goes above this (docs/optimum.md)
+    # Open loop (instead of `concurrency` slots): requests arrive at these rates, one level each; at most
+    # max_in_flight at once. Empty: the closed loop.
+    rate: list[float] = field(default_factory=list)
+    burstiness: float = 1.0  # gamma shape of the gaps between arrivals: 1 is Poisson, lower is burstier
+    max_in_flight: int = 256
 
 
 @dataclass
@@ -257,6 +262,16 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: set load.requests_per_level or load.seconds_per_level (both are 0)")
     if ld.warmup_requests < -1:
         raise ConfigError(f"{where}: load.warmup_requests must be ≥ 0 (or -1: one per slot)")
+    for r in ld.rate:
+        if not r > 0:
+            raise ConfigError(f"{where}: load.rate must be > 0 requests per second, got {r:g}")
+    if not ld.burstiness > 0:
+        raise ConfigError(f"{where}: load.burstiness must be > 0 (1 is Poisson), got {ld.burstiness:g}")
+    if not 1 <= ld.max_in_flight <= 4096:
+        raise ConfigError(f"{where}: load.max_in_flight must be 1 to 4096, got {ld.max_in_flight}")
+    if ld.rate and ld.workers > 1:
+        # The load processes (core/pool.py) share out slots of a closed loop; one arrival schedule is not split.
+        raise ConfigError(f"{where}: load.rate: the open loop runs in one load process; set load.workers to 0 or 1")
     if not 1 <= ld.max_concurrency <= 4096:
         raise ConfigError(f"{where}: load.max_concurrency must be 1 to 4096, got {ld.max_concurrency}")
     sc = cfg.search

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,6 +56,7 @@ class RunPlan:
     # is then only where it starts.
     search: Any = None
     max_requests: int = 0  # with until_settled: also end a level after this many measured requests (0: no cap)
+    rates: list = field(default_factory=list)  # open loop: the levels are these arrival rates, not concurrencies
 
     def __post_init__(self) -> None:
         if not self.concurrencies or min(self.concurrencies) < 1:
@@ -136,7 +137,8 @@ class _EventObserver(NullObserver):
 
 
 def level_opened(level: Level) -> ev.LevelOpened:
-    return ev.LevelOpened(level.index, level.concurrency, level.t_start_ns, level.warmup_target, level.reason)
+    return ev.LevelOpened(level.index, level.concurrency, level.t_start_ns, level.warmup_target, level.reason,
+                          level.rate_per_s)
 
 
 class RunController:
@@ -251,7 +253,10 @@ class RunController:
         plan = self.plan
         plan_task = None
         if not self._stop.is_set():  # stopped while connecting: send nothing
-            runner.start(plan.concurrencies[0])
+            if plan.rates:
+                runner.start_rate(plan.rates[0])
+            else:
+                runner.start(plan.concurrencies[0])
             plan_task = asyncio.create_task(self._drive_plans())
         stopper = asyncio.create_task(self._stop.wait())
         waiting = {stopper} | ({plan_task} if plan_task else set())
@@ -373,11 +378,12 @@ class RunController:
                     return
                 step = i + 1
             elif nxt_from_user:  # go on from the first planned level above where the user left it
-                ahead = [j for j, c in enumerate(plan.concurrencies) if c > runner.concurrency]
-                nxt = plan.concurrencies[ahead[0]:] if ahead else []
-                step = ahead[0] if ahead else len(plan.concurrencies)
+                values, now = (plan.rates, runner.rate_per_s) if plan.rates else (plan.concurrencies, runner.concurrency)
+                ahead = [j for j, c in enumerate(values) if c > now]
+                nxt = values[ahead[0]:] if ahead else []
+                step = ahead[0] if ahead else len(values)
             else:
-                nxt = plan.concurrencies[i + 1:]
+                nxt = (plan.rates or plan.concurrencies)[i + 1:]
                 step = i + 1
             how = ""
             if plan.until_settled:
@@ -398,8 +404,12 @@ class RunController:
                 self._report_level(level)
                 await asyncio.Event().wait()  # paused or holding: until stopped
             i = step  # by position: a plan may hold a concurrency twice (2,2: the same level measured again)
-            self._sweep((f"level {how} · " if how else "") + f"sweep to c={nxt[0]}")
-            runner.set_concurrency(nxt[0], reason="sweep")
+            if plan.rates:
+                self._sweep((f"level {how} · " if how else "") + f"sweep to {nxt[0]:g} req/s")
+                runner.set_rate(nxt[0], reason="sweep")
+            else:
+                self._sweep((f"level {how} · " if how else "") + f"sweep to c={nxt[0]}")
+                runner.set_concurrency(nxt[0], reason="sweep")
             self._report_level(level)
 
     def _sweep(self, text: str) -> None:
@@ -435,7 +445,9 @@ class RunController:
                 checked = level.measured_done
                 # The bootstrap is numpy work: off the load loop, on a copy of the finished records.
                 records = list(level.records)
-                if await loop.run_in_executor(None, level_settled, records, level.concurrency,
+                # Open loop: R only scales the $/M, not the interval's relative width; 1 keeps the minimum count low.
+                r = 1 if level.rate_per_s else level.concurrency
+                if await loop.run_in_executor(None, level_settled, records, r,
                                               self.cfg.pricing.usd_per_hour, plan.min_settle_requests):
                     return runner.level is level
             await asyncio.sleep(0.5)
@@ -468,6 +480,10 @@ class RunController:
             if command.concurrency >= 1:
                 self._user_stepped = True
                 runner.set_concurrency(command.concurrency, reason="user")
+        elif isinstance(command, ev.SetRate):
+            if command.rate_per_s > 0 and hasattr(runner, "set_rate"):
+                self._user_stepped = True
+                runner.set_rate(command.rate_per_s, reason="user")
         elif isinstance(command, ev.NewLevel):
             self._user_stepped = True
             runner.new_level("new")

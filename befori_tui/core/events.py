@@ -139,6 +139,7 @@ class LevelOpened(_Message, tag="level"):
     t_start_ns: int
     warmup_target: int
     reason: str  # start | sweep | user | new | resume
+    rate_per_s: float = 0.0  # open loop: the arrival rate (then `concurrency` is the cap in flight)
 
 
 class LevelEnded(_Message, tag="level_end"):
@@ -245,13 +246,19 @@ class Stop(_Message, tag="stop"):
     at_once: bool = False
 
 
+class SetRate(_Message, tag="set_rate"):
+    """Open loop: a new level at this arrival rate (requests per second)."""
+
+    rate_per_s: float
+
+
 class FindOptimum(_Message, tag="find_optimum"):
     """Search for the cheapest concurrency that meets the run's SLO, from the current level (core/search.py)."""
 
     pass
 
 
-Command = Union[SetConcurrency, NewLevel, Pause, Resume, Save, Stop, FindOptimum]
+Command = Union[SetConcurrency, NewLevel, Pause, Resume, Save, Stop, FindOptimum, SetRate]
 
 
 # --- the run → its load processes (core/pool.py, core/worker.py) -------------------------------------------

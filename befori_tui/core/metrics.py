@@ -148,27 +148,39 @@ def summarize_level(
         "requests_outlived": int(cols.outlived.sum()),
     }
     out.update(column_latency_stats(cols, steady))
-    if steady.any() and out.get("e2e_s_mean", 0) > 0:
+    # R, the requests in flight: the slots in a closed loop; in the open loop (docs/results.md) the mean number in
+    # flight by Little's law, L = λ·W: the measured arrival rate times the mean E2E of the steady requests.
+    r = level.concurrency
+    if getattr(level, "rate_per_s", 0.0) > 0:
+        out["rate_per_s"] = level.rate_per_s
+        out["requests_delayed_by_cap"] = level.delayed
+        sends = np.sort(cols.send[cols.send > 0])
+        if len(sends) >= 2 and sends[-1] > sends[0]:
+            out["arrival_rate_per_s"] = (len(sends) - 1) / ((sends[-1] - sends[0]) / 1e9)
+        if "arrival_rate_per_s" in out and out.get("e2e_s_mean", 0) > 0:
+            out["mean_in_flight"] = out["arrival_rate_per_s"] * out["e2e_s_mean"]
+        r = out.get("mean_in_flight", 0.0)
+    if steady.any() and out.get("e2e_s_mean", 0) > 0 and r > 0:
         # Closed loop: every slot is always busy with one request, so the level's rates are R requests per
         # mean E2E. (Dividing the steady requests' tokens by their span would miss the tokens that warm-up
         # and outlived requests made in the same time.) Slots busy with failures, or backing off after
         # them, serve nothing: only the ok share of the slot time counts.
         share = cols.ok_slot_time_share()
         out["slot_time_ok_share"] = share
-        per_s = level.concurrency * share / out["e2e_s_mean"]
+        per_s = r * share / out["e2e_s_mean"]
         out["requests_per_s"] = per_s
         out["input_tok_per_s_total"] = per_s * out["input_tokens_mean"]
         out["output_tok_per_s_total"] = per_s * out["output_tokens_mean"]
-    if "ttft_s_mean" in out:
+    if "ttft_s_mean" in out and r > 0:
         c = befori_cost(
-            pricing.usd_per_hour, level.concurrency,
+            pricing.usd_per_hour, r,
             out["input_tokens_mean"], out["ttft_s_mean"], out["output_tokens_mean"], out["e2e_s_mean"],
         )
         out.update(c.as_dict())
         m = steady & (cols.first != NONE_NS)
         ttft = (cols.first[m] - cols.send[m]) / 1e9
         out.update(befori_interval_arrays(cols.n_in[m], cols.n_out[m], ttft, (cols.end[m] - cols.send[m]) / 1e9 - ttft,
-                                          level.concurrency, pricing.usd_per_hour))
+                                          r, pricing.usd_per_hour))
         for name in ("input", "output"):
             lo, hi = out.get(f"usd_per_million_{name}_lo"), out.get(f"usd_per_million_{name}_hi")
             mid = out[f"usd_per_million_{name}"]

@@ -95,7 +95,8 @@ class Session:
                     prompts.calibrate(self._http, self.endpoint.root_url, self.endpoint.model))
         self.prompt_count_source = prompts.count_source
         await self.writer.open()
-        self.load_processes = ld.workers or auto_processes(max(ld.concurrency))
+        # The open loop runs in this process (config refuses load.rate with several load processes).
+        self.load_processes = 1 if ld.rate else ld.workers or auto_processes(max(ld.concurrency))
         if self.load_processes > 1:
             from befori_tui.core.pool import LoadPool
             from befori_tui.core.runserver import runtime_dir
@@ -114,6 +115,8 @@ class Session:
         client = StreamClient(self._http, self.endpoint, self.cfg.workload.ignore_eos, ld.timeout_s)
         self.runner = LoadRunner(client, prompts, FanOut(self.writer, observer), ld.warmup_requests,
                                  honor_retry_after=ld.retry_after)
+        self.runner.burstiness, self.runner.max_in_flight = ld.burstiness, ld.max_in_flight
+        self.runner.arrival_seed = self.cfg.workload.seed
         return self.runner
 
     def start_telemetry(self, on_sample=None, interval_s: float = 1.0) -> str | None:

@@ -114,7 +114,7 @@ class LiveModel:
             self.add_record(ev.record_from_wire(event.record))
         elif t is ev.LevelOpened:
             self.open_level(Level(event.index, event.concurrency, event.t_start_ns, event.warmup_target,
-                                  event.reason))
+                                  event.reason, rate_per_s=event.rate_per_s))
         elif t is ev.LevelEnded:
             for lv in self.levels:
                 if lv.index == event.index and lv.t_end_ns is None:

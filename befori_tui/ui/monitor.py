@@ -92,6 +92,11 @@ def plan_from_args(args: argparse.Namespace, cfg) -> RunPlan:
     if args.find_optimum:
         return search_plan(cfg, cfg.load.concurrency[0] if args.concurrency else 1, args.requests_per_level or 0,
                            then="pause")
+    if cfg.load.rate:  # the open loop: a level per rate (a sweep), or the first rate, held
+        sweep = args.sweep is not None or args.sweep_until_settled
+        return RunPlan([cfg.load.max_in_flight], cfg.load.requests_per_level if sweep else 0,
+                       cfg.load.seconds_per_level if sweep else 0.0, args.sweep_until_settled,
+                       then="pause" if sweep else "hold", rates=list(cfg.load.rate if sweep else cfg.load.rate[:1]))
     if args.sweep is None and not args.sweep_until_settled:
         return RunPlan(cfg.load.concurrency[:1], then="hold")
     levels = parse_int_list(args.sweep, "--sweep") if args.sweep else list(cfg.load.concurrency)
