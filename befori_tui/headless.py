@@ -57,6 +57,11 @@ def slo_word(s: dict) -> str:
     return ("SLO met" if s["slo_met"] else "SLO missed: " + ", ".join(s.get("slo_missed", []))) + pct
 
 
+def _x(s: dict) -> str:
+    """The level's load: its concurrency, or in the open loop its arrival rate ("12/s")."""
+    return f"{s['rate_per_s']:g}/s" if s.get("rate_per_s") else str(s["concurrency"])
+
+
 def _f(v, fmt: str) -> str:
     return "—" if v is None else format(v, fmt)
 
@@ -67,12 +72,12 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
     rows = ["Input tokens (befori method)",
             f"{'conc':>5} {'N_in':>9} {'TTFT s':>9} {'T_in tok/s':>11} {'$/in token':>11}"]
     for s in levels:
-        rows.append(f"{s['concurrency']:>5} {_f(s.get('input_tokens_mean'), '9.2f')} {_f(s.get('ttft_s_mean'), '9.4f')}"
+        rows.append(f"{_x(s):>5} {_f(s.get('input_tokens_mean'), '9.2f')} {_f(s.get('ttft_s_mean'), '9.4f')}"
                     f" {_f(s.get('input_tok_per_s'), '11.2f')} {_f(s.get('usd_per_input_token'), '11.4g')}")
     rows += ["", "Output tokens (befori method)",
              f"{'conc':>5} {'N_out':>9} {'E2E s':>9} {'TTFT s':>9} {'T_out tok/s':>11} {'$/out token':>11}"]
     for s in levels:
-        rows.append(f"{s['concurrency']:>5} {_f(s.get('output_tokens_mean'), '9.2f')} {_f(s.get('e2e_s_mean'), '9.4f')}"
+        rows.append(f"{_x(s):>5} {_f(s.get('output_tokens_mean'), '9.2f')} {_f(s.get('e2e_s_mean'), '9.4f')}"
                     f" {_f(s.get('ttft_s_mean'), '9.4f')} {_f(s.get('output_tok_per_s'), '11.2f')}"
                     f" {_f(s.get('usd_per_output_token'), '11.4g')}")
     rows += ["", "$ per million tokens, and requests",
@@ -80,7 +85,7 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
              f" {'measured':>8} {'ok':>6} {'failed':>6} {'idle $':>8}"]
     for s in levels:
         occ = s.get("occupancy", {})
-        rows.append(f"{s['concurrency']:>5} {usd(s.get('usd_per_million_input')):>10}"
+        rows.append(f"{_x(s):>5} {usd(s.get('usd_per_million_input')):>10}"
                     f" {usd(s.get('usd_per_million_output')):>11} {usd(occ.get('usd_per_million_input')):>10}"
                     f" {usd(occ.get('usd_per_million_output')):>11} {s.get('requests_steady', 0):>8}"
                     f" {s['requests_ok']:>6} {s['requests_failed']:>6} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}")
@@ -95,7 +100,7 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
         for s in with_slo:
             met = s.get("slo_met")
             share = s.get("slo_share_met")
-            rows.append(f"{s['concurrency']:>5} {'—' if met is None else 'meets' if met else 'misses':>6}"
+            rows.append(f"{_x(s):>5} {'—' if met is None else 'meets' if met else 'misses':>6}"
                         f" {_f(None if share is None else share * 100, '6.1f')}"
                         f" {_f(s.get('goodput_requests_per_s'), '10.3f')} {_f(s.get('goodput_output_tok_per_s'), '10.1f')}"
                         f" {usd(s.get('usd_per_million_input_slo')):>10} {usd(s.get('usd_per_million_output_slo')):>11}"
@@ -108,7 +113,7 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
                  f"{'conc':>5} {'J total':>10} {'J/out token':>11} {'source':>14}" + (f" {'$/M out':>10}" if kwh else "")]
         for s in levels:
             g = s.get("gpu", {})
-            rows.append(f"{s['concurrency']:>5} {_f(g.get('energy_j_total'), '10.0f')}"
+            rows.append(f"{_x(s):>5} {_f(g.get('energy_j_total'), '10.0f')}"
                         f" {_f(g.get('joules_per_output_token'), '11.3f')} {g.get('energy_source', '—'):>14}"
                         + (f" {usd(g.get('usd_energy_per_million_output')):>10}" if kwh else ""))
     if api_compare:
@@ -120,7 +125,7 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
         ours = [s for s in levels if s.get("usd_per_million_blended") is not None]
         if ours:
             rows.append("this server, blended (befori): " + ", ".join(
-                f"c={s['concurrency']} {usd(s['usd_per_million_blended'])}" for s in ours))
+                f"c={_x(s)} {usd(s['usd_per_million_blended'])}" for s in ours))
     return "\n".join(rows)
 
 
@@ -229,7 +234,8 @@ def bench_main(args, cfg: Config) -> int:
         t0 = time.monotonic()
         if getattr(args, "find_optimum", False):
             # Start at the first of --concurrency (default 1); --requests-per-level, when given, caps each level.
-            plan = search_plan(cfg, cfg.load.concurrency[0] if args.concurrency else 1, args.requests_per_level or 0)
+            start = cfg.load.rate[0] if cfg.load.rate else cfg.load.concurrency[0] if args.concurrency else 1
+            plan = search_plan(cfg, start, args.requests_per_level or 0)
             cfg.load.concurrency = list(plan.concurrencies)  # the session records where the search started
         else:
             plan = RunPlan(list(cfg.load.concurrency), cfg.load.requests_per_level, cfg.load.seconds_per_level,

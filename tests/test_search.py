@@ -137,3 +137,23 @@ def test_sim_search_when_nothing_meets(tmp_path):
     assert data["optimum"]["found"] is False
     assert [lv["concurrency"] for lv in data["levels"]] == [2, 1]
     assert "No optimum: no level meets the SLO (ttft_p99=0.01ms)" in proc.stdout
+
+
+def test_the_search_runs_over_rates_too():
+    # Open loop: $/M falls with the rate until the server stops keeping up (arrivals wait for the cap).
+    def level_at(rate: float, k: int) -> dict:
+        return {"level": k, "concurrency": 64, "rate_per_s": rate, "requests_steady": 100, "requests_sent": 100,
+                "requests_delayed_by_cap": 0 if rate <= 50 else 30, "usd_per_million_input": 100 / rate,
+                "usd_per_million_output": 1000 / rate, "ttft_s_p99": 0.1}
+
+    s = OptimumSearch(start=5.0, by="input", x="rate_per_s", max_concurrency=10**6)
+    seen: list[dict] = []
+    r = s.next(seen)
+    while r is not None:
+        seen.append(level_at(r, len(seen)))
+        r = s.next(seen)
+    opt = find_optimum(seen, by="input")
+    assert 45 <= opt["rate_per_s"] <= 50 and "concurrency" not in opt
+    assert opt["max_rate_per_s_meeting_slo"] == opt["rate_per_s"]
+    assert opt["sentence"].startswith(f"Cheapest level (by input $/M): {opt['rate_per_s']:.3g} req/s")
+    assert len(seen) <= 12 and "bracketed" in s.done_reason

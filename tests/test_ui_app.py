@@ -378,3 +378,10 @@ async def test_with_an_slo_the_levels_table_and_cost_panel_show_it_and_the_chart
         opt = app._optimum(app.summaries.levels)
     assert "SLO-met ✓" in cost and "SLO ttft_p99=60s: 99% met · goodput" in cost, cost
     assert opt["found"] and f"cheapest c={opt['concurrency']}" in chart, chart
+
+
+def test_rate_steps():
+    from befori_tui.ui.app import step_rate
+
+    assert step_rate(10.0, "x2", True) == 20.0 and step_rate(10.0, "x2", False) == 5.0
+    assert step_rate(10.0, "+5", True) == 15.0 and step_rate(3.0, "+5", False) == 0.5

@@ -73,16 +73,20 @@ class RunPlan:
 SEARCH_LEVEL_CAP_S = 60.0  # a search level that has not settled in this long moves on (--seconds-per-level)
 
 
-def search_plan(cfg: Config, start: int, max_requests: int = 0, then: str = "stop") -> RunPlan:
-    """The optimum search from `start` (core/search.py): each level until its $/M has settled (±3%), or
-    `load.seconds_per_level` (default 60 s), or `max_requests` measured requests when that is given."""
+def search_plan(cfg: Config, start: float, max_requests: int = 0, then: str = "stop") -> RunPlan:
+    """The optimum search from `start` (core/search.py) — a concurrency, or in the open loop (`load.rate`) an
+    arrival rate: each level until its $/M has settled (±3%), or `load.seconds_per_level` (default 60 s), or
+    `max_requests` measured requests when that is given."""
     from befori_tui.core.search import OptimumSearch
 
-    search = OptimumSearch(start=start, max_concurrency=cfg.load.max_concurrency, slo=list(cfg.slo),
-                           by=cfg.search.by, tolerance=cfg.search.tolerance, factor=cfg.search.factor,
-                           blend_input_per_output=cfg.pricing.blend_input_per_output)
-    return RunPlan([search.start], seconds=cfg.load.seconds_per_level or SEARCH_LEVEL_CAP_S, until_settled=True,
-                   then=then, search=search, max_requests=max_requests)
+    open_loop = bool(cfg.load.rate)
+    search = OptimumSearch(start=start, max_concurrency=10**6 if open_loop else cfg.load.max_concurrency,
+                           slo=list(cfg.slo), by=cfg.search.by, tolerance=cfg.search.tolerance,
+                           factor=cfg.search.factor, blend_input_per_output=cfg.pricing.blend_input_per_output,
+                           x="rate_per_s" if open_loop else "concurrency")
+    return RunPlan([cfg.load.max_in_flight if open_loop else int(search.start)],
+                   seconds=cfg.load.seconds_per_level or SEARCH_LEVEL_CAP_S, until_settled=True, then=then,
+                   search=search, max_requests=max_requests, rates=[float(start)] if open_loop else [])
 
 
 def level_settled(records: list[RequestRecord], concurrency: int, usd_per_hour: float, min_requests: int) -> bool:
@@ -330,7 +334,8 @@ class RunController:
             return
         self.search_levels = []
         old = self.plan
-        self.plan = search_plan(self.cfg, runner.concurrency, old.max_requests, then="pause")
+        start = runner.rate_per_s if getattr(runner, "rate_per_s", 0) > 0 else runner.concurrency
+        self.plan = search_plan(self.cfg, start, old.max_requests, then="pause")
         if old.seconds and not old.search:  # the monitor's own cap on a level (--seconds-per-level) holds
             self.plan.seconds = old.seconds
         if runner.paused:
@@ -339,7 +344,8 @@ class RunController:
             self.emit(ev.Resumed())
         else:
             runner.new_level("search")  # measured afresh, by the search's rule
-        self._sweep(f"searching for the cheapest concurrency from c={runner.concurrency}")
+        self._sweep("searching for the cheapest " + (f"rate from {start:g} req/s" if self.plan.rates
+                                                     else f"concurrency from c={start}"))
         self._plan_changed.set()
 
     async def _level_summary(self, level: Level) -> dict:

@@ -38,17 +38,33 @@ def _price(s: dict, by: str, blend: float, suffix: str = "") -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-def latest_by_concurrency(levels: list[dict]) -> list[dict]:
-    """One level per concurrency, the latest measured at it (a rerun replaces an earlier one), by concurrency."""
-    by_c: dict[int, dict] = {}
+def load_key(levels: list[dict]) -> str:
+    """What the levels vary: `concurrency` (the closed loop) or `rate_per_s` (the open loop, `--rate`)."""
+    return "rate_per_s" if any(s.get("rate_per_s") for s in levels) else "concurrency"
+
+
+def latest_by_concurrency(levels: list[dict], x: str = "concurrency") -> list[dict]:
+    """One level per concurrency (or rate: `x`), the latest measured at it (a rerun replaces an earlier one),
+    in increasing order."""
+    by_c: dict[float, dict] = {}
     for s in levels:
-        if s.get("requests_steady", 1) and s.get("usd_per_million_input") is not None:
-            by_c[s["concurrency"]] = s
+        if s.get("requests_steady", 1) and s.get("usd_per_million_input") is not None and s.get(x):
+            by_c[s[x]] = s
     return [by_c[c] for c in sorted(by_c)]
 
 
+def _name(x: str, value) -> str:
+    return f"{value:.3g} req/s" if x == "rate_per_s" else f"c={value}"
+
+
+def over_capacity(s: dict) -> bool:
+    """Open loop: more than 1% of a level's arrivals waited for the cap on requests in flight — the server did
+    not keep up with the rate asked, so the level does not qualify (its queue only grows)."""
+    return bool(s.get("rate_per_s")) and s.get("requests_delayed_by_cap", 0) > 0.01 * max(1, s.get("requests_sent", 0))
+
+
 def meets(s: dict, slo: list[SloTarget]) -> bool:
-    return not slo or level_meets(s, slo) is True
+    return not over_capacity(s) and (not slo or level_meets(s, slo) is True)
 
 
 def _interp(c0: float, p0: float, c1: float, p1: float, price: float) -> float:
@@ -76,8 +92,9 @@ def find_optimum(levels: list[dict], slo: list[SloTarget] | None = None, by: str
                  range_within: float = 0.10, blend_input_per_output: float = 3.0) -> dict:
     """The [optimum] table of docs/results.md. `found` is False (with `reason`) when nothing qualifies."""
     slo = list(slo or [])
+    x = load_key(levels)  # in the open loop the same answer, over arrival rates: keys named rate_per_s
     out: dict = {"found": False, "by": by, "slo": slo_text(slo), "range_within": range_within}
-    points = [s for s in latest_by_concurrency(levels) if _price(s, by, blend_input_per_output) is not None]
+    points = [s for s in latest_by_concurrency(levels, x) if _price(s, by, blend_input_per_output) is not None]
     out["levels_considered"] = len(points)
     if not points:
         out["reason"] = f"no level has a {by} $/M yet"
@@ -86,8 +103,10 @@ def find_optimum(levels: list[dict], slo: list[SloTarget] | None = None, by: str
     ok = [meets(s, slo) for s in points]
     if not any(ok):
         first = points[0]
-        missed = ", ".join(level_failures(first, slo)) or "its percentiles are not known yet"
-        out["reason"] = (f"no level meets the SLO ({out['slo']}): even the lowest, c={first['concurrency']}, "
+        missed = "over capacity: arrivals waited for the cap in flight" if over_capacity(first) else \
+            ", ".join(level_failures(first, slo)) or "its percentiles are not known yet"
+        what = f"{out['slo'] or 'none'}" + (", at the rate asked" if x == "rate_per_s" else "")
+        out["reason"] = (f"no level meets the SLO ({what}): even the lowest, {_name(x, first[x])}, "
                          f"misses it ({missed})")
         out["sentence"] = f"No optimum: {out['reason']}."
         return out
@@ -95,7 +114,7 @@ def find_optimum(levels: list[dict], slo: list[SloTarget] | None = None, by: str
     i = min((k for k in range(len(points)) if ok[k]), key=lambda k: prices[k])
     best = points[i]
     out["found"] = True
-    out["concurrency"] = best["concurrency"]
+    out[x] = best[x]
     out["level"] = best.get("level")
     for side in SIDES:
         for suffix in ("", "_lo", "_hi"):
@@ -112,9 +131,9 @@ def find_optimum(levels: list[dict], slo: list[SloTarget] | None = None, by: str
         for k, s in enumerate(points):
             lo = _price(s, by, blend_input_per_output, "_lo")
             if ok[k] and (prices[k] if lo is None else lo) <= best_hi:
-                twins.append(s["concurrency"])
-        out["concurrency_candidates_min"] = min(twins)
-        out["concurrency_candidates_max"] = max(twins)
+                twins.append(s[x])
+        out[f"{x}_candidates_min"] = min(twins)
+        out[f"{x}_candidates_max"] = max(twins)
     # The range within range_within of the minimum.
     limit = prices[i] * (1 + range_within)
     lo_k = hi_k = i
@@ -122,15 +141,18 @@ def find_optimum(levels: list[dict], slo: list[SloTarget] | None = None, by: str
         lo_k -= 1
     while hi_k + 1 < len(points) and ok[hi_k + 1] and prices[hi_k + 1] <= limit:
         hi_k += 1
-    c_lo, c_hi = float(points[lo_k]["concurrency"]), float(points[hi_k]["concurrency"])
+    c_lo, c_hi = float(points[lo_k][x]), float(points[hi_k][x])
     left = lo_k - 1 if lo_k - 1 >= 0 and ok[lo_k - 1] else None  # cost rises past the limit there: interpolate
     right = hi_k + 1 if hi_k + 1 < len(points) and ok[hi_k + 1] else None
     if left is not None:
-        c_lo = _interp(points[lo_k]["concurrency"], prices[lo_k], points[left]["concurrency"], prices[left], limit)
+        c_lo = _interp(points[lo_k][x], prices[lo_k], points[left][x], prices[left], limit)
     if right is not None:
-        c_hi = _interp(points[hi_k]["concurrency"], prices[hi_k], points[right]["concurrency"], prices[right], limit)
-    out["range_concurrency_min"] = max(1, math.ceil(c_lo - 1e-9))
-    out["range_concurrency_max"] = max(out["range_concurrency_min"], math.floor(c_hi + 1e-9))
+        c_hi = _interp(points[hi_k][x], prices[hi_k], points[right][x], prices[right], limit)
+    if x == "concurrency":  # whole slots, inside the range
+        out["range_concurrency_min"] = max(1, math.ceil(c_lo - 1e-9))
+        out["range_concurrency_max"] = max(out["range_concurrency_min"], math.floor(c_hi + 1e-9))
+    else:
+        out[f"range_{x}_min"], out[f"range_{x}_max"] = float(f"{c_lo:.3g}"), float(f"{c_hi:.3g}")
     for side in SIDES:
         values = [s.get(f"usd_per_million_{side}") for s in points[lo_k: hi_k + 1]]
         for edge, c_edge in ((left, c_lo), (right, c_hi)):
@@ -138,7 +160,7 @@ def find_optimum(levels: list[dict], slo: list[SloTarget] | None = None, by: str
                 inner = lo_k if edge == left else hi_k
                 a, b = points[inner].get(f"usd_per_million_{side}"), points[edge].get(f"usd_per_million_{side}")
                 if a is not None and b is not None:
-                    values.append(_value_at(points[inner]["concurrency"], a, points[edge]["concurrency"], b, c_edge))
+                    values.append(_value_at(points[inner][x], a, points[edge][x], b, c_edge))
                 else:
                     values.append(None)
         if values and all(v is not None for v in values):
@@ -146,12 +168,16 @@ def find_optimum(levels: list[dict], slo: list[SloTarget] | None = None, by: str
             out[f"range_usd_per_million_{side}_max"] = max(values)
     # The highest measured concurrency that meets the SLO, and the lowest above it that misses.
     top = max(k for k in range(len(points)) if ok[k])
-    out["max_concurrency_meeting_slo"] = points[top]["concurrency"]
-    above = [s["concurrency"] for k, s in enumerate(points) if k > top and not ok[k]]
+    out[f"max_{x}_meeting_slo"] = points[top][x]
+    above = [s[x] for k, s in enumerate(points) if k > top and not ok[k]]
     if above:
-        out["min_concurrency_missing_slo"] = above[0]
+        out[f"min_{x}_missing_slo"] = above[0]
     out["sentence"] = sentence(out)
     return out
+
+
+def _span(x: str, lo, hi) -> str:
+    return f"{lo:.3g}–{hi:.3g} req/s" if x == "rate_per_s" else f"c={lo}–{hi}"
 
 
 def _usd(x: float | None) -> str:
@@ -174,22 +200,23 @@ def sentence(out: dict) -> str:
     if not out.get("found"):
         return f"No optimum: {out.get('reason', 'nothing qualifies')}."
     slo = out.get("slo")
-    c = out["concurrency"]
+    x = "rate_per_s" if "rate_per_s" in out else "concurrency"
+    c = out[x]
     head = f"Cheapest {'meeting ' + slo if slo else 'level'}" + (f" (by {out['by']} $/M)" if out["by"] != "blended" else "")
-    parts = [f"{head}: c={c} at {_pm(out, 'input')} and {_pm(out, 'output')}"]
-    cmin, cmax = out.get("concurrency_candidates_min"), out.get("concurrency_candidates_max")
+    parts = [f"{head}: {_name(x, c)} at {_pm(out, 'input')} and {_pm(out, 'output')}"]
+    cmin, cmax = out.get(f"{x}_candidates_min"), out.get(f"{x}_candidates_max")
     if cmin is not None and (cmin, cmax) != (c, c):
-        parts[0] += f", indistinguishable within the intervals from c={cmin}–{cmax}"
-    rmin, rmax = out["range_concurrency_min"], out["range_concurrency_max"]
+        parts[0] += f", indistinguishable within the intervals from {_span(x, cmin, cmax)}"
+    rmin, rmax = out[f"range_{x}_min"], out[f"range_{x}_max"]
     prices = []
     for side in SIDES:
         a, b = out.get(f"range_usd_per_million_{side}_min"), out.get(f"range_usd_per_million_{side}_max")
         if a is not None:
             prices.append(f"{_usd(a)}–{_usd(b)}/M {side}")
-    rng = f"c={rmin}–{rmax}" if rmin != rmax else f"c={rmin} only"
+    rng = _span(x, rmin, rmax) if rmin != rmax else f"{_name(x, rmin)} only"
     parts.append(f"within {out['range_within'] * 100:.0f}% of that: {rng}" + (f", {' and '.join(prices)}" if prices else ""))
     if slo:
-        miss = out.get("min_concurrency_missing_slo")
-        parts.append(f"the SLO holds up to c={out['max_concurrency_meeting_slo']}"
-                     + (f" (missed at c={miss})" if miss is not None else " (the highest measured)"))
+        miss = out.get(f"min_{x}_missing_slo")
+        parts.append(f"the SLO holds up to {_name(x, out[f'max_{x}_meeting_slo'])}"
+                     + (f" (missed at {_name(x, miss)})" if miss is not None else " (the highest measured)"))
     return "; ".join(parts) + "."

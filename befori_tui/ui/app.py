@@ -77,6 +77,14 @@ def step_concurrency(c: int, step: str, up: bool) -> int:
     return min(new, MAX_CONCURRENCY)
 
 
+def step_rate(rate: float, step: str, up: bool) -> float:
+    """The open loop's +/-: the same step on requests per second (×N, or ±N req/s, never below a tenth of N)."""
+    op, n = parse_step(step)
+    if op == "x":
+        return rate * n if up else rate / n
+    return rate + n if up else max(n / 10, rate - n)
+
+
 class SummariesReady(Message):
     """Posted by the summary worker; only the newest matters, so a queued one is replaced (toolong)."""
 
@@ -355,10 +363,28 @@ class MonitorApp(App[int]):
         self.link.send(ev.SetConcurrency(c))
         self.notify(f"concurrency {c}: new level", timeout=2)
 
+    def _open_loop_rate(self) -> float:
+        lv = self.model.level
+        return lv.rate_per_s if lv is not None else 0.0
+
+    def _step_rate(self, up: bool) -> None:
+        """Open loop: + and - change the arrival rate (a new level), as they change the slots otherwise."""
+        if self.link is None:
+            return
+        rate = step_rate(self._open_loop_rate(), self.options.step, up)
+        self.link.send(ev.SetRate(rate))
+        self.notify(f"rate {rate:g} req/s: new level", timeout=2)
+
     def action_concurrency_up(self) -> None:
+        if self._open_loop_rate() > 0:
+            self._step_rate(up=True)
+            return
         self._set_c(step_concurrency(self._current_c(), self.options.step, up=True))
 
     def action_concurrency_down(self) -> None:
+        if self._open_loop_rate() > 0:
+            self._step_rate(up=False)
+            return
         c = self._current_c()
         new = step_concurrency(c, self.options.step, up=False)
         if new != c:

@@ -90,8 +90,8 @@ def plan_from_args(args: argparse.Namespace, cfg) -> RunPlan:
     """A sweep (--sweep, --sweep-until-settled) or a search (--find-optimum) pauses when done; without one the
     first level holds."""
     if args.find_optimum:
-        return search_plan(cfg, cfg.load.concurrency[0] if args.concurrency else 1, args.requests_per_level or 0,
-                           then="pause")
+        start = cfg.load.rate[0] if cfg.load.rate else cfg.load.concurrency[0] if args.concurrency else 1
+        return search_plan(cfg, start, args.requests_per_level or 0, then="pause")
     if cfg.load.rate:  # the open loop: a level per rate (a sweep), or the first rate, held
         sweep = args.sweep is not None or args.sweep_until_settled
         return RunPlan([cfg.load.max_in_flight], cfg.load.requests_per_level if sweep else 0,

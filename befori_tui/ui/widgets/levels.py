@@ -9,6 +9,7 @@ from textual.widgets import DataTable
 from textual_plotext import PlotextPlot
 
 from befori_tui.core import format as fmt
+from befori_tui.core.optimum import load_key
 
 COLUMNS = (
     ("lvl", "level"), ("c", "c"), ("meas/fail", "ok"), ("TTFT", "ttft"), ("E2E", "e2e"),
@@ -33,7 +34,8 @@ def level_row(s: dict) -> list[str]:
     occ = s.get("occupancy", {})
     pin, pout = fmt.interval_pct(s, "input"), fmt.interval_pct(s, "output")
     return [
-        str(s["level"]), str(s["concurrency"]), f"{s.get('requests_steady', 0)}/{s.get('requests_failed', 0)}",
+        str(s["level"]), f"{s['rate_per_s']:g}/s" if s.get("rate_per_s") else str(s["concurrency"]),
+        f"{s.get('requests_steady', 0)}/{s.get('requests_failed', 0)}",
         fmt.dur(s.get("ttft_s_mean")), fmt.dur(s.get("e2e_s_mean")),
         fmt.rate(s.get("input_tok_per_s")), fmt.rate(s.get("output_tok_per_s")),
         fmt.usd(s.get("usd_per_million_input")) + ("" if pin is None else f" ±{pin:.0f}%"),
@@ -97,12 +99,13 @@ class CostChart(PlotextPlot):
         curve it was chosen by, and its range (within 10% of the least $/M) shaded behind the curves."""
         self._levels, self._optimum = levels, optimum
         found = optimum if optimum and optimum.get("found") else None
-        mark = (found["concurrency"], found["range_concurrency_min"], found["range_concurrency_max"],
-                found["by"]) if found else None
+        x = load_key(levels)  # concurrency, or the open loop's arrival rate
+        mark = (found[x], found[f"range_{x}_min"], found[f"range_{x}_max"], found["by"]) if found and x in found \
+            else None
         # Drawn again only when what it shows changes (at the chart's resolution: three figures), or its
         # theme or size: a chart is many bytes to send to a terminal, twice a second.
         key = (self.app.theme, self.size, tuple(
-            (s["concurrency"], *(f"{s.get(k):.3g}" if s.get(k) is not None else "" for k in _CHART_KEYS))
+            (s.get(x), *(f"{s.get(k):.3g}" if s.get(k) is not None else "" for k in _CHART_KEYS))
             for s in levels), mark)
         if key == self._drawn:
             return
@@ -115,14 +118,16 @@ class CostChart(PlotextPlot):
         wanted = "clear" if ansi else "auto"
         if self.theme != wanted:
             self.theme = wanted
-        plt.title("$/M tokens vs concurrency (befori)" + (f" · cheapest c={mark[0]}" if mark else ""))
+        xname = "rate (req/s)" if x == "rate_per_s" else "concurrency"
+        cheapest = "" if mark is None else f" · cheapest {mark[0]:g} req/s" if x == "rate_per_s" else f" · cheapest c={mark[0]}"
+        plt.title(f"$/M tokens vs {'rate' if x == 'rate_per_s' else 'concurrency'} (befori)" + cheapest)
         # One point per concurrency: the latest level at it (a rerun replaces an earlier one).
         by_c: dict[int, dict] = {}
         for s in levels:
-            if s.get("usd_per_million_output") is not None:
-                by_c[s["concurrency"]] = s
+            if s.get("usd_per_million_output") is not None and s.get(x):
+                by_c[s[x]] = s
         if not by_c:
-            plt.xlabel("concurrency")
+            plt.xlabel(xname)
             self.refresh()
             return
         cs = sorted(by_c)
@@ -150,11 +155,11 @@ class CostChart(PlotextPlot):
             if mark is not None and mark[0] in by_c and (mark[3] == name or (mark[3] == "blended" and name == "output")):
                 plt.scatter([math.log2(mark[0])], [math.log10(by_c[mark[0]][f"usd_per_million_{name}"])],
                             marker="◆", color=colors[name])
-        plt.xticks(xs, [str(c) for c in cs])
+        plt.xticks(xs, [f"{c:g}" for c in cs])
         if shown:
             ticks = log_ticks(min(shown), max(shown))
             plt.yticks([math.log10(t) for t in ticks], [fmt.usd(t) for t in ticks])
-        plt.xlabel("concurrency")
+        plt.xlabel(xname)
         self.refresh()
 
 
