@@ -103,3 +103,29 @@ def test_cost_command_on_the_replayed_table(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "befori_tui", "cost", str(path), "--slo", "ttft_p97=1s"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[search]\nby = "cheapest"\n', "search.by"),
+    ('[search]\ntolerance = 0\n', "search.tolerance"),
+    ('[load]\nmax_concurrency = 0\n', "load.max_concurrency"),
+    ('[load]\nrate = [0.0]\n', "load.rate"),
+])
+def test_bad_search_config_names_the_key(tmp_path, text, key):
+    from befori_tui.core.config import ConfigError, load_config
+
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(p)
+
+
+def test_levels_with_an_infinite_price_do_not_break_the_answer():
+    # A level whose requests made no output tokens has an infinite output $/M (befori_cost): never cheapest,
+    # never a number in the range.
+    levels = seed_levels()
+    levels[3]["usd_per_million_output"] = float("inf")
+    levels[3]["usd_per_million_input_lo"], levels[3]["usd_per_million_input_hi"] = 150.0, float("inf")
+    for by in ("input", "output", "blended"):
+        opt = find_optimum(levels, by=by)
+        assert opt["found"] and "inf" not in opt["sentence"], opt

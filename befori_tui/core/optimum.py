@@ -30,12 +30,16 @@ SIDES = ("input", "output")
 def _price(s: dict, by: str, blend: float, suffix: str = "") -> float | None:
     """The level's $/M by `by`; suffix "_lo"/"_hi" for its interval (blended: the blend of the sides' ends)."""
     if by == "blended":
-        a, b = s.get(f"usd_per_million_input{suffix}"), s.get(f"usd_per_million_output{suffix}")
+        a, b = _finite(s.get(f"usd_per_million_input{suffix}")), _finite(s.get(f"usd_per_million_output{suffix}"))
         if a is None or b is None:
             return None
         return blended_usd_per_million(a, b, blend)
-    v = s.get(f"usd_per_million_{by}{suffix}")
-    return None if v is None or not math.isfinite(v) else float(v)
+    return _finite(s.get(f"usd_per_million_{by}{suffix}"))
+
+
+def _finite(v) -> float | None:
+    """A price that can be compared: a level with no tokens on one side has an infinite $/M there."""
+    return float(v) if v is not None and math.isfinite(v) and v > 0 else None
 
 
 def load_key(levels: list[dict]) -> str:
@@ -118,7 +122,7 @@ def find_optimum(levels: list[dict], slo: list[SloTarget] | None = None, by: str
     out["level"] = best.get("level")
     for side in SIDES:
         for suffix in ("", "_lo", "_hi"):
-            v = best.get(f"usd_per_million_{side}{suffix}")
+            v = _finite(best.get(f"usd_per_million_{side}{suffix}"))
             if v is not None:
                 out[f"usd_per_million_{side}{suffix}"] = v
     if by == "blended":
@@ -154,11 +158,11 @@ def find_optimum(levels: list[dict], slo: list[SloTarget] | None = None, by: str
     else:
         out[f"range_{x}_min"], out[f"range_{x}_max"] = float(f"{c_lo:.3g}"), float(f"{c_hi:.3g}")
     for side in SIDES:
-        values = [s.get(f"usd_per_million_{side}") for s in points[lo_k: hi_k + 1]]
+        values = [_finite(s.get(f"usd_per_million_{side}")) for s in points[lo_k: hi_k + 1]]
         for edge, c_edge in ((left, c_lo), (right, c_hi)):
             if edge is not None:
                 inner = lo_k if edge == left else hi_k
-                a, b = points[inner].get(f"usd_per_million_{side}"), points[edge].get(f"usd_per_million_{side}")
+                a, b = _finite(points[inner].get(f"usd_per_million_{side}")), _finite(points[edge].get(f"usd_per_million_{side}"))
                 if a is not None and b is not None:
                     values.append(_value_at(points[inner][x], a, points[edge][x], b, c_edge))
                 else:

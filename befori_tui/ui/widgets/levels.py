@@ -165,7 +165,8 @@ class CostChart(PlotextPlot):
 
     def _shade_range(self, plt, mark: tuple, by_c: dict[int, dict], ansi: bool, tv: dict) -> None:
         """The range within 10% of the least $/M: a light band over the chart's whole height."""
-        values = [math.log10(s[k]) for s in by_c.values() for k in _CHART_KEYS if s.get(k) and s[k] > 0]
+        values = [math.log10(s[k]) for s in by_c.values() for k in _CHART_KEYS
+                  if s.get(k) and s[k] > 0 and math.isfinite(s[k])]
         if not values:
             return
         lo_c, hi_c = mark[1], mark[2]
