@@ -14,8 +14,9 @@ USAGE = """befori-tui — what your self-hosted LLM costs per input and output t
   befori-tui demo --headless       the same demo without the UI (a short headless sweep)
   befori-tui monitor [flags]       the live monitor against your server (--url or --config)
   befori-tui attach [RUN]          the monitor on a run already going (a monitor's or a bench's)
-  befori-tui bench [flags]         headless benchmark: levels of concurrency, Ori's table, a TOML session
-  befori-tui cost [flags]          the befori cost method from means, or re-price a saved session
+  befori-tui bench [flags]         headless benchmark: levels of concurrency (or --rate, or --find-optimum),
+                                   Ori's table, the cheapest concurrency meeting the SLO, a TOML session
+  befori-tui cost [flags]          the befori cost method from means; or a saved session's table and optimum
   befori-tui sim [flags]           the simulated OpenAI-compatible server on 127.0.0.1
 
 Each takes --help.
