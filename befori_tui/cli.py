@@ -14,8 +14,9 @@ USAGE = """befori-tui — what your self-hosted LLM costs per input and output t
   befori-tui demo --headless       the same demo without the UI (a short headless sweep)
   befori-tui monitor [flags]       the live monitor against your server (--url or --config)
   befori-tui attach [RUN]          the monitor on a run already going (a monitor's or a bench's)
-  befori-tui bench [flags]         headless benchmark: levels of concurrency, Ori's table, a TOML session
-  befori-tui cost [flags]          the befori cost method from means, or re-price a saved session
+  befori-tui bench [flags]         headless benchmark: levels of concurrency (or --rate, or --find-optimum),
+                                   Ori's table, the cheapest concurrency meeting the SLO, a TOML session
+  befori-tui cost [flags]          the befori cost method from means; or a saved session's table and optimum
   befori-tui sim [flags]           the simulated OpenAI-compatible server on 127.0.0.1
   befori-tui report RUN.toml…      charts of saved sessions in one offline HTML file (or --format svg|png)
   befori-tui compare A B [C…]      saved sessions side by side, level by level, with ratios and intervals
@@ -99,12 +100,14 @@ def bench_command(command: str, argv: list[str]) -> int:
 def cost_parser() -> OneLineParser:
     p = OneLineParser(
         prog="befori-tui cost",
-        description="The befori method from per-level means, or a saved session re-priced at another hourly price.",
+        description="The befori method from per-level means; or, from a saved session, its table and the cheapest "
+                    "concurrency that meets the latency targets (re-priced with --usd-per-hour).",
     )
-    p.add_argument("session", nargs="?", help="a saved session TOML to re-price (default: none, the method from "
-                                              "the means below)")
-    p.add_argument("--usd-per-hour", type=float, required=True, metavar="X",
-                   help="hourly price of the server (required; no default)")
+    p.add_argument("session", nargs="?", help="a saved session TOML: its table and its optimum (default: none, "
+                                              "the method from the means below)")
+    p.add_argument("--usd-per-hour", type=float, metavar="X",
+                   help="hourly price of the server (with a session: re-price it; default its own price; without "
+                        "one: required, no default)")
     p.add_argument("--concurrency", type=float, metavar="R", help="concurrent requests (no default: needed "
                                                                    "without a session)")
     p.add_argument("--mean-input-tokens", type=float, metavar="N", help="mean input tokens (no default: needed "
@@ -115,6 +118,12 @@ def cost_parser() -> OneLineParser:
                                                                          "without a session)")
     p.add_argument("--e2e", type=float, metavar="S", help="mean end-to-end latency, seconds (no default: needed "
                                                           "without a session)")
+    p.add_argument("--slo", metavar="KEY=LIMIT[,…]",
+                   help="with a session: latency targets for the optimum (default: the session's own [slo])")
+    p.add_argument("--optimum-by", choices=["blended", "input", "output"],
+                   help="with a session: which $/M the optimum minimises (default: the session's, else blended)")
+    p.add_argument("--range-within", type=float, metavar="F",
+                   help="with a session: the range is the concurrencies within F of the least $/M (default 0.1)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout (default: text)")
     p.add_argument("--out", metavar="PATH", help="with a session: write the re-priced session here (default: "
                                                  "only print it)")
@@ -123,23 +132,14 @@ def cost_parser() -> OneLineParser:
 
 def cost_command(argv: list[str]) -> int:
     from befori_tui.core.cost import befori_cost
-    from befori_tui.core.results import read_session, reprice_session, write_toml_atomic
 
     args = cost_parser().parse_args(argv)
-    if args.usd_per_hour < 0:
+    if args.usd_per_hour is not None and args.usd_per_hour < 0:
         raise ConfigError("--usd-per-hour must be ≥ 0")
     if args.session:
-        from befori_tui.headless import results_table
-
-        data = reprice_session(read_session(args.session), args.usd_per_hour)
-        if args.out:
-            write_toml_atomic(args.out, data)
-            print(f"saved {args.out}", file=sys.stderr)
-        if args.json:
-            print(json.dumps(data["levels"]))
-        else:
-            print(results_table(data["levels"], data.get("api_compare")))
-        return 0
+        return cost_of_session(args)
+    if args.usd_per_hour is None:
+        raise ConfigError("missing --usd-per-hour (or give a session file)")
     needed = {"--concurrency": args.concurrency, "--mean-input-tokens": args.mean_input_tokens, "--ttft": args.ttft,
               "--mean-output-tokens": args.mean_output_tokens, "--e2e": args.e2e}
     missing = [k for k, v in needed.items() if v is None]
@@ -159,4 +159,43 @@ def cost_command(argv: list[str]) -> int:
               f" · ${c.usd_per_million_input:,.2f} per million")
         print(f"output: T_out = {c.output_tok_per_s:.4f} tok/s · ${c.usd_per_output_token:.6g} per token"
               f" · ${c.usd_per_million_output:,.2f} per million")
+    return 0
+
+
+def cost_of_session(args) -> int:
+    """`befori-tui cost run.toml`: the table and the optimum's sentence of a saved session, maybe re-priced."""
+    from befori_tui.core.config import SearchConfig, slo_from_table, validate, Config
+    from befori_tui.core.optimum import optimum_for
+    from befori_tui.core.results import read_session, reprice_session, write_toml_atomic
+    from befori_tui.headless import results_table
+
+    data = read_session(args.session)
+    if args.usd_per_hour is not None:
+        data = reprice_session(data, args.usd_per_hour)
+    if args.slo is not None:
+        from befori_tui.core.slo import SloError, parse_slo
+
+        try:
+            slo = parse_slo(args.slo)
+        except SloError as exc:
+            raise ConfigError(str(exc)) from None
+    else:
+        slo = slo_from_table(data.get("slo", {}), f"{args.session}: slo")
+    saved = data.get("search", {})
+    search = SearchConfig(by=args.optimum_by or saved.get("by", "blended"),
+                          range_within=args.range_within if args.range_within is not None
+                          else saved.get("range_within", 0.10))
+    cfg = Config(search=search)
+    validate(cfg, "flags")
+    data["optimum"] = optimum_for(data, slo, search)
+    if slo:
+        data["slo"] = {t.key: t.limit_s for t in slo}
+    if args.out:
+        write_toml_atomic(args.out, data)
+        print(f"saved {args.out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(data["levels"]))
+    else:
+        print(results_table(data["levels"], data.get("api_compare")))
+        print("\n" + data["optimum"]["sentence"])
     return 0

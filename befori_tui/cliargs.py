@@ -81,6 +81,27 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     lg.add_argument("--honor-retry-after", action="store_true",
                     help="after a 429 with Retry-After, that slot waits as asked, at most 30 s (default: off, only "
                          "counted)")
+    lg.add_argument("--rate", metavar="R[,R…]",
+                    help="open loop: requests per second (one level each) instead of --concurrency slots (default: "
+                         "none, the closed loop)")
+    lg.add_argument("--burstiness", type=float, metavar="B",
+                    help=f"open loop: gamma shape of the gaps between arrivals (default {ld.burstiness:g}: Poisson; "
+                         "lower: burstier)")
+    lg.add_argument("--max-in-flight", type=int, metavar="N",
+                    help=f"open loop: at most N requests in flight; an arrival over it waits (default {ld.max_in_flight})")
+    lg.add_argument("--max-concurrency", type=int, metavar="N",
+                    help=f"the optimum search never goes above this (default {ld.max_concurrency})")
+    op = p.add_argument_group("latency targets and the optimum")
+    op.add_argument("--slo", metavar="KEY=LIMIT[,…]",
+                    help="latency targets, e.g. ttft_p99=2s,itl_p99=60ms,e2e_p99=30s (any of ttft, itl, tpot, e2e "
+                         "at p50, p90, p99; default: none)")
+    op.add_argument("--find-optimum", action="store_true",
+                    help="search for the cheapest concurrency that meets the SLO instead of a fixed list of levels "
+                         "(default: off)")
+    op.add_argument("--optimum-by", choices=["blended", "input", "output"],
+                    help=f"which $/M the optimum minimises (default {d.search.by})")
+    op.add_argument("--search-tolerance", type=float, metavar="F",
+                    help=f"stop when the cheapest concurrency is bracketed within ±F (default {d.search.tolerance:g})")
     pg = p.add_argument_group("pricing")
     pg.add_argument("--usd-per-hour", type=float, metavar="X",
                     help=f"hourly price of the whole server (default {pr.usd_per_hour:g}, an 8×H100 rental — said "
@@ -117,6 +138,9 @@ PLAIN_FLAGS = {
     "warmup_requests": ("load", "warmup_requests"), "timeout": ("load", "timeout_s"),
     "max_seconds": ("load", "max_seconds"), "workers": ("load", "workers"),
     "on_decrease": ("load", "on_decrease"),
+    "max_concurrency": ("load", "max_concurrency"), "optimum_by": ("search", "by"),
+    "burstiness": ("load", "burstiness"), "max_in_flight": ("load", "max_in_flight"),
+    "search_tolerance": ("search", "tolerance"),
     "usd_per_hour": ("pricing", "usd_per_hour"), "gpu_count": ("pricing", "gpu_count"),
     "usd_per_kwh": ("pricing", "usd_per_kwh"),
 }
@@ -138,10 +162,24 @@ def config_from_args(args: argparse.Namespace) -> Config:
         w.ignore_eos = False
     if args.concurrency is not None:
         ld.concurrency = parse_int_list(args.concurrency, "--concurrency")
+    if args.rate is not None:
+        try:
+            ld.rate = [float(x) for x in args.rate.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--rate: expected requests per second, comma-separated, got {args.rate!r}") from None
+        if not ld.rate or any(not r > 0 for r in ld.rate):
+            raise ConfigError(f"--rate: every rate must be > 0 requests per second, got {args.rate!r}")
     if args.seconds_per_level is not None and args.requests_per_level is None:
         ld.requests_per_level = 0  # seconds alone decide, unless both are given
     if args.usd_per_hour is not None:
         pr.source = "flag"
+    if args.slo is not None:
+        from befori_tui.core.slo import SloError, parse_slo
+
+        try:
+            cfg.slo = parse_slo(args.slo)
+        except SloError as exc:
+            raise ConfigError(str(exc)) from None
     if args.honor_retry_after:
         ld.retry_after = True
     for spec in args.compare or []:
@@ -151,9 +189,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if not cfg.endpoint.url:  # the built-in simulator will run: its profile must exist
         from befori_tui.sim.profile import list_profiles, load_profile
 
-        if args.profile not in list_profiles():
+        if args.profile.endswith(".toml"):  # a profile file of one's own (docs/sim.md)
+            try:
+                load_profile(args.profile)
+            except (ValueError, OSError, TypeError) as exc:
+                raise ConfigError(f"--profile: {exc}") from None
+        elif args.profile not in list_profiles():
             raise ConfigError(f"--profile: no simulator profile {args.profile!r} (there are: "
-                              f"{', '.join(list_profiles())})")
+                              f"{', '.join(list_profiles())}, or a profile .toml file)")
         if pr.source == "default":
             # No price given: the simulated box's, its GPUs at the default's rate per GPU (the default is the
             # demo's 8×H100, so the demo keeps it; a one-GPU profile is not billed for eight).

@@ -13,7 +13,7 @@ from pathlib import Path
 from befori_tui.cliargs import check_output_paths
 from befori_tui.core import events as ev
 from befori_tui.core.config import Config
-from befori_tui.core.controller import EXIT_BAD_INPUT, RunController, RunPlan
+from befori_tui.core.controller import EXIT_BAD_INPUT, RunController, RunPlan, search_plan
 from befori_tui.core.health import CLIENT_BOUND_NOTE
 from befori_tui.core.runproc import make_hello, new_run_id, serve_run
 from befori_tui.core.runserver import socket_path_for
@@ -33,7 +33,9 @@ def level_line(s: dict) -> str:
     groups = s.get("error_groups") or {}
     errors = errors_text(groups) if groups else ""
     parts = [
-        f"level {s['level']} · c={s['concurrency']}",
+        f"level {s['level']} · " + (f"{s['rate_per_s']:g} req/s asked, {s.get('arrival_rate_per_s', 0):.3g} sent,"
+                                    f" {s.get('mean_in_flight', 0):.3g} in flight" if s.get("rate_per_s")
+                                    else f"c={s['concurrency']}"),
         f"{s['requests_ok']} ok, {s['requests_failed']} failed" + (f" ({errors})" if errors else ""),
         f"TTFT p50 {_ms(s.get('ttft_s_p50'))}",
         f"ITL p50 {_ms(s.get('itl_s_p50'))}",
@@ -46,9 +48,25 @@ def level_line(s: dict) -> str:
     failed_usd = s.get("occupancy", {}).get("usd_failed")
     if s.get("requests_failed") and failed_usd:
         parts.append(f"failed requests cost ${failed_usd:.4f}")
+    if "slo" in s:
+        parts.append(slo_word(s))
     if s.get("client_bound"):
         parts.append(f"{CLIENT_BOUND_NOTE} (client loop lag p99 {s['client_loop_lag_ms_p99']:.0f} ms)")
     return " · ".join(parts)
+
+
+def slo_word(s: dict) -> str:
+    """'SLO met (98% of requests)' or 'SLO missed: ttft_p99 3.1s > 2s (40% of requests)'."""
+    share = s.get("slo_share_met")
+    pct = "" if share is None else f" ({share * 100:.0f}% of requests)"
+    if s.get("slo_met") is None:
+        return "SLO —" + pct
+    return ("SLO met" if s["slo_met"] else "SLO missed: " + ", ".join(s.get("slo_missed", []))) + pct
+
+
+def _x(s: dict) -> str:
+    """The level's load: its concurrency, or in the open loop its arrival rate ("12/s")."""
+    return f"{s['rate_per_s']:g}/s" if s.get("rate_per_s") else str(s["concurrency"])
 
 
 def _f(v, fmt: str) -> str:
@@ -61,12 +79,12 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
     rows = ["Input tokens (befori method)",
             f"{'conc':>5} {'N_in':>9} {'TTFT s':>9} {'T_in tok/s':>11} {'$/in token':>11}"]
     for s in levels:
-        rows.append(f"{s['concurrency']:>5} {_f(s.get('input_tokens_mean'), '9.2f')} {_f(s.get('ttft_s_mean'), '9.4f')}"
+        rows.append(f"{_x(s):>5} {_f(s.get('input_tokens_mean'), '9.2f')} {_f(s.get('ttft_s_mean'), '9.4f')}"
                     f" {_f(s.get('input_tok_per_s'), '11.2f')} {_f(s.get('usd_per_input_token'), '11.4g')}")
     rows += ["", "Output tokens (befori method)",
              f"{'conc':>5} {'N_out':>9} {'E2E s':>9} {'TTFT s':>9} {'T_out tok/s':>11} {'$/out token':>11}"]
     for s in levels:
-        rows.append(f"{s['concurrency']:>5} {_f(s.get('output_tokens_mean'), '9.2f')} {_f(s.get('e2e_s_mean'), '9.4f')}"
+        rows.append(f"{_x(s):>5} {_f(s.get('output_tokens_mean'), '9.2f')} {_f(s.get('e2e_s_mean'), '9.4f')}"
                     f" {_f(s.get('ttft_s_mean'), '9.4f')} {_f(s.get('output_tok_per_s'), '11.2f')}"
                     f" {_f(s.get('usd_per_output_token'), '11.4g')}")
     rows += ["", "$ per million tokens, and requests",
@@ -76,7 +94,7 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
     for s in levels:
         occ = s.get("occupancy", {})
         all_failed = s["requests_failed"] and not s["requests_ok"]  # say so, not a row of dashes
-        rows.append(f"{s['concurrency']:>5} {'all failed' if all_failed else usd(s.get('usd_per_million_input')):>10}"
+        rows.append(f"{_x(s):>5} {'all failed' if all_failed else usd(s.get('usd_per_million_input')):>10}"
                     f" {usd(s.get('usd_per_million_output')):>11} {usd(occ.get('usd_per_million_input')):>10}"
                     f" {usd(occ.get('usd_per_million_output')):>11} {s.get('requests_steady', 0):>8}"
                     f" {s['requests_ok']:>6} {s['requests_failed']:>6} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}"
@@ -88,13 +106,29 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
                 " that failed or were cancelled.")
     if failures:
         rows.append("failed: " + " · ".join(failures))
+    with_slo = [s for s in levels if "slo" in s]
+    if with_slo:
+        rows += ["", f"Latency targets (SLO {with_slo[0]['slo']}): goodput and $ per million tokens of the requests"
+                 " that met them",
+                 f"{'conc':>5} {'level':>6} {'met %':>6} {'good req/s':>10} {'good out/s':>10} {'SLO $/M in':>10}"
+                 f" {'SLO $/M out':>11} {'plain in':>9} {'plain out':>9}"]
+        for s in with_slo:
+            met = s.get("slo_met")
+            share = s.get("slo_share_met")
+            rows.append(f"{_x(s):>5} {'—' if met is None else 'meets' if met else 'misses':>6}"
+                        f" {_f(None if share is None else share * 100, '6.1f')}"
+                        f" {_f(s.get('goodput_requests_per_s'), '10.3f')} {_f(s.get('goodput_output_tok_per_s'), '10.1f')}"
+                        f" {usd(s.get('usd_per_million_input_slo')):>10} {usd(s.get('usd_per_million_output_slo')):>11}"
+                        f" {usd(s.get('usd_per_million_input')):>9} {usd(s.get('usd_per_million_output')):>9}")
+        rows.append("level: whether the level's own percentiles meet every target; met %: the share of its measured"
+                    " requests that met every one (failures never do).")
     if any(s.get("gpu", {}).get("energy_j_total") is not None for s in levels):
         kwh = any("usd_energy_per_million_output" in s.get("gpu", {}) for s in levels)
         rows += ["", "GPU energy" + (" (electricity at pricing.usd_per_kwh)" if kwh else ""),
                  f"{'conc':>5} {'J total':>10} {'J/out token':>11} {'source':>14}" + (f" {'$/M out':>10}" if kwh else "")]
         for s in levels:
             g = s.get("gpu", {})
-            rows.append(f"{s['concurrency']:>5} {_f(g.get('energy_j_total'), '10.0f')}"
+            rows.append(f"{_x(s):>5} {_f(g.get('energy_j_total'), '10.0f')}"
                         f" {_f(g.get('joules_per_output_token'), '11.3f')} {g.get('energy_source', '—'):>14}"
                         + (f" {usd(g.get('usd_energy_per_million_output')):>10}" if kwh else ""))
     if api_compare:
@@ -106,7 +140,7 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
         ours = [s for s in levels if s.get("usd_per_million_blended") is not None]
         if ours:
             rows.append("this server, blended (befori): " + ", ".join(
-                f"c={s['concurrency']} {usd(s['usd_per_million_blended'])}" for s in ours))
+                f"c={_x(s)} {usd(s['usd_per_million_blended'])}" for s in ours))
     return "\n".join(rows)
 
 
@@ -184,7 +218,9 @@ def progress_printer(cfg: Config):
                             t0=time.monotonic(), shown=(event.index, 0, 0, 0))
             if not ticker:
                 tick()
-            print(f"level {event.index} · c={event.concurrency} · started", file=sys.stderr, flush=True)
+            what = f"{event.rate_per_s:g} req/s (at most {event.concurrency} in flight)" if event.rate_per_s \
+                else f"c={event.concurrency}"
+            print(f"level {event.index} · {what} · started", file=sys.stderr, flush=True)
         elif t is ev.Draining:
             if event.level not in drains and event.in_flight:
                 drains[event.level] = event.in_flight
@@ -210,7 +246,7 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | No
     controller.listeners.append(progress_printer(cfg))
     controller.level_done.append(lambda level, summary: print(level_line(summary), file=sys.stderr, flush=True))
     run_id = run_id or new_run_id()
-    hello = make_hello(run_id, out, controller.session.raw_path, cfg.pricing)
+    hello = make_hello(run_id, out, controller.session.raw_path, cfg.pricing, slo=cfg.slo)
     socket_path = socket_path_for(out, run_id)
 
     def on_signal(signum: int, first: bool) -> None:
@@ -229,6 +265,8 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | No
         print(level_line(levels[-1]) + " · cut short", file=sys.stderr)  # it never reached its level end
         print(f"stopped after load.max_seconds ({cfg.load.max_seconds:g} s)", file=sys.stderr)
     print(results_table(levels, results.get("api_compare")))
+    if levels:
+        print("\n" + results["optimum"]["sentence"])
     print(f"saved {session.out_path} and {session.raw_path} ({session.writer.written} requests)", file=sys.stderr)
     if code == 0 and levels and not any(lv.get("requests_ok") for lv in levels):
         # Tables of dashes and exit 0 would read as a run that worked: say why nothing did, and exit 3.
@@ -262,8 +300,14 @@ def bench_main(args, cfg: Config) -> int:
             cfg.telemetry = cfg.telemetry or f"dcgm:{sim.root_url}/metrics"
             simulated = True
         t0 = time.monotonic()
-        plan = RunPlan(list(cfg.load.concurrency), cfg.load.requests_per_level, cfg.load.seconds_per_level,
-                       until_settled=bool(getattr(args, "sweep_until_settled", False)))
+        if getattr(args, "find_optimum", False):
+            # Start at the first of --concurrency (default 1); --requests-per-level, when given, caps each level.
+            start = cfg.load.rate[0] if cfg.load.rate else cfg.load.concurrency[0] if args.concurrency else 1
+            plan = search_plan(cfg, start, args.requests_per_level or 0)
+            cfg.load.concurrency = list(plan.concurrencies)  # the session records where the search started
+        else:
+            plan = RunPlan(list(cfg.load.concurrency), cfg.load.requests_per_level, cfg.load.seconds_per_level,
+                           until_settled=bool(getattr(args, "sweep_until_settled", False)), rates=list(cfg.load.rate))
         code = asyncio.run(run_bench(cfg, out, raw, plan, telemetry=cfg.telemetry or None,
                                      simulated=simulated, cleanup=sim.stop if sim is not None else None))
         if code != EXIT_BAD_INPUT:  # bad input stays one line

@@ -355,3 +355,52 @@ def test_a_plan_that_holds_a_concurrency_twice_measures_it_twice_and_ends(sim, t
     assert c.ended_by == "completed"
     assert [(lv.concurrency, lv.reason) for lv in c.session.runner.levels] == [(2, "start"), (2, "sweep"),
                                                                               (1, "sweep")]
+
+
+def test_a_viewer_starts_the_optimum_search_from_the_current_level(sim, tmp_path):
+    """The monitor's `o`: a holding run becomes a search from its level, which ends paused at the answer."""
+    cfg = config(sim.base_url, 2)
+    cfg.load.max_concurrency = 4
+    controller = RunController(cfg, tmp_path / "o.toml", plan=RunPlan([2], then="hold", max_requests=8),
+                               telemetry="none")
+    seen: list = []
+    controller.listeners.append(seen.append)
+    thread = __import__("threading").Thread(target=lambda: asyncio.run(controller.run()))
+    thread.start()
+    try:
+        wait_for(lambda: controller.session.runner is not None and controller.session.runner.levels
+                 and controller.session.runner.level.measured_done >= 2, what="the first requests")
+        controller.submit(ev.FindOptimum())
+        wait_for(lambda: controller.paused_by == "sweep", timeout_s=60, what="the search to end")
+    finally:
+        controller.stop()
+        thread.join(30)
+    levels = controller.session.runner.levels
+    assert levels[1].reason == "search" and levels[1].concurrency == 2
+    assert max(lv.concurrency for lv in levels) <= 4  # never past load.max_concurrency
+    notes = [e.text for e in seen if isinstance(e, ev.SweepNote)]
+    assert notes[0] == "searching for the cheapest concurrency from c=2"
+    assert any(n.startswith("search done: cheapest c=") for n in notes), notes
+    data = tomllib.loads((tmp_path / "o.toml").read_text())
+    assert data["optimum"]["found"] and data["search"]["ended_because"].startswith("cheapest c=")
+
+
+def test_an_open_loop_run_changes_its_rate_when_a_viewer_asks(sim, tmp_path):
+    """The monitor's + and - in the open loop: SetRate opens a level at the new rate."""
+    cfg = config(sim.base_url)
+    cfg.load.rate, cfg.load.max_in_flight = [40.0], 8
+    controller = RunController(cfg, tmp_path / "r.toml", plan=RunPlan([8], then="hold", rates=[40.0]),
+                               telemetry="none")
+    thread = __import__("threading").Thread(target=lambda: asyncio.run(controller.run()))
+    thread.start()
+    try:
+        wait_for(lambda: controller.session.runner is not None and controller.session.runner.levels
+                 and controller.session.runner.level.measured_done >= 3, what="the first requests")
+        controller.submit(ev.SetRate(80.0))
+        wait_for(lambda: len(controller.session.runner.levels) == 2
+                 and controller.session.runner.level.measured_done >= 3, what="the new rate's requests")
+    finally:
+        controller.stop()
+        thread.join(30)
+    levels = controller.session.runner.levels
+    assert [(lv.rate_per_s, lv.reason, lv.concurrency) for lv in levels] == [(40.0, "start", 8), (80.0, "user", 8)]

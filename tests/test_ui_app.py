@@ -429,3 +429,29 @@ def test_cancelled_requests_have_a_mark_of_their_own():
     assert (500, 800, CANCELLED) in spans and (900, 1000, ERROR) in spans
     cells = [(ch, fg) for text, fg, bg in row_runs(spans, 0, 100.0, 10) for ch in text]
     assert [fg for _, fg in cells[5:8]] == [CANCELLED] * 3 and cells[9][1] == ERROR
+async def test_with_an_slo_the_levels_table_and_cost_panel_show_it_and_the_chart_marks_the_optimum():
+    from befori_tui.core.slo import parse_slo
+
+    cfg = fixed_config()
+    cfg.slo = parse_slo("ttft_p99=60s")
+    app = MonitorApp(cfg, fixed_model(cfg=cfg), None, UiOptions(live=False))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause(0.3)
+        labels = [c.label.plain for c in app.levels.columns.values()]
+        assert labels[1:7] == ["$/M in", "$/M out", "", "SLO", "SLO $/M in", "SLO $/M out"]  # beside the plain $/M
+        row = app.levels.get_row("3")
+        assert row[4].endswith("✓") and row[5] != "—"
+        def text(widget) -> str:
+            return "\n".join("".join(seg.text for seg in strip) for strip in widget.render_lines(widget.size.region))
+
+        cost, chart = text(app.cost), text(app.chart)
+        opt = app._optimum(app.summaries.levels)
+    assert "SLO-met ✓" in cost and "SLO ttft_p99=60s: 99% met · goodput" in cost, cost
+    assert opt["found"] and f"cheapest c={opt['concurrency']}" in chart, chart
+
+
+def test_rate_steps():
+    from befori_tui.ui.app import step_rate
+
+    assert step_rate(10.0, "x2", True) == 20.0 and step_rate(10.0, "x2", False) == 5.0
+    assert step_rate(10.0, "+5", True) == 15.0 and step_rate(3.0, "+5", False) == 0.5

@@ -54,6 +54,12 @@ class LoadConfig:
     workers: int = 0  # load processes; 0: chosen from the streams and the cores (core/pool.py)
     retry_after: bool = False  # wait a 429's Retry-After (at most 30 s) before that slot's next request
     on_decrease: str = "finish"  # finish | cancel: the requests of slots a lower concurrency removes
+    max_concurrency: int = 1024  # the optimum search never goes above this (docs/optimum.md)
+    # Open loop (instead of `concurrency` slots): requests arrive at these rates, one level each; at most
+    # max_in_flight at once. Empty: the closed loop.
+    rate: list[float] = field(default_factory=list)
+    burstiness: float = 1.0  # gamma shape of the gaps between arrivals: 1 is Poisson, lower is burstier
+    max_in_flight: int = 256
 
 
 @dataclass
@@ -80,6 +86,19 @@ class PricingConfig:
     source: str = "default"
 
 
+OPTIMUM_BY = ("blended", "input", "output")
+
+
+@dataclass
+class SearchConfig:
+    """The optimum search and the [optimum] result (docs/optimum.md)."""
+
+    by: str = "blended"  # which $/M is minimised: blended (at pricing.blend_input_per_output), input or output
+    tolerance: float = 0.10  # the search stops when the cheapest concurrency is bracketed within ±this
+    range_within: float = 0.10  # the range: concurrencies whose $/M is within this of the minimum
+    factor: float = 2.0  # the first phase's geometric step
+
+
 @dataclass
 class Config:
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
@@ -88,6 +107,9 @@ class Config:
     pricing: PricingConfig = field(default_factory=PricingConfig)
     telemetry: str = ""  # nvml | dcgm:URL | none | "" (auto)
     gpu_detail: bool = False  # every GPU's own figures in each level of the session file (else a summary)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    # Latency targets ([slo] in a config, --slo): core.slo.SloTarget, in the order given.
+    slo: list = field(default_factory=list)
 
     def validate(self, where: str = "config") -> None:
         validate(self, where)
@@ -98,6 +120,7 @@ SECTIONS = {
     "workload": WorkloadConfig,
     "load": LoadConfig,
     "pricing": PricingConfig,
+    "search": SearchConfig,
 }
 
 
@@ -180,6 +203,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
             cfg.telemetry = _coerce(value, str, f"{p}: telemetry")
         elif key == "gpu_detail":
             cfg.gpu_detail = _coerce(value, bool, f"{p}: gpu_detail")
+        elif key == "slo":
+            cfg.slo = slo_from_table(value, f"{p}: slo")
         elif key in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{p}: [{key}] must be a table")
@@ -190,9 +215,21 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
             if key == "pricing" and "usd_per_hour" in value:
                 cfg.pricing.source = "config"
         else:
-            raise ConfigError(f"{p}: unknown key {key!r} (known: {', '.join([*SECTIONS, 'telemetry', 'gpu_detail'])})")
+            raise ConfigError(f"{p}: unknown key {key!r} (known: {', '.join([*SECTIONS, 'slo', 'telemetry', 'gpu_detail'])})")
     validate(cfg, str(p))
     return cfg
+
+
+def slo_from_table(table: Any, where: str) -> list:
+    """`[slo]`: `ttft_p99 = "2s"`, `itl_p99 = "60ms"`, `e2e_p99 = 30` (a bare number is seconds)."""
+    from befori_tui.core.slo import SloError, target_from
+
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [slo] must be a table such as ttft_p99 = \"2s\"")
+    try:
+        return [target_from(k, v, where) for k, v in table.items()]
+    except SloError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def validate(cfg: Config, where: str = "config") -> None:
@@ -232,6 +269,26 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: load.warmup_requests must be ≥ 0 (or -1: one per slot)")
     if ld.on_decrease not in ON_DECREASE:
         raise ConfigError(f"{where}: load.on_decrease must be one of {', '.join(ON_DECREASE)}, got {ld.on_decrease!r}")
+    for r in ld.rate:
+        if not r > 0:
+            raise ConfigError(f"{where}: load.rate must be > 0 requests per second, got {r:g}")
+    if not ld.burstiness > 0:
+        raise ConfigError(f"{where}: load.burstiness must be > 0 (1 is Poisson), got {ld.burstiness:g}")
+    if not 1 <= ld.max_in_flight <= 4096:
+        raise ConfigError(f"{where}: load.max_in_flight must be 1 to 4096, got {ld.max_in_flight}")
+    if ld.rate and ld.workers > 1:
+        # The load processes (core/pool.py) share out slots of a closed loop; one arrival schedule is not split.
+        raise ConfigError(f"{where}: load.rate: the open loop runs in one load process; set load.workers to 0 or 1")
+    if not 1 <= ld.max_concurrency <= 4096:
+        raise ConfigError(f"{where}: load.max_concurrency must be 1 to 4096, got {ld.max_concurrency}")
+    sc = cfg.search
+    if sc.by not in OPTIMUM_BY:
+        raise ConfigError(f"{where}: search.by must be one of {', '.join(OPTIMUM_BY)}, got {sc.by!r}")
+    for key in ("tolerance", "range_within"):
+        if not 0 < getattr(sc, key) < 1:
+            raise ConfigError(f"{where}: search.{key} must be between 0 and 1 (0.1 is ±10%), got {getattr(sc, key):g}")
+    if not 1.1 <= sc.factor <= 16:
+        raise ConfigError(f"{where}: search.factor must be 1.1 to 16, got {sc.factor:g}")
     if not 0 <= ld.workers <= 64:
         raise ConfigError(f"{where}: load.workers must be 0 (automatic) to 64, got {ld.workers}")
     for key in ("timeout_s", "connect_timeout_s", "setup_timeout_s", "max_seconds"):

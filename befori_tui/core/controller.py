@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,6 +55,11 @@ class RunPlan:
     until_settled: bool = False
     min_settle_requests: int = 16  # never call a level settled on fewer steady requests than this (or c)
     then: str = "stop"  # stop | pause | hold
+    # The optimum search (core/search.py): it decides each next level from the finished ones; `concurrencies`
+    # is then only where it starts.
+    search: Any = None
+    max_requests: int = 0  # with until_settled: also end a level after this many measured requests (0: no cap)
+    rates: list = field(default_factory=list)  # open loop: the levels are these arrival rates, not concurrencies
 
     def __post_init__(self) -> None:
         if not self.concurrencies or min(self.concurrencies) < 1:
@@ -65,7 +70,26 @@ class RunPlan:
     @property
     def has_rule(self) -> bool:
         """Whether a level ends by itself; without a rule the first level holds until told otherwise."""
-        return bool(self.requests or self.seconds or self.until_settled)
+        return bool(self.requests or self.seconds or self.until_settled or self.search)
+
+
+SEARCH_LEVEL_CAP_S = 60.0  # a search level that has not settled in this long moves on (--seconds-per-level)
+
+
+def search_plan(cfg: Config, start: float, max_requests: int = 0, then: str = "stop") -> RunPlan:
+    """The optimum search from `start` (core/search.py) — a concurrency, or in the open loop (`load.rate`) an
+    arrival rate: each level until its $/M has settled (±3%), or `load.seconds_per_level` (default 60 s), or
+    `max_requests` measured requests when that is given."""
+    from befori_tui.core.search import OptimumSearch
+
+    open_loop = bool(cfg.load.rate)
+    search = OptimumSearch(start=start, max_concurrency=10**6 if open_loop else cfg.load.max_concurrency,
+                           slo=list(cfg.slo), by=cfg.search.by, tolerance=cfg.search.tolerance,
+                           factor=cfg.search.factor, blend_input_per_output=cfg.pricing.blend_input_per_output,
+                           x="rate_per_s" if open_loop else "concurrency")
+    return RunPlan([cfg.load.max_in_flight if open_loop else int(search.start)],
+                   seconds=cfg.load.seconds_per_level or SEARCH_LEVEL_CAP_S, until_settled=True, then=then,
+                   search=search, max_requests=max_requests, rates=[float(start)] if open_loop else [])
 
 
 def level_settled(records: list[RequestRecord], concurrency: int, usd_per_hour: float, min_requests: int) -> bool:
@@ -127,7 +151,8 @@ def level_draining(level: Level) -> ev.Draining:
 
 
 def level_opened(level: Level) -> ev.LevelOpened:
-    return ev.LevelOpened(level.index, level.concurrency, level.t_start_ns, level.warmup_target, level.reason)
+    return ev.LevelOpened(level.index, level.concurrency, level.t_start_ns, level.warmup_target, level.reason,
+                          level.rate_per_s)
 
 
 class RunController:
@@ -167,9 +192,11 @@ class RunController:
         self._stop: asyncio.Event | None = None
         self._stop_reason: str | None = None  # a stop asked before the loop existed is not lost
         self._user_stepped = False
-        self._capped = False
+        self._capped = ""  # what ended the last level before it settled: "60 s", "200 requests"
         self._reports: set[asyncio.Task] = set()  # level summaries being saved off the loop
         self._frozen = False  # after a stop at once: no more saves
+        self._plan_changed: asyncio.Event | None = None  # set when a viewer starts a search: the plan is replaced
+        self.search_levels: list[dict] = []  # the summaries the search decided from, in order
 
     # --- events ----------------------------------------------------------------------------------------
 
@@ -241,8 +268,11 @@ class RunController:
         plan_task = None
         watch = None
         if not self._stop.is_set():  # stopped while connecting: send nothing
-            runner.start(plan.concurrencies[0])
-            plan_task = asyncio.create_task(self._run_plan(plan))
+            if plan.rates:
+                runner.start_rate(plan.rates[0])
+            else:
+                runner.start(plan.concurrencies[0])
+            plan_task = asyncio.create_task(self._drive_plans())
             watch = asyncio.create_task(self._watch_first_request(runner, url))
         stopper = asyncio.create_task(self._stop.wait())
         waiting = {stopper} | ({plan_task} if plan_task else set())
@@ -318,6 +348,56 @@ class RunController:
 
     # --- the plan ----------------------------------------------------------------------------------------
 
+    async def _drive_plans(self) -> None:
+        """Run the plan; when a viewer replaces it (a search started from the monitor), run the new one from the
+        level the run is at."""
+        while True:
+            self._plan_changed = asyncio.Event()
+            task = asyncio.create_task(self._run_plan(self.plan))
+            changed = asyncio.create_task(self._plan_changed.wait())
+            done, _ = await asyncio.wait({task, changed}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                changed.cancel()
+                return task.result()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def start_search(self) -> None:
+        """On the run's loop: search for the optimum from the current level (the monitor's `o`)."""
+        runner = self.session.runner
+        if runner is None or runner.stopping or not runner.levels or self._plan_changed is None:
+            return
+        self.search_levels = []
+        old = self.plan
+        start = runner.rate_per_s if getattr(runner, "rate_per_s", 0) > 0 else runner.concurrency
+        self.plan = search_plan(self.cfg, start, old.max_requests, then="pause")
+        if old.seconds and not old.search:  # the monitor's own cap on a level (--seconds-per-level) holds
+            self.plan.seconds = old.seconds
+        if runner.paused:
+            runner.resume()
+            self.paused_by = None
+            self.emit(ev.Resumed())
+        else:
+            runner.new_level("search")  # measured afresh, by the search's rule
+        self._sweep("searching for the cheapest " + (f"rate from {start:g} req/s" if self.plan.rates
+                                                     else f"concurrency from c={start}"))
+        self._plan_changed.set()
+
+    async def _level_summary(self, level: Level) -> dict:
+        """The finished level's figures, as the session will save them, computed off the load loop."""
+        from befori_tui.core.metrics import summarize_level
+
+        records = self.session.all_records()
+        return await asyncio.to_thread(summarize_level, level, self.cfg.pricing, records, None, None, self.cfg.slo)
+
+    async def _next_of_search(self, plan: RunPlan, level: Level) -> list[int]:
+        summary = await self._level_summary(level)
+        self.search_levels.append(summary)
+        nxt = plan.search.next(self.search_levels)
+        self.session.search_info = {"levels_measured": len(self.search_levels),
+                                    "ended_because": plan.search.done_reason or "running"}
+        return [] if nxt is None else [nxt]
+
     async def _run_plan(self, plan: RunPlan) -> None:
         """Returns when the plan is done and `then` is "stop"; otherwise pauses or holds until cancelled."""
         runner = self.session.runner
@@ -333,21 +413,30 @@ class RunController:
                 continue  # the user stepped in: measure their level by the same rule, then go on from there
             nxt_from_user = self._user_stepped
             self._user_stepped = False
-            if nxt_from_user:  # go on from the first planned level above where the user left it
-                ahead = [j for j, c in enumerate(plan.concurrencies) if c > runner.concurrency]
-                nxt = plan.concurrencies[ahead[0]:] if ahead else []
-                step = ahead[0] if ahead else len(plan.concurrencies)
+            if plan.search is not None:  # the search decides, from every level it saw end (a user's too)
+                nxt = await self._next_of_search(plan, level)
+                if runner.stopping:
+                    return
+                step = i + 1
+            elif nxt_from_user:  # go on from the first planned level above where the user left it
+                values, now = (plan.rates, runner.rate_per_s) if plan.rates else (plan.concurrencies, runner.concurrency)
+                ahead = [j for j, c in enumerate(values) if c > now]
+                nxt = values[ahead[0]:] if ahead else []
+                step = ahead[0] if ahead else len(values)
             else:
-                nxt = plan.concurrencies[i + 1:]
+                nxt = (plan.rates or plan.concurrencies)[i + 1:]
                 step = i + 1
             how = ""
             if plan.until_settled:
-                how = f"not settled in {plan.seconds:g} s" if self._capped else "settled"
+                how = f"not settled in {self._capped}" if self._capped else "settled"
+            if not nxt and plan.search is not None:
+                self._sweep(f"search done: {plan.search.done_reason}")
             if not nxt:
                 if plan.then == "stop":
                     # The last level ends here; its summary comes with the final save.
                     return
-                text = "sweep done" + (" · paused (p to resume)" if plan.then == "pause" else "")
+                text = ("search done" if plan.search is not None else "sweep done") + \
+                    (" · paused (p to resume)" if plan.then == "pause" else "")
                 self._sweep(text)
                 if plan.then == "pause":
                     runner.pause()
@@ -356,8 +445,12 @@ class RunController:
                 self._report_level(level)
                 await asyncio.Event().wait()  # paused or holding: until stopped
             i = step  # by position: a plan may hold a concurrency twice (2,2: the same level measured again)
-            self._sweep((f"level {how} · " if how else "") + f"sweep to c={nxt[0]}")
-            runner.set_concurrency(nxt[0], reason="sweep")
+            if plan.rates:
+                self._sweep((f"level {how} · " if how else "") + f"sweep to {nxt[0]:g} req/s")
+                runner.set_rate(nxt[0], reason="sweep")
+            else:
+                self._sweep((f"level {how} · " if how else "") + f"sweep to c={nxt[0]}")
+                runner.set_concurrency(nxt[0], reason="sweep")
             self._report_level(level)
 
     def _sweep(self, text: str) -> None:
@@ -381,16 +474,21 @@ class RunController:
             return await runner.wait_level(plan.requests, plan.seconds)
         loop = asyncio.get_running_loop()
         checked = -1
-        self._capped = False
+        self._capped = ""
         while not runner.stopping and runner.level is level:
             if plan.seconds > 0 and level.duration_s() >= plan.seconds and not runner.paused:
-                self._capped = True  # not settled in the time allowed: move on, and say so
+                self._capped = f"{plan.seconds:g} s"  # not settled in the time allowed: move on, and say so
+                return True
+            if plan.max_requests and level.measured_done >= plan.max_requests and not runner.paused:
+                self._capped = f"{plan.max_requests} requests"
                 return True
             if level.measured_done != checked and not runner.paused:
                 checked = level.measured_done
                 # The bootstrap is numpy work: off the load loop, on a copy of the finished records.
                 records = list(level.records)
-                if await loop.run_in_executor(None, level_settled, records, level.concurrency,
+                # Open loop: R only scales the $/M, not the interval's relative width; 1 keeps the minimum count low.
+                r = 1 if level.rate_per_s else level.concurrency
+                if await loop.run_in_executor(None, level_settled, records, r,
                                               self.cfg.pricing.usd_per_hour, plan.min_settle_requests):
                     return runner.level is level
             await asyncio.sleep(0.5)
@@ -423,9 +521,15 @@ class RunController:
             if command.concurrency >= 1:
                 self._user_stepped = True
                 runner.set_concurrency(command.concurrency, reason="user")
+        elif isinstance(command, ev.SetRate):
+            if command.rate_per_s > 0 and hasattr(runner, "set_rate"):
+                self._user_stepped = True
+                runner.set_rate(command.rate_per_s, reason="user")
         elif isinstance(command, ev.NewLevel):
             self._user_stepped = True
             runner.new_level("new")
+        elif isinstance(command, ev.FindOptimum):
+            self.start_search()
         elif isinstance(command, ev.Pause):
             if not runner.paused:
                 runner.pause()

@@ -97,6 +97,8 @@ class Hello(_Message, tag="hello"):
     on_hangup: str = "continue"  # what the run does when its own viewer's terminal goes away
     # The run's prices: every viewer computes $/M with them, never with its own defaults.
     pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)
+    # The run's latency targets (core.slo, as `--slo` takes them): an attached viewer judges levels by them.
+    slo: str = ""
 
 
 class Connecting(_Message, tag="connecting"):
@@ -137,6 +139,7 @@ class LevelOpened(_Message, tag="level"):
     t_start_ns: int
     warmup_target: int
     reason: str  # start | sweep | user | new | resume
+    rate_per_s: float = 0.0  # open loop: the arrival rate (then `concurrency` is the cap in flight)
 
 
 class LevelEnded(_Message, tag="level_end"):
@@ -253,7 +256,19 @@ class Stop(_Message, tag="stop"):
     at_once: bool = False
 
 
-Command = Union[SetConcurrency, NewLevel, Pause, Resume, Save, Stop]
+class SetRate(_Message, tag="set_rate"):
+    """Open loop: a new level at this arrival rate (requests per second)."""
+
+    rate_per_s: float
+
+
+class FindOptimum(_Message, tag="find_optimum"):
+    """Search for the cheapest concurrency that meets the run's SLO, from the current level (core/search.py)."""
+
+    pass
+
+
+Command = Union[SetConcurrency, NewLevel, Pause, Resume, Save, Stop, FindOptimum, SetRate]
 
 
 # --- the run → its load processes (core/pool.py, core/worker.py) -------------------------------------------

@@ -16,7 +16,9 @@ Runs on one asyncio loop and never draws anything: displays watch through a RunO
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -57,6 +59,8 @@ class Level:
     @property
     def drained(self) -> bool:
         return self.t_drained_ns is not None
+    rate_per_s: float = 0.0  # open loop: the arrival rate asked for (0: closed loop, `concurrency` slots)
+    delayed: int = 0  # open loop: arrivals that waited because `concurrency` (the cap) were in flight
 
     @property
     def open(self) -> bool:
@@ -104,6 +108,15 @@ class LoadRunner:
         self._changed = asyncio.Event()  # set whenever a request ends or a level changes
         self.t_start_ns = 0
         self.health = LoopLagMonitor()  # the loop's own lag: is the client the bottleneck?
+        # Open loop (set_rate): arrivals at a rate, at most `max_in_flight` at once, each on the lowest free slot.
+        self.rate_per_s = 0.0
+        self.burstiness = 1.0  # gamma shape of the gaps between arrivals: 1 is Poisson, lower is burstier
+        self.max_in_flight = 256
+        self.arrival_seed = 0
+        self._arrivals_task: asyncio.Task | None = None
+        self._open_tasks: set[asyncio.Task] = set()
+        self._free_slots: list[int] = []
+        self._slot_freed = asyncio.Event()
 
     @property
     def level(self) -> Level:
@@ -114,14 +127,15 @@ class LoadRunner:
         self.health.start()
         self.set_concurrency(concurrency, reason="start")
 
-    def _open_level(self, concurrency: int, reason: str, warmup_target: int | None = None) -> None:
+    def _open_level(self, concurrency: int, reason: str, warmup_target: int | None = None,
+                    rate_per_s: float = 0.0) -> None:
         now = time.perf_counter_ns()
         old = self.levels[-1] if self.levels else None
         if old is not None and old.t_end_ns is None:  # a paused level may have ended already
             old.t_end_ns = now
         warmup = warmup_target if warmup_target is not None else \
             concurrency if self.warmup_requests < 0 else self.warmup_requests
-        new = Level(len(self.levels), concurrency, now, warmup, reason)
+        new = Level(len(self.levels), concurrency, now, warmup, reason, rate_per_s=rate_per_s)
         self.levels.append(new)
         self.observer.on_level_change(old, new)
         over = removed_in_flight(self.in_flight.values(), concurrency)
@@ -171,8 +185,94 @@ class LoadRunner:
 
     def new_level(self, reason: str = "new") -> None:
         """A new level at the same concurrency (e.g. after a change on the server)."""
+        if self.rate_per_s > 0:
+            self.set_rate(self.rate_per_s, reason)
+            return
         if not self.stopping and self.levels:
             self._open_level(self.concurrency, reason)
+
+    # --- open loop ---------------------------------------------------------------------------------------
+
+    def start_rate(self, rate_per_s: float) -> None:
+        self.t_start_ns = time.perf_counter_ns()
+        self.health.start()
+        self.set_rate(rate_per_s, reason="start")
+
+    def set_rate(self, rate_per_s: float, reason: str = "user") -> None:
+        """A new level of the open loop: requests arrive at `rate_per_s` (Poisson, or gamma with `burstiness`),
+        whenever the last ended, at most `max_in_flight` at once (an arrival over the cap waits for one to end,
+        and the schedule catches up after). Its warm-up: one second of arrivals (or `warmup_requests`)."""
+        if not rate_per_s > 0:
+            raise ValueError("rate must be > 0")
+        if self.stopping:
+            return
+        self.rate_per_s = rate_per_s
+        self.concurrency = self.max_in_flight
+        warmup = max(1, min(self.max_in_flight, round(rate_per_s))) if self.warmup_requests < 0 else None
+        self._open_level(self.max_in_flight, reason, warmup, rate_per_s=rate_per_s)
+        if not self._free_slots and not self._open_tasks:
+            self._free_slots = list(range(self.max_in_flight))
+        if self._arrivals_task is None:
+            self._arrivals_task = asyncio.create_task(self._arrivals(), name="arrivals")
+
+    def arrival_gaps_s(self, rng: random.Random, rate_per_s: float, n: int = 64) -> list[float]:
+        """The next `n` gaps between arrivals: gamma(shape = burstiness, mean 1/rate) — exponential at 1 — each
+        block scaled to the exact mean 1/rate, so the rate over a few hundred requests is the one asked, not
+        off by the draw's own noise (±2% over 2,000 exponential gaps); each gap keeps its distribution's shape."""
+        k = self.burstiness
+        gaps = [rng.gammavariate(k, 1.0 / (k * rate_per_s)) for _ in range(n)]
+        scale = n / rate_per_s / sum(gaps)
+        return [g * scale for g in gaps]
+
+    async def _arrivals(self) -> None:
+        rng = random.Random(self.arrival_seed)
+        gaps: list[float] = []
+        rate = 0.0
+        next_s = time.perf_counter()
+        while not self.stopping:
+            if self.paused:
+                await self._resume.wait()
+                next_s = time.perf_counter()
+                continue
+            if self.rate_per_s != rate:  # a new rate: a new schedule from now
+                rate, gaps, next_s = self.rate_per_s, [], time.perf_counter()
+            if not gaps:
+                gaps = self.arrival_gaps_s(rng, rate)
+            next_s += gaps.pop()
+            delay = next_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.stopping or self.paused or self.rate_per_s != rate:
+                continue
+            level = self.level
+            if not self._free_slots:
+                level.delayed += 1
+                while not self._free_slots and not self.stopping:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+                if self.stopping:
+                    break
+            slot = heapq.heappop(self._free_slots)
+            task = asyncio.create_task(self._open_request(slot, self.level), name=f"request-{slot}")
+            self._open_tasks.add(task)
+            task.add_done_callback(self._open_tasks.discard)
+
+    async def _open_request(self, slot: int, level: Level) -> None:
+        rid = next(self._ids)
+        record = RequestRecord(rid, slot, level.index, level.concurrency)
+        level.sent += 1
+        record.warmup = level.sent <= level.warmup_target
+        prompt = self.prompts.next(rid)
+        record.t_send_ns = time.perf_counter_ns()  # the client sets the exact time again
+        self.in_flight[rid] = record
+        self.observer.on_request_start(record)
+        try:
+            await self.client.send(record, prompt, self.observer.on_first_token)
+        finally:
+            self.in_flight.pop(rid, None)
+            heapq.heappush(self._free_slots, slot)
+            self._slot_freed.set()
+            self._finish(record, level, prompt)
 
     def pause(self) -> None:
         """No new requests; those in flight finish, and then the level ends, so that the pause is not billed
@@ -187,6 +287,9 @@ class LoadRunner:
         self.paused = False
         self._resume.set()
         if open_level and self.levels and not self.level.open and not self.stopping:
+            if self.rate_per_s > 0:
+                self.set_rate(self.rate_per_s, "resume")
+                return
             self._open_level(self.concurrency, "resume")
 
     def _end_if_drained(self) -> None:
@@ -256,7 +359,11 @@ class LoadRunner:
         if self.levels and self.level.open:
             self.level.t_end_ns = time.perf_counter_ns()
         self._resume.set()
-        tasks = [t for t in self._slots.values() if not t.done()]
+        if self._arrivals_task is not None:  # open loop: no more arrivals; those in flight drain as slots do
+            self._arrivals_task.cancel()
+            self._slot_freed.set()
+            await asyncio.gather(self._arrivals_task, return_exceptions=True)
+        tasks = [t for t in self._slots.values() if not t.done()] + [t for t in self._open_tasks if not t.done()]
         if tasks and drain_s > 0:
             await asyncio.wait(tasks, timeout=drain_s)
         for t in tasks:

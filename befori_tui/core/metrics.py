@@ -120,12 +120,14 @@ def summarize_level(
     all_records: Sequence[RequestRecord],
     now_ns: int | None = None,
     view: LevelView | None = None,
+    slo: Sequence | None = None,
 ) -> dict:
     """The flat per-level table of docs/results.md, plus sub-tables `occupancy`, `errors` and `api_compare`.
 
     `all_records` is every finished request of the run: the occupancy method shares the server among all
     requests in flight, whichever level they were sent in. `view`, kept by the caller between calls on the
     same level, saves re-reading the records seen before (both lists must only have grown since).
+    `slo`: latency targets (core.slo.SloTarget); with them, the level's SLO figures (slo_figures).
     """
     view = view or LevelView(level)
     cols = view.own.update(level.records)
@@ -152,27 +154,39 @@ def summarize_level(
     elif t_drained is None and getattr(level, "draining", 0):
         out["draining"] = level.draining
     out.update(column_latency_stats(cols, steady))
-    if steady.any() and out.get("e2e_s_mean", 0) > 0:
+    # R, the requests in flight: the slots in a closed loop; in the open loop (docs/results.md) the mean number in
+    # flight by Little's law, L = λ·W: the measured arrival rate times the mean E2E of the steady requests.
+    r = level.concurrency
+    if getattr(level, "rate_per_s", 0.0) > 0:
+        out["rate_per_s"] = level.rate_per_s
+        out["requests_delayed_by_cap"] = level.delayed
+        sends = np.sort(cols.send[cols.send > 0])
+        if len(sends) >= 2 and sends[-1] > sends[0]:
+            out["arrival_rate_per_s"] = (len(sends) - 1) / ((sends[-1] - sends[0]) / 1e9)
+        if "arrival_rate_per_s" in out and out.get("e2e_s_mean", 0) > 0:
+            out["mean_in_flight"] = out["arrival_rate_per_s"] * out["e2e_s_mean"]
+        r = out.get("mean_in_flight", 0.0)
+    if steady.any() and out.get("e2e_s_mean", 0) > 0 and r > 0:
         # Closed loop: every slot is always busy with one request, so the level's rates are R requests per
         # mean E2E. (Dividing the steady requests' tokens by their span would miss the tokens that warm-up
         # and outlived requests made in the same time.) Slots busy with failures, or backing off after
         # them, serve nothing: only the ok share of the slot time counts.
         share = cols.ok_slot_time_share()
         out["slot_time_ok_share"] = share
-        per_s = level.concurrency * share / out["e2e_s_mean"]
+        per_s = r * share / out["e2e_s_mean"]
         out["requests_per_s"] = per_s
         out["input_tok_per_s_total"] = per_s * out["input_tokens_mean"]
         out["output_tok_per_s_total"] = per_s * out["output_tokens_mean"]
-    if "ttft_s_mean" in out:
+    if "ttft_s_mean" in out and r > 0:
         c = befori_cost(
-            pricing.usd_per_hour, level.concurrency,
+            pricing.usd_per_hour, r,
             out["input_tokens_mean"], out["ttft_s_mean"], out["output_tokens_mean"], out["e2e_s_mean"],
         )
         out.update(c.as_dict())
         m = steady & (cols.first != NONE_NS)
         ttft = (cols.first[m] - cols.send[m]) / 1e9
         out.update(befori_interval_arrays(cols.n_in[m], cols.n_out[m], ttft, (cols.end[m] - cols.send[m]) / 1e9 - ttft,
-                                          level.concurrency, pricing.usd_per_hour))
+                                          r, pricing.usd_per_hour))
         for name in ("input", "output"):
             lo, hi = out.get(f"usd_per_million_{name}_lo"), out.get(f"usd_per_million_{name}_hi")
             mid = out[f"usd_per_million_{name}"]
@@ -181,6 +195,8 @@ def summarize_level(
         out["usd_per_million_blended"] = blended_usd_per_million(
             c.usd_per_million_input, c.usd_per_million_output, pricing.blend_input_per_output
         )
+    if slo:
+        out.update(slo_figures(out, cols, steady, list(slo)))
     if t_end is not None:
         out["occupancy"] = occupancy_summary(level, view.overlap.update(all_records), pricing, t_end)
     out["errors"] = cols.error_counts()
@@ -220,6 +236,39 @@ def missing_reasons(s: dict) -> dict[str, str]:
     elif occ is None:
         out["occupancy_missing"] = "the level has not started on the run's clock"
     return out
+
+
+def slo_figures(out: dict, cols: RecordColumns, steady: np.ndarray, targets: list) -> dict:
+    """Per level (core/slo.py has what "meets" means): whether the level's percentiles meet the SLO, the share of
+    measured requests that met it, goodput, and the befori $/M charged to the tokens of those requests only —
+    the same bill, over the tokens that were worth having."""
+    from befori_tui.core.slo import level_failures, level_meets, requests_meeting, slo_text
+
+    res: dict = {"slo": slo_text(targets)}
+    # Measured: ended in the level, not warm-up, not cancelled at a stop — ok or failed. A failure meets nothing.
+    measured = (cols.end != NONE_NS) & ~cols.warmup & ~cols.outlived & (cols.kind != CANCELLED)
+    meets = requests_meeting(cols, steady, targets)
+    n_met, n_measured, n_steady = int(meets.sum()), int(measured.sum()), int(steady.sum())
+    res["requests_met_slo"] = n_met
+    if n_measured:
+        res["slo_share_met"] = n_met / n_measured
+    met = level_meets(out, targets)
+    if met is not None:
+        res["slo_met"] = met
+        missed = level_failures(out, targets)
+        if missed:
+            res["slo_missed"] = missed
+    if n_steady and "requests_per_s" in out:
+        good = out["requests_per_s"] * n_met / n_steady
+        res["goodput_requests_per_s"] = good
+        res["goodput_input_tok_per_s"] = out["requests_per_s"] * float(cols.n_in[meets].sum()) / n_steady
+        res["goodput_output_tok_per_s"] = out["requests_per_s"] * float(cols.n_out[meets].sum()) / n_steady
+    if n_met:
+        for name, n in (("input", cols.n_in), ("output", cols.n_out)):
+            plain, all_tokens, met_tokens = out.get(f"usd_per_million_{name}"), float(n[steady].sum()), float(n[meets].sum())
+            if plain is not None and met_tokens > 0:
+                res[f"usd_per_million_{name}_slo"] = plain * all_tokens / met_tokens
+    return res
 
 
 def occupancy_summary(level, cols: RecordColumns, pricing: PricingConfig, t_end_ns: int) -> dict:

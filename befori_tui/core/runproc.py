@@ -54,9 +54,12 @@ def new_run_id() -> str:
     return f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def make_hello(run_id: str, out: Path, raw: Path, pricing, on_hangup: str = "continue") -> ev.Hello:
+def make_hello(run_id: str, out: Path, raw: Path, pricing, on_hangup: str = "continue", slo=()) -> ev.Hello:
+    from befori_tui.core.slo import slo_text
+
     return ev.Hello(ev.SCHEMA_VERSION, run_id, os.getpid(), str(Path(out).absolute()), str(Path(raw).absolute()),
-                    datetime.now(timezone.utc).isoformat(timespec="seconds"), on_hangup, pricing)
+                    datetime.now(timezone.utc).isoformat(timespec="seconds"), on_hangup, pricing,
+                    slo_text(list(slo)))
 
 
 async def serve_run(controller: RunController, socket_path: Path, hello: ev.Hello,
@@ -124,7 +127,7 @@ def run_spec(spec: RunSpec) -> int:
     cfg = spec.cfg
     controller = RunController(cfg, spec.out, spec.raw, spec.plan, telemetry=spec.telemetry, drain_s=spec.drain_s,
                                simulated=spec.sim_profile is not None)
-    hello = make_hello(spec.run_id, spec.out, controller.session.raw_path, cfg.pricing, spec.on_hangup)
+    hello = make_hello(spec.run_id, spec.out, controller.session.raw_path, cfg.pricing, spec.on_hangup, cfg.slo)
     server = RunServer(controller, spec.socket_path, hello)
     server.start()  # first, so a viewer connects at once and sees what the run is waiting for
     with ExitStack() as stack:

@@ -27,6 +27,7 @@ from befori_tui.core.config import Config, redact_url
 from befori_tui.core.loadgen import LoadRunner
 from befori_tui.core.pool import auto_processes
 from befori_tui.core.metrics import api_comparison, summarize_level
+from befori_tui.core.optimum import optimum_for
 from befori_tui.core.observer import FanOut, RunObserver
 from befori_tui.core.prompts import PromptSource
 from befori_tui.core.results import SCHEMA_VERSION, JsonlWriter, session_summary, write_toml_atomic
@@ -58,6 +59,7 @@ class Session:
         self.sampler = None  # TelemetrySampler, when start_telemetry() was called
         self.telemetry_note: str | None = None
         self.load_processes = 1
+        self.search_info: dict[str, Any] = {}  # the optimum search's progress, when one runs (controller)
 
     async def open(self, observer: RunObserver | None = None, on_phase=None, on_note=None,
                    on_empty=None) -> LoadRunner:
@@ -93,7 +95,8 @@ class Session:
                     prompts.calibrate(self._http, self.endpoint.root_url, self.endpoint.model))
         self.prompt_count_source = prompts.count_source
         await self.writer.open()
-        self.load_processes = ld.workers or auto_processes(max(ld.concurrency))
+        # The open loop runs in this process (config refuses load.rate with several load processes).
+        self.load_processes = 1 if ld.rate else ld.workers or auto_processes(max(ld.concurrency))
         if self.load_processes > 1:
             from befori_tui.core.pool import LoadPool
             from befori_tui.core.runserver import runtime_dir
@@ -112,6 +115,8 @@ class Session:
         client = StreamClient(self._http, self.endpoint, self.cfg.workload.ignore_eos, ld.timeout_s)
         self.runner = LoadRunner(client, prompts, FanOut(self.writer, observer), ld.warmup_requests,
                                  honor_retry_after=ld.retry_after, on_decrease=ld.on_decrease)
+        self.runner.burstiness, self.runner.max_in_flight = ld.burstiness, ld.max_in_flight
+        self.runner.arrival_seed = self.cfg.workload.seed
         return self.runner
 
     def start_telemetry(self, on_sample=None, interval_s: float = 1.0) -> str | None:
@@ -155,7 +160,7 @@ class Session:
         records = self.all_records()
         out = []
         for lv in self.runner.levels:
-            summary = summarize_level(lv, self.cfg.pricing, records, now_ns)
+            summary = summarize_level(lv, self.cfg.pricing, records, now_ns, slo=self.cfg.slo)
             summary.update(self.telemetry_summaries(lv, lv.t_end_ns or now_ns))
             if not summary.get("gpu", {}).get("samples"):
                 summary["gpu_missing"] = self.telemetry_note or (
@@ -200,6 +205,10 @@ class Session:
             "telemetry": {"gpu_source": self.cfg.telemetry or "auto", "note": self.telemetry_note or ""},
             "levels": self.level_summaries(),
         }
+        if cfg.slo:
+            data["slo"] = {t.key: t.limit_s for t in cfg.slo}  # seconds
+        data["search"] = {**dataclasses.asdict(cfg.search), **self.search_info}
+        data["optimum"] = optimum_for(data, cfg.slo, cfg.search)
         data.update(self.extra)
         return data
 

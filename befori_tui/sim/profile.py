@@ -7,7 +7,7 @@ is the file's stem; `load_profile` also takes a path to a .toml file, so benchma
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,12 @@ class EngineSpec:
     step_k_ms_per_seq: float
     prefill_tok_per_s: float
     frontend_ms: float  # API server + tokenisation before a request reaches the engine
+    # Past `knee_seqs` running decode sequences, each sequence beyond it costs knee_ms_per_seq more per step: an
+    # over-subscribed engine thrashes (KV-cache preemption and recompute, attention over ever more context).
+    # When knee_ms_per_seq · knee_seqs > step_base_ms, throughput peaks at the knee and then falls, as the
+    # seed's DBRX run did above 64. 0: no knee.
+    knee_seqs: int = 0
+    knee_ms_per_seq: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +71,19 @@ class Profile:
     def step_ms(self, decode_seqs: int, prefill_tokens: int) -> float:
         """Duration of one engine step at time scale 1."""
         e = self.engine
-        return e.step_base_ms + e.step_k_ms_per_seq * decode_seqs + 1000.0 * prefill_tokens / e.prefill_tok_per_s
+        over = decode_seqs - e.knee_seqs if e.knee_seqs > 0 else 0
+        return (e.step_base_ms + e.step_k_ms_per_seq * decode_seqs + 1000.0 * prefill_tokens / e.prefill_tok_per_s
+                + (e.knee_ms_per_seq * over if over > 0 else 0.0))
+
+    def cheapest_output_concurrency(self) -> float:
+        """Where the befori output $/M is least, from this model, for a closed loop whose R slots all decode:
+        $/M_out ∝ step_ms(R)/R (prefill per step grows linearly with R: a constant in that ratio). Below the
+        knee that is base/R + k, falling; above it (base − q·knee)/R + k + q, rising when q·knee > base. So the
+        least is at the knee, or — without one, or a knee too weak to turn the curve — at the cap."""
+        e = self.engine
+        if e.knee_seqs <= 0 or e.knee_ms_per_seq * e.knee_seqs <= e.step_base_ms:
+            return float(e.max_num_seqs)
+        return float(min(e.knee_seqs, e.max_num_seqs))
 
 
 def _profiles_dir() -> Path:
@@ -79,7 +97,7 @@ def list_profiles() -> list[str]:
 def _section(cls: type, data: dict[str, Any], where: str) -> Any:
     names = {f.name for f in fields(cls)}
     unknown = set(data) - names
-    missing = names - set(data)
+    missing = {f.name for f in fields(cls) if f.default is MISSING} - set(data)  # a key with a default may be left out
     if unknown or missing:
         raise ValueError(f"profile [{where}]: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
     return cls(**data)
@@ -98,6 +116,8 @@ def parse_profile(data: dict[str, Any], name: str) -> Profile:
         raise ValueError(f"profile {name!r}: missing table [{exc.args[0]}]") from None
     if prof.engine.max_num_seqs < 1 or prof.engine.kv_cache_tokens < prof.model.max_model_len:
         raise ValueError(f"profile {name!r}: need max_num_seqs >= 1 and kv_cache_tokens >= max_model_len")
+    if prof.engine.knee_seqs < 0 or prof.engine.knee_ms_per_seq < 0:
+        raise ValueError(f"profile {name!r}: knee_seqs and knee_ms_per_seq must be >= 0")
     if prof.gpu.count < 1:
         raise ValueError(f"profile {name!r}: gpu.count must be >= 1")
     return prof

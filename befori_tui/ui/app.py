@@ -26,6 +26,7 @@ from textual.widgets import Footer
 from befori_tui.core.config import Config
 from befori_tui.core import events as ev
 from befori_tui.core.runlink import RunLink
+from befori_tui.core.optimum import find_optimum
 from befori_tui.ui.model import LiveModel, Summaries, SummaryCache
 from befori_tui.ui.screens.concurrency import MAX_CONCURRENCY, ConcurrencyScreen
 from befori_tui.ui.screens.help import HelpScreen
@@ -88,6 +89,14 @@ def step_concurrency(c: int, step: str, up: bool) -> int:
     return min(new, MAX_CONCURRENCY)
 
 
+def step_rate(rate: float, step: str, up: bool) -> float:
+    """The open loop's +/-: the same step on requests per second (×N, or ±N req/s, never below a tenth of N)."""
+    op, n = parse_step(step)
+    if op == "x":
+        return rate * n if up else rate / n
+    return rate + n if up else max(n / 10, rate - n)
+
+
 class SummariesReady(Message):
     """Posted by the summary worker; only the newest matters, so a queued one is replaced (toolong)."""
 
@@ -108,6 +117,7 @@ class MonitorApp(App[int]):
         Binding("c", "set_concurrency", "set", id="concurrency.set"),
         Binding("p", "pause", "pause", id="run.pause"),
         Binding("n", "new_level", "level", id="run.new_level"),
+        Binding("o", "find_optimum", "optimum", id="run.find_optimum"),
         Binding("s", "save", "save", id="session.save"),
         Binding("t", "next_theme", "theme", id="view.theme"),
         Binding("w", "window", "window", id="view.window"),
@@ -126,6 +136,7 @@ class MonitorApp(App[int]):
         "set_concurrency": "Type an exact concurrency",
         "pause": "Pause / resume new requests (those in flight finish)",
         "new_level": "New level at the same concurrency",
+        "find_optimum": "Find the cheapest concurrency that meets the SLO, from this level (each level until settled)",
         "save": "Save the session now",
         "next_theme": "Next theme",
         "window": "Timeline window: 30 / 60 / 120 s",
@@ -193,7 +204,7 @@ class MonitorApp(App[int]):
         self.metrics = MetricsPanel(id="metrics", classes="panel lower")
         self.cost = CostPanel(self.cfg.pricing, id="cost", classes="panel lower")
         self.gpus = GpuPanel(id="gpus", classes="panel lower")
-        self.levels = LevelsTable(id="levels", classes="panel lower")
+        self.levels = LevelsTable(slo=bool(self.cfg.slo), id="levels", classes="panel lower")
         self.chart = CostChart(id="chart", classes="panel lower")
         yield self.status
         with Container(id="body"):
@@ -264,7 +275,8 @@ class MonitorApp(App[int]):
             return self.narrow
         if action == "gpu_page":
             return self.gpus.pages > 0
-        if action in ("concurrency_up", "concurrency_down", "set_concurrency", "pause", "new_level", "save"):
+        if action in ("concurrency_up", "concurrency_down", "set_concurrency", "pause", "new_level", "save",
+                      "find_optimum"):
             return None if self.link is None or self.quitting or self.model.finished else True
         if action == "detach":
             return self.link is not None and not self.model.finished
@@ -318,7 +330,7 @@ class MonitorApp(App[int]):
     def _compute_summaries(self) -> Summaries:
         levels, records, samples = self.model.snapshot()
         return self._cache.compute(levels, records, samples, self.cfg.pricing, self.model.now(),
-                                   self.timeline.window_s)
+                                   self.timeline.window_s, self.cfg.slo)
 
     def _request_summaries(self) -> None:
         if self._summary_busy or not self.model.levels:
@@ -332,7 +344,7 @@ class MonitorApp(App[int]):
     @work(thread=True, exclusive=True, group="summaries", description="summaries")
     def _summaries_worker(self, snapshot, now_ns: int, window_s: float) -> None:
         levels, records, samples = snapshot
-        summaries = self._cache.compute(levels, records, samples, self.cfg.pricing, now_ns, window_s)
+        summaries = self._cache.compute(levels, records, samples, self.cfg.pricing, now_ns, window_s, self.cfg.slo)
         self.post_message(SummariesReady(summaries))
 
     def on_summaries_ready(self, message: SummariesReady) -> None:
@@ -351,8 +363,13 @@ class MonitorApp(App[int]):
         self.metrics.show(summaries)
         self.cost.show(summaries)
         self.levels.show(summaries.levels)
-        self.chart.show(summaries.levels)
+        self.chart.show(summaries.levels, self._optimum(summaries.levels))
         self.gpus.show(self.model, summaries)
+
+    def _optimum(self, levels: list[dict]) -> dict:
+        """The cheapest SLO-meeting concurrency so far, as `bench` and `cost` compute it (core/optimum.py)."""
+        c = self.cfg
+        return find_optimum(levels, c.slo, c.search.by, c.search.range_within, c.pricing.blend_input_per_output)
 
     # --- actions -------------------------------------------------------------------------------------
 
@@ -378,10 +395,28 @@ class MonitorApp(App[int]):
         self.link.send(ev.SetConcurrency(c))
         self.notify(f"concurrency {c}: new level", timeout=2)
 
+    def _open_loop_rate(self) -> float:
+        lv = self.model.level
+        return lv.rate_per_s if lv is not None else 0.0
+
+    def _step_rate(self, up: bool) -> None:
+        """Open loop: + and - change the arrival rate (a new level), as they change the slots otherwise."""
+        if self.link is None:
+            return
+        rate = step_rate(self._open_loop_rate(), self.options.step, up)
+        self.link.send(ev.SetRate(rate))
+        self.notify(f"rate {rate:g} req/s: new level", timeout=2)
+
     def action_concurrency_up(self) -> None:
+        if self._open_loop_rate() > 0:
+            self._step_rate(up=True)
+            return
         self._set_c(step_concurrency(self._current_c(), self.options.step, up=True))
 
     def action_concurrency_down(self) -> None:
+        if self._open_loop_rate() > 0:
+            self._step_rate(up=False)
+            return
         c = self._current_c()
         new = step_concurrency(c, self.options.step, up=False)
         if new != c:
@@ -408,6 +443,13 @@ class MonitorApp(App[int]):
         if self.link is not None:
             self.link.send(ev.NewLevel())
             self.notify(f"new level at c={self._current_c()}", timeout=2)
+
+    def action_find_optimum(self) -> None:
+        if self.link is None:
+            return
+        self.link.send(ev.FindOptimum())
+        slo = ", ".join(t.text() for t in self.cfg.slo) or "no SLO"
+        self.notify(f"searching for the cheapest concurrency ({slo}) from c={self.model.concurrency}", timeout=4)
 
     def action_save(self) -> None:
         if self.link is None:

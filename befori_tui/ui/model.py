@@ -117,7 +117,7 @@ class LiveModel:
             self.add_record(ev.record_from_wire(event.record))
         elif t is ev.LevelOpened:
             self.open_level(Level(event.index, event.concurrency, event.t_start_ns, event.warmup_target,
-                                  event.reason))
+                                  event.reason, rate_per_s=event.rate_per_s))
         elif t is ev.Draining:
             for lv in reversed(self.levels):
                 if lv.index == event.level:
@@ -260,7 +260,7 @@ class SummaryCache:
         self._views: dict[int, LevelView] = {}
 
     def compute(self, levels: list[Level], records: list[RequestRecord], samples: list, pricing: PricingConfig,
-                now_ns: int, window_s: float) -> Summaries:
+                now_ns: int, window_s: float, slo: list | None = None) -> Summaries:
         out = Summaries(window_s=window_s, computed_ns=now_ns)
         settled_before = True
         for lv in levels:
@@ -270,7 +270,7 @@ class SummaryCache:
                 out.levels.append(cached[1])
                 continue
             view = self._views.setdefault(lv.index, LevelView(lv))
-            s = summarize_level(lv, pricing, records, now_ns, view)
+            s = summarize_level(lv, pricing, records, now_ns, view, slo=slo)
             if final:
                 self._done[lv.index] = (len(lv.records), s)
             out.levels.append(s)

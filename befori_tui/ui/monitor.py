@@ -10,7 +10,7 @@ from pathlib import Path
 from befori_tui.cliargs import OneLineParser, add_run_flags, check_output_paths, config_from_args
 from befori_tui.core.config import ConfigError, parse_int_list, redact_url
 from befori_tui.core import events as ev
-from befori_tui.core.controller import RunPlan
+from befori_tui.core.controller import RunPlan, search_plan
 from befori_tui.core.runlink import AttachError, RunLink, resolve_target
 from befori_tui.core.runproc import RunSpec, new_run_id, spawn_run
 from befori_tui.core.runserver import socket_path_for
@@ -88,7 +88,16 @@ def build_parser(command: str) -> OneLineParser:
 
 
 def plan_from_args(args: argparse.Namespace, cfg) -> RunPlan:
-    """A sweep (--sweep, --sweep-until-settled) pauses when done; without one the first level holds."""
+    """A sweep (--sweep, --sweep-until-settled) or a search (--find-optimum) pauses when done; without one the
+    first level holds."""
+    if args.find_optimum:
+        start = cfg.load.rate[0] if cfg.load.rate else cfg.load.concurrency[0] if args.concurrency else 1
+        return search_plan(cfg, start, args.requests_per_level or 0, then="pause")
+    if cfg.load.rate:  # the open loop: a level per rate (a sweep), or the first rate, held
+        sweep = args.sweep is not None or args.sweep_until_settled
+        return RunPlan([cfg.load.max_in_flight], cfg.load.requests_per_level if sweep else 0,
+                       cfg.load.seconds_per_level if sweep else 0.0, args.sweep_until_settled,
+                       then="pause" if sweep else "hold", rates=list(cfg.load.rate if sweep else cfg.load.rate[:1]))
     if args.sweep is None and not args.sweep_until_settled:
         return RunPlan(cfg.load.concurrency[:1], then="hold")
     levels = parse_int_list(args.sweep, "--sweep") if args.sweep else list(cfg.load.concurrency)
@@ -241,6 +250,10 @@ def attach_main(argv: list[str]) -> int:
         return 1
     cfg = Config()
     cfg.pricing = hello.pricing
+    if hello.slo:  # the run's latency targets: levels are judged by them here too
+        from befori_tui.core.slo import parse_slo
+
+        cfg.slo = parse_slo(hello.slo, "the run's SLO")
     model = LiveModel(cfg.pricing, clock=link.clock)
     ui_options = UiOptions(fps=args.fps, window_s=args.window, step=args.step, theme=args.theme,
                            themes_dir=Path(args.themes) if args.themes else None, owns_run=False,

@@ -10,6 +10,7 @@ from textual.widgets import DataTable
 from textual_plotext import PlotextPlot
 
 from befori_tui.core import format as fmt
+from befori_tui.core.optimum import load_key
 from befori_tui.ui.widgets.cellpanel import changed_regions, render_strips
 
 # The $/M columns first: they are what the table is for. Columns that do not fit are left out, last first
@@ -22,11 +23,24 @@ COLUMNS = (
 DROP_ORDER = ("level", "occ_out", "occ_in", "t_out", "t_in", "ok", "e2e")
 
 
+# With latency targets (--slo): whether the level meets them and the share of requests that did, and the
+# $/M of the requests that met them — beside the plain $/M, as what a user who set targets reads first.
+SLO_COLUMNS = (("SLO", "slo"), ("SLO $/M in", "usd_in_slo"), ("SLO $/M out", "usd_out_slo"))
+
+
+def slo_cells(s: dict) -> dict[str, str]:
+    share, met = s.get("slo_share_met"), s.get("slo_met")
+    mark = "" if met is None else "✓" if met else "✗"
+    return {"slo": ("—" if share is None else f"{share * 100:.0f}%") + mark,
+            "usd_in_slo": fmt.usd(s.get("usd_per_million_input_slo")),
+            "usd_out_slo": fmt.usd(s.get("usd_per_million_output_slo"))}
+
+
 def level_row(s: dict) -> dict[str, str]:
     occ = s.get("occupancy", {})
     pin, pout = fmt.interval_pct(s, "input"), fmt.interval_pct(s, "output")
     return {
-        "c": str(s["concurrency"]),
+        "c": f"{s['rate_per_s']:g}/s" if s.get("rate_per_s") else str(s["concurrency"]),
         "usd_in": fmt.usd(s.get("usd_per_million_input")) + ("" if pin is None else f" ±{pin:.0f}%"),
         "usd_out": fmt.usd(s.get("usd_per_million_output")) + ("" if pout is None else f" ±{pout:.0f}%"),
         "settled": fmt.settled_mark(s),
@@ -35,6 +49,7 @@ def level_row(s: dict) -> dict[str, str]:
         "t_in": fmt.rate(s.get("input_tok_per_s")), "t_out": fmt.rate(s.get("output_tok_per_s")),
         "occ_in": fmt.usd(occ.get("usd_per_million_input")), "occ_out": fmt.usd(occ.get("usd_per_million_output")),
         "level": str(s["level"]),
+        **slo_cells(s),
     }
 
 
@@ -53,6 +68,11 @@ class LevelsTable(DataTable):
             return self
         return super().refresh(*regions, **kwargs)
 
+    def __init__(self, *args, slo: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # The SLO's columns right after the plain $/M and its mark: with targets set, they are the answer.
+        self.columns_shown = COLUMNS[:4] + (SLO_COLUMNS if slo else ()) + COLUMNS[4:]
+
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
@@ -69,8 +89,8 @@ class LevelsTable(DataTable):
         def natural(key: str, label: str) -> int:
             return max([len(label)] + [len(r[key]) for r in rows]) + 2  # DataTable pads each cell by one each side
 
-        keys = [k for _, k in COLUMNS]
-        labels = dict((k, lbl) for lbl, k in COLUMNS)
+        keys = [k for _, k in self.columns_shown]
+        labels = dict((k, lbl) for lbl, k in self.columns_shown)
         for drop in DROP_ORDER:
             if sum(natural(k, labels[k]) for k in keys) <= width:
                 break
@@ -83,7 +103,7 @@ class LevelsTable(DataTable):
             return
         self._keys = keys
         self.clear(columns=True)
-        labels = dict((k, lbl) for lbl, k in COLUMNS)
+        labels = dict((k, lbl) for lbl, k in self.columns_shown)
         for key in keys:
             self.add_column(labels[key], key=key)
         for s in self._levels:
@@ -131,6 +151,7 @@ class CostChart(PlotextPlot):
     """
 
     _levels: list[dict] = []
+    _optimum: dict | None = None
     _drawn: tuple | None = None
     _strips: list = []  # the chart as last sent, to send only the cells a new one changes
 
@@ -149,15 +170,21 @@ class CostChart(PlotextPlot):
     def on_mount(self) -> None:
         super().on_mount()
         # Colours come from the theme: draw again when it changes.
-        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.show(self._levels))
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.show(self._levels, self._optimum))
 
-    def show(self, levels: list[dict]) -> None:
-        self._levels = levels
+    def show(self, levels: list[dict], optimum: dict | None = None) -> None:
+        """`optimum`: core.optimum.find_optimum over the same levels — its concurrency is marked ◆ on the
+        curve it was chosen by, and its range (within 10% of the least $/M) shaded behind the curves."""
+        self._levels, self._optimum = levels, optimum
+        found = optimum if optimum and optimum.get("found") else None
+        x = load_key(levels)  # concurrency, or the open loop's arrival rate
+        mark = (found[x], found[f"range_{x}_min"], found[f"range_{x}_max"], found["by"]) if found and x in found \
+            else None
         # Drawn again only when what it shows changes (at the chart's resolution: three figures), or its
         # theme or size: a chart is many bytes to send to a terminal, twice a second.
         key = (self.app.theme, self.size, tuple(
-            (s["concurrency"], *(f"{s.get(k):.3g}" if s.get(k) is not None else "" for k in _CHART_KEYS))
-            for s in levels))
+            (s.get(x), *(f"{s.get(k):.3g}" if s.get(k) is not None else "" for k in _CHART_KEYS))
+            for s in levels), mark)
         if key == self._drawn:
             return
         self._drawn = key
@@ -169,14 +196,16 @@ class CostChart(PlotextPlot):
         wanted = "clear" if ansi else "auto"
         if self.theme != wanted:
             self.theme = wanted
-        plt.title("$/M tokens vs concurrency (befori)")
+        xname = "rate (req/s)" if x == "rate_per_s" else "concurrency"
+        cheapest = "" if mark is None else f" · cheapest {mark[0]:g} req/s" if x == "rate_per_s" else f" · cheapest c={mark[0]}"
+        plt.title(f"$/M tokens vs {'rate' if x == 'rate_per_s' else 'concurrency'} (befori)" + cheapest)
         # One point per concurrency: the latest level at it (a rerun replaces an earlier one).
         by_c: dict[int, dict] = {}
         for s in levels:
-            if s.get("usd_per_million_output") is not None:
-                by_c[s["concurrency"]] = s
+            if s.get("usd_per_million_output") is not None and s.get(x):
+                by_c[s[x]] = s
         if not by_c:
-            plt.xlabel("concurrency")
+            plt.xlabel(xname)
             self._refresh_changed()
             return
         cs = sorted(by_c)
@@ -186,6 +215,8 @@ class CostChart(PlotextPlot):
             ("output", "timeline-decode", (123, 63, 228), "magenta+"),
             ("input", "timeline-prefill", (205, 180, 255), "white"))}
         shown: list[float] = []
+        if mark is not None:
+            self._shade_range(plt, mark, by_c, ansi, tv)
         for name, marker in (("output", "braille"), ("input", "dot")):
             ys = [by_c[c][f"usd_per_million_{name}"] for c in cs]
             if not all(math.isfinite(y) and y > 0 for y in ys):
@@ -199,12 +230,34 @@ class CostChart(PlotextPlot):
             plt.plot(xs, log_y, marker=marker, color=colors[name], label=f"{name} $/M")
             plt.error(xs, log_y, yerr=err, color=colors[name])
             shown += [ly - e for ly, e in zip(log_y, err)] + [ly + e for ly, e in zip(log_y, err)]
-        plt.xticks(xs, [str(c) for c in cs])
+            if mark is not None and mark[0] in by_c and (mark[3] == name or (mark[3] == "blended" and name == "output")):
+                plt.scatter([math.log2(mark[0])], [math.log10(by_c[mark[0]][f"usd_per_million_{name}"])],
+                            marker="◆", color=colors[name])
+        plt.xticks(xs, [f"{c:g}" for c in cs])
         if shown:
             ticks = log_ticks(min(shown), max(shown))
             plt.yticks([math.log10(t) for t in ticks], [fmt.usd(t) for t in ticks])
-        plt.xlabel("concurrency")
+        plt.xlabel(xname)
         self._refresh_changed()
+
+
+    def _shade_range(self, plt, mark: tuple, by_c: dict[int, dict], ansi: bool, tv: dict) -> None:
+        """The range within 10% of the least $/M: a light band over the chart's whole height."""
+        values = [math.log10(s[k]) for s in by_c.values() for k in _CHART_KEYS
+                  if s.get(k) and s[k] > 0 and math.isfinite(s[k])]
+        if not values:
+            return
+        lo_c, hi_c = mark[1], mark[2]
+        x0, x1 = math.log2(lo_c), math.log2(hi_c)
+        if x1 - x0 < 0.05:  # one concurrency: a thin band still shows where
+            x0, x1 = x0 - 0.05, x1 + 0.05
+        color = "gray" if ansi else _rgb(tv.get("bar-empty"), (70, 70, 90))
+        # Vertical strokes close together, bottom to top of the data (plotext's fill stops at y = 0, and these
+        # axes are logarithmic): one per chart column the range spans, at most.
+        n = max(2, min(64, int((x1 - x0) * max(8, self.size.width) / max(1.0, math.log2(max(by_c)) + 0.5)) + 2))
+        for k in range(n):
+            x = x0 + (x1 - x0) * k / (n - 1)
+            plt.plot([x, x], [min(values), max(values)], marker="░", color=color)
 
 
 def log_ticks(lo_log10: float, hi_log10: float) -> list[float]:

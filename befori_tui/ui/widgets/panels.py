@@ -278,6 +278,12 @@ class CostPanel(CellPanel):
              f"{failed} of {failed}" if all_failed else fmt.usd(lv.get("usd_per_million_output")),
              "—" if pout is None else f"{pout:.1f}%",
              fmt.usd(lv.get("usd_per_million_blended"))],
+        ]
+        if "slo" in lv:  # the same bill over the tokens of the requests that met the latency targets
+            rows.append(["SLO-met " + ("—" if lv.get("slo_met") is None else "✓" if lv["slo_met"] else "✗"),
+                         fmt.usd(lv.get("usd_per_million_input_slo")), "",
+                         fmt.usd(lv.get("usd_per_million_output_slo")), "", ""])
+        rows += [
             ["occupancy", fmt.usd(occ.get("usd_per_million_input")), "", fmt.usd(occ.get("usd_per_million_output")), "",
              fmt.usd(occ.get("usd_per_million_blended"))],
         ]
@@ -303,7 +309,17 @@ class CostPanel(CellPanel):
             lines.append(Text(hint[settled], "bold" if settled == "✓" else "", no_wrap=True, overflow="ellipsis"))
         if failed:
             lines.insert(1, failed_line(lv, occ, width))
-        self.update(Group(*self._price_note(), t, *lines), layout=False)
+        self.update(Group(*self._price_note(), t, *lines[:1], *self._slo_line(lv, width), *lines[1:]), layout=False)
+
+    def _slo_line(self, lv: dict, width: int) -> list[Text]:
+        if "slo" not in lv:
+            return []
+        share = lv.get("slo_share_met")
+        pieces = [(Text(f"SLO {lv['slo']}: " + ("—" if share is None else f"{share * 100:.0f}% met")), 0)]
+        if lv.get("goodput_requests_per_s") is not None:
+            pieces.append((Text(f"goodput {fmt.rate(lv['goodput_requests_per_s'])} req/s,"
+                                f" {fmt.rate(lv.get('goodput_output_tok_per_s'))} out tok/s"), 1))
+        return [fit_pieces(pieces, width, sep=" · ")]
 
     def _price_note(self) -> list[Text]:
         """First, so that no number is read before it: every figure below rests on the hourly price."""
