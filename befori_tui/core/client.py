@@ -108,7 +108,8 @@ def build_payload(endpoint: Endpoint, prompt: Prompt, ignore_eos: bool) -> dict:
     if ignore_eos:
         body["ignore_eos"] = True  # vLLM, SGLang and llama.cpp honour it; it makes output lengths exact
     if endpoint.api == "chat":
-        body["messages"] = [{"role": "user", "content": prompt.text}]
+        # A conversation's history or a shared system prompt travels as messages; else one user message.
+        body["messages"] = prompt.messages or [{"role": "user", "content": prompt.text}]
     else:
         body["prompt"] = prompt.text
     return body

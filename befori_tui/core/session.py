@@ -91,6 +91,7 @@ class Session:
         prompts = PromptSource(self.cfg.workload)
         await phase("prompt sizes from /tokenize", self.endpoint.root_url + "/tokenize",
                     prompts.calibrate(self._http, self.endpoint.root_url, self.endpoint.model))
+        prompts.attach(self._http, self.endpoint.root_url, self.endpoint.model)  # long prompts, counted exactly
         self.prompt_count_source = prompts.count_source
         await self.writer.open()
         self.load_processes = ld.workers or auto_processes(max(ld.concurrency))
@@ -100,8 +101,9 @@ class Session:
             from befori_tui.core.worker import WorkerSpec
 
             specs = [WorkerSpec(self.cfg, self.endpoint.model, i, self.load_processes, self.max_slots,
-                                prompts.line_tokens if prompts.count_source == "tokenize" else None,
-                                prompts.count_source) for i in range(self.load_processes)]
+                                prompts.line_tokens if prompts.lines_counted else None,
+                                prompts.count_source, prompts.run_tag, prompts.head_tokens)
+                     for i in range(self.load_processes)]
             pool = LoadPool(specs, FanOut(self.writer, observer), ld.warmup_requests, on_note=on_note,
                             log_dir=runtime_dir(), on_empty=on_empty)
             if on_phase is not None:
