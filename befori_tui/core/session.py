@@ -26,7 +26,7 @@ from befori_tui.core.client import (
 from befori_tui.core.config import Config, redact_url
 from befori_tui.core.loadgen import LoadRunner
 from befori_tui.core.pool import auto_processes
-from befori_tui.core.metrics import api_comparison, summarize_level
+from befori_tui.core.metrics import api_comparison, summarize_level, turn_stats
 from befori_tui.core.observer import FanOut, RunObserver
 from befori_tui.core.prompts import PromptSource
 from befori_tui.core.results import SCHEMA_VERSION, JsonlWriter, write_toml_atomic
@@ -160,6 +160,9 @@ class Session:
             summary = summarize_level(lv, self.cfg.pricing, records, now_ns)
             summary.update(self.telemetry_summaries(lv, lv.t_end_ns or now_ns))
             summary.update(self.runner.health.summary(lv.t_start_ns, lv.t_end_ns))
+            turns = turn_stats(lv.records)
+            if turns:
+                summary["turns"] = turns
             out.append(summary)
         return out
 

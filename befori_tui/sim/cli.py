@@ -36,6 +36,8 @@ def _parser() -> _Parser:
                    help=f"inject a fault ({', '.join(FAULT_KINDS)}); repeat with one --fault-rate each")
     p.add_argument("--fault-rate", action="append", default=[], type=float, metavar="P")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prefix-cache-tokens", type=int, metavar="N",
+                   help="prefix cache capacity in tokens (default: the profile's; 0: no prefix cache)")
     p.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
     return p
 
@@ -66,6 +68,14 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, float]]:
         args.profile_obj = load_profile(args.profile)
     except ValueError as exc:
         raise _UsageError(f"argument --profile: {exc}") from None
+    if args.prefix_cache_tokens is not None:
+        if args.prefix_cache_tokens < 0:
+            raise _UsageError(f"argument --prefix-cache-tokens: must be ≥ 0, got {args.prefix_cache_tokens}")
+        import dataclasses
+
+        prof = args.profile_obj
+        args.profile_obj = dataclasses.replace(prof, engine=dataclasses.replace(
+            prof.engine, prefix_cache_tokens=args.prefix_cache_tokens))
     return args, faults
 
 

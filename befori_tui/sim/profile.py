@@ -7,7 +7,7 @@ is the file's stem; `load_profile` also takes a path to a .toml file, so benchma
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ class EngineSpec:
     step_k_ms_per_seq: float
     prefill_tok_per_s: float
     frontend_ms: float  # API server + tokenisation before a request reaches the engine
+    # Automatic prefix caching (vLLM's, on by default since V1): prompt blocks of PREFIX_BLOCK_TOKENS kept after
+    # their prefill, least recently used dropped past this many tokens; 0 turns it off. Optional in a profile.
+    prefix_cache_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,7 @@ def list_profiles() -> list[str]:
 def _section(cls: type, data: dict[str, Any], where: str) -> Any:
     names = {f.name for f in fields(cls)}
     unknown = set(data) - names
-    missing = names - set(data)
+    missing = {f.name for f in fields(cls) if f.default is MISSING} - set(data)  # keys with a default may be left out
     if unknown or missing:
         raise ValueError(f"profile [{where}]: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
     return cls(**data)
