@@ -73,6 +73,15 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
                     f" {s['requests_ok']:>6} {s['requests_failed']:>6} {_f(max(occ.get('usd_idle', 0.0), 0.0), '8.4f')}")
     rows.append("measured: the ok requests the figures use (warm-up and those that outlived their level left out);"
                 " idle $: dollars of the level's bill with nothing in flight.")
+    if any(s.get("turns") for s in levels):
+        # Conversations: each turn re-sends the history, so how TTFT grows with the turn shows a prefix cache.
+        rows += ["", "Conversations: TTFT by turn (each turn re-sends the history)",
+                 f"{'conc':>5} {'turn':>5} {'requests':>8} {'N_in':>9} {'TTFT p50 s':>10} {'TTFT p90 s':>10}"]
+        for s in levels:
+            for t in s.get("turns", []):
+                rows.append(f"{s['concurrency']:>5} {t['turn']:>5} {t['requests']:>8}"
+                            f" {_f(t.get('input_tokens_mean'), '9.1f')} {_f(t.get('ttft_s_p50'), '10.4f')}"
+                            f" {_f(t.get('ttft_s_p90'), '10.4f')}")
     if any(s.get("gpu", {}).get("energy_j_total") is not None for s in levels):
         kwh = any("usd_energy_per_million_output" in s.get("gpu", {}) for s in levels)
         rows += ["", "GPU energy" + (" (electricity at pricing.usd_per_kwh)" if kwh else ""),

@@ -185,6 +185,7 @@ def test_conversation_resends_its_history(sim, tmp_path):
     assert turns[0]["input_tokens_mean"] < turns[1]["input_tokens_mean"] < turns[2]["input_tokens_mean"]
     assert turns[0]["cached_tokens_mean"] == 0 < turns[1]["cached_tokens_mean"]
     assert all("ttft_s_p50" in t for t in turns)
+    assert "TTFT by turn" in proc.stdout  # bench prints them too
 
 
 def test_sharegpt_conversations_play_their_turns(sim, tmp_path):
