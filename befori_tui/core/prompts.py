@@ -238,6 +238,7 @@ class PromptSource:
         """A dataset's text cut or repeated to a length drawn from the input distribution, when one is set."""
         if self.input_dist is None:
             return text
+        text = text or self.lines[0]  # an empty message (datasets have them) cannot be stretched
         want_chars = round(self.input_dist.draw(self.rng) * CHARS_PER_TOKEN_GUESS / self.correction)
         while len(text) < want_chars:
             text = text + "\n" + text
