@@ -201,8 +201,13 @@ def test_sharegpt_conversations_play_their_turns(sim, tmp_path):
 # --- shared prefixes ----------------------------------------------------------------------------------------
 
 async def prefix_hits(sim) -> int:
+    """The sim's prefix-cache hits, in tokens, from its Prometheus /metrics (vLLM's counter)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     async with httpx.AsyncClient() as c:
-        return (await c.get(sim.root_url + "/debug/engine")).json()["prefix_cache_hits"]
+        text = (await c.get(sim.root_url + "/metrics")).text
+    return next(int(s.value) for fam in text_string_to_metric_families(text) for s in fam.samples
+                if s.name == "vllm:prefix_cache_hits_total")
 
 
 async def test_shared_prefix_raises_cache_hits_and_lowers_ttft(sim_factory, tmp_path):
