@@ -173,7 +173,8 @@ def test_conversation_resends_its_history(sim, tmp_path):
             if b["turn"] == a["turn"] + 1:
                 # The sim's ground truth: the prompt grows by the previous turn and its reply, and the
                 # server's prefix cache holds what was sent before.
-                assert b["server_timing"]["prompt_tokens"] > a["server_timing"]["prompt_tokens"] + 100
+                # The history holds the server's own reply (16 tokens here) and the new question (~120).
+                assert b["server_timing"]["prompt_tokens"] > a["server_timing"]["prompt_tokens"] + 16 + 100
                 assert b["server_timing"]["cached_tokens"] >= a["server_timing"]["prompt_tokens"] - 16
                 assert (b["t_send_ns"] - a["t_end_ns"]) / 1e9 >= 0.14  # the think time
                 checked += 1
@@ -342,3 +343,22 @@ def test_presets_load_and_say_what_they_stand_for(name):
         assert src.conversations
     if name == "seed-shape":
         assert cfg.workload.input_tokens_mean == 64 and cfg.workload.output_tokens_mean == 144
+
+
+def test_history_holds_the_servers_reply(sim, tmp_path):
+    # The dataset's replies are one word; the server is asked for 60 tokens. The next turn must carry the 60.
+    path = tmp_path / "d.jsonl"
+    msgs = []
+    for t in range(3):
+        msgs += [{"role": "user", "content": f"q{t} " + "word " * 20}, {"role": "assistant", "content": "ok"}]
+    path.write_text(json.dumps({"messages": msgs}) + "\n")
+    out = tmp_path / "run.toml"
+    proc = run_bench("--url", sim.base_url, "--api", "chat", "--dataset", str(path), "--output-tokens", "60",
+                     "--concurrency", "1", "--requests-per-level", "4", "--warmup-requests", "0", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rs = sorted(read_jsonl(out.with_suffix(".jsonl")), key=lambda r: r["t_send_ns"])
+    pairs = [(a, b) for a, b in zip(rs, rs[1:]) if b["turn"] == a["turn"] + 1]
+    assert pairs
+    for a, b in pairs:
+        # The previous prompt, the server's 60-token reply, the new question (~21 tokens) and message headers.
+        assert b["server_timing"]["prompt_tokens"] - a["server_timing"]["prompt_tokens"] >= 60 + 20

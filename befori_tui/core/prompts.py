@@ -50,6 +50,7 @@ class Prompt:
     messages: list[dict] | None = None  # the chat API's messages; None: one user message holding `text`
     turn: int = 0  # the turn's number in a conversation of several (1, 2, …); 0: a request on its own
     think_s: float = 0.0  # how long the slot waits before sending it (a conversation's think time)
+    reply: str = ""  # a conversation's turn: the text the server replied (core/client.py keeps it)
 
 
 @dataclass(slots=True)
@@ -296,6 +297,9 @@ class PromptSource:
         if not ok:
             del self._chats[slot]  # a chat client would start again; so does the slot
             return
+        # What the server said goes into the history, as a chat client keeps it (and as the server's prefix
+        # cache holds it); the dataset's reply (or made-up text) only when the server's text is not known.
+        reply = prompt.reply or reply
         chat.history += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
         chat.next_turn += 1
 
