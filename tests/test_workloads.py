@@ -362,3 +362,19 @@ def test_history_holds_the_servers_reply(sim, tmp_path):
     for a, b in pairs:
         # The previous prompt, the server's 60-token reply, the new question (~21 tokens) and message headers.
         assert b["server_timing"]["prompt_tokens"] - a["server_timing"]["prompt_tokens"] >= 60 + 20
+
+
+def test_dataset_from_the_config_file(tmp_path):
+    data = openai_sample(tmp_path / "d.jsonl")
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(f'[workload]\noutput_tokens_dist = "fixed:9"\n\n[workload.dataset]\npath = "{data}"\n'
+                        'format = "openai-chat"\n')
+    cfg = load_config(cfg_path)
+    src = PromptSource(cfg.workload)
+    assert src.dataset is not None and src.dataset.format == "openai-chat" and src.next(1).max_tokens == 9
+    cfg_path.write_text('[workload.dataset]\npath = "x.jsonl"\nformat = "csv"\n')
+    with pytest.raises(ConfigError, match=r"c\.toml: workload\.dataset\.format must be"):
+        load_config(cfg_path)
+    cfg_path.write_text('[workload]\ninput_tokens_dist = "dataset"\n')
+    with pytest.raises(ConfigError, match=r"workload\.input_tokens_dist: 'dataset' lengths need a dataset"):
+        load_config(cfg_path)
