@@ -32,8 +32,10 @@ CHARS_PER_TOKEN_GUESS = 4.0  # English text with Llama-family tokenizers; only a
 # the server has it), then reused behind each request's unique first line: a 128k-token prompt is ~0.5 MB of
 # text, and neither building it per request nor holding it per record would do.
 LONG_PROMPT_TOKENS = 4096
-LONG_BODIES_KEPT = 32  # long bodies kept, least recently used dropped: at most ~16 MB of text at 128k tokens
-SIZE_STEPS_PER_OCTAVE = 256  # long targets round to 1/256 of their power of two: sizes within 0.2%
+# Long bodies kept, least recently used dropped past this much text: ~16M tokens, so that a wide distribution
+# of long sizes (60k ± 20k uses ~250 sizes) is counted by /tokenize once per size, not once per request.
+LONG_BODIES_MAX_CHARS = 64 * 1024 * 1024
+SIZE_STEPS_PER_OCTAVE = 128  # long targets round to 1/128 of their power of two: sizes within 0.4%
 EXACT_REL = 0.002  # a long body is recounted until /tokenize says it is within this of its size
 
 
@@ -85,7 +87,7 @@ def draw_count(rng: random.Random, mean: float, sd: float) -> int:
 
 
 def size_bucket(tokens: int) -> int:
-    """A long target rounded to one of SIZE_STEPS_PER_OCTAVE sizes per power of two (within 0.2%)."""
+    """A long target rounded to one of SIZE_STEPS_PER_OCTAVE sizes per power of two (within 0.4%)."""
     step = max(1, (1 << (tokens.bit_length() - 1)) // SIZE_STEPS_PER_OCTAVE)
     return max(step, round(tokens / step) * step)
 
@@ -141,6 +143,7 @@ class PromptSource:
         self._chats: dict[int, _Chat] = {}
         self._prefixes: dict[int, tuple[str, float]] = {}
         self._bodies: OrderedDict[int, tuple[str, float, str]] = OrderedDict()
+        self._bodies_chars = 0
         self._body_locks: dict[int, asyncio.Lock] = {}
         self._http: httpx.AsyncClient | None = None
         self._root_url = ""
@@ -261,9 +264,7 @@ class PromptSource:
         tokens = size_bucket(max(1, prompt.target - round(self.head_tokens)))
         got = self._bodies.get(tokens)
         if got is None:
-            got = self._bodies[tokens] = self._estimated_body(tokens)
-            while len(self._bodies) > LONG_BODIES_KEPT:
-                self._bodies.popitem(last=False)
+            got = self._keep(tokens, self._estimated_body(tokens))
         return self._long_prompt(prompt, got)
 
     async def next_for_slot(self, slot: int, request_id: int) -> Prompt:
@@ -395,11 +396,17 @@ class PromptSource:
         async with lock:
             got = self._bodies.get(tokens)
             if got is None:
-                got = await self._build_body(tokens)
-                self._bodies[tokens] = got
-                while len(self._bodies) > LONG_BODIES_KEPT:
-                    self._bodies.popitem(last=False)
+                got = self._keep(tokens, await self._build_body(tokens))
+            self._body_locks.pop(tokens, None)
             return got
+
+    def _keep(self, tokens: int, body: tuple[str, float, str]) -> tuple[str, float, str]:
+        self._bodies[tokens] = body
+        self._bodies_chars += len(body[0])
+        while self._bodies_chars > LONG_BODIES_MAX_CHARS and len(self._bodies) > 1:
+            _, (text, _, _) = self._bodies.popitem(last=False)
+            self._bodies_chars -= len(text)
+        return body
 
     def _estimated_body(self, tokens: int) -> tuple[str, float, str]:
         parts: list[str] = []
