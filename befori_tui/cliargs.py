@@ -15,10 +15,10 @@ from befori_tui.core.config import (
     ConfigError,
     load_config,
     parse_int_list,
-    parse_mean_sd,
     redact_url,
     validate,
 )
+from befori_tui.core.lengths import parse_length, parse_think_time
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -45,15 +45,29 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--telemetry", metavar="SPEC", help="GPU telemetry: nvml | dcgm:URL | none (default: NVML if it loads)")
     w = p.add_argument_group("workload")
     wd = d.workload
-    w.add_argument("--input-tokens", metavar="MEAN[:SD]",
-                   help=f"input tokens per request (default {wd.input_tokens_mean}:{wd.input_tokens_sd:g})")
-    w.add_argument("--output-tokens", metavar="MEAN[:SD]",
-                   help=f"output tokens per request (default {wd.output_tokens_mean})")
+    w.add_argument("--input-tokens", metavar="DIST",
+                   help="input tokens per request: MEAN[:SD] (normal), fixed:N, lognormal:MEAN:SIGMA, uniform:LO:HI, "
+                        f"or dataset (default {wd.input_tokens_mean}:{wd.input_tokens_sd:g})")
+    w.add_argument("--output-tokens", metavar="DIST",
+                   help=f"output tokens (max_tokens) per request, same forms (default {wd.output_tokens_mean})")
     w.add_argument("--no-ignore-eos", action="store_true",
                    help="let the model stop early (output lengths vary; default: ignore_eos is sent, lengths exact)")
     w.add_argument("--prompts", metavar="FILE.jsonl", help='prompts from a JSONL file of {"prompt": ...} (default: '
                                                            "the bundled sonnets)")
     w.add_argument("--seed", type=int, help=f"random seed for prompts and lengths (default {wd.seed})")
+    w.add_argument("--dataset", metavar="FILE",
+                   help="prompts and conversations from a file: ShareGPT JSON/JSONL, OpenAI chat JSONL or prompt JSONL "
+                        "(default: none, the bundled sonnets)")
+    w.add_argument("--dataset-format", choices=["auto", "sharegpt", "openai-chat", "prompts"],
+                   help="the dataset's format (default: detected per record)")
+    w.add_argument("--turns", metavar="DIST",
+                   help="turns per conversation, as a length (e.g. 4, uniform:2:8); each turn re-sends the history "
+                        "(default: 1, no conversations; a dataset's own turns with --dataset)")
+    w.add_argument("--think-time", metavar="MEAN[:SD]",
+                   help="seconds between a reply and the next turn (default 0)")
+    w.add_argument("--shared-prefix-tokens", type=int, metavar="N",
+                   help="a system prompt of N tokens common to every request of its group (default 0: none)")
+    w.add_argument("--prefix-groups", type=int, metavar="G", help="how many different shared prefixes (default 1)")
     lg = p.add_argument_group("load")
     lg.add_argument("--concurrency", metavar="N[,N…]",
                     help=f"concurrency levels (default {','.join(map(str, ld.concurrency))})")
@@ -134,6 +148,8 @@ PLAIN_FLAGS = {
     "api_key_env": ("endpoint", "api_key_env"), "server_metrics": ("endpoint", "server_metrics"),
     "telemetry": (None, "telemetry"), "gpu_detail": (None, "gpu_detail"),
     "prompts": ("workload", "prompt_source"), "seed": ("workload", "seed"),
+    "turns": ("workload", "turns"), "shared_prefix_tokens": ("workload", "shared_prefix_tokens"),
+    "prefix_groups": ("workload", "prefix_groups"),
     "requests_per_level": ("load", "requests_per_level"), "seconds_per_level": ("load", "seconds_per_level"),
     "warmup_requests": ("load", "warmup_requests"), "timeout": ("load", "timeout_s"),
     "max_seconds": ("load", "max_seconds"), "workers": ("load", "workers"),
@@ -154,10 +170,21 @@ def config_from_args(args: argparse.Namespace) -> Config:
         value = getattr(args, flag)
         if value is not None:
             setattr(cfg if section is None else getattr(cfg, section), key, value)
+    if args.dataset is not None:
+        w.dataset.path = args.dataset
+    if args.dataset_format is not None:
+        w.dataset.format = args.dataset_format
+    has_data = bool(w.dataset.path) or w.prompt_source != "sonnets"
     if args.input_tokens is not None:
-        w.input_tokens_mean, w.input_tokens_sd = parse_mean_sd(args.input_tokens, "--input-tokens")
+        w.input_tokens_dist, w.input_tokens_mean, w.input_tokens_sd = length_flag(args.input_tokens,
+                                                                                 "--input-tokens", has_data)
     if args.output_tokens is not None:
-        w.output_tokens_mean, w.output_tokens_sd = parse_mean_sd(args.output_tokens, "--output-tokens")
+        w.output_tokens_dist, w.output_tokens_mean, w.output_tokens_sd = length_flag(args.output_tokens,
+                                                                                    "--output-tokens", has_data)
+    if args.turns is not None:
+        parse_length(args.turns, "--turns", has_data)
+    if args.think_time is not None:
+        w.think_time_s_mean, w.think_time_s_sd = parse_think_time(args.think_time, "--think-time")
     if args.no_ignore_eos:
         w.ignore_eos = False
     if args.concurrency is not None:
@@ -217,13 +244,25 @@ def config_from_args(args: argparse.Namespace) -> Config:
         seen = ", and anyone on this machine can read it in `ps`" if args.url else ""
         print(f"befori-tui: warning: {where} carries user:password; it is not sent (only a bearer key from "
               f"endpoint.api_key_env is){seen}", file=sys.stderr)
-    if w.prompt_source != "sonnets" and not Path(w.prompt_source).is_file():
-        raise ConfigError(f"workload.prompt_source: no such file {w.prompt_source!r}")
-    if w.prompt_source != "sonnets":
-        from befori_tui.core.prompts import read_jsonl_prompts
+    for key, path in (("workload.prompt_source (--prompts)", "" if w.prompt_source == "sonnets" else w.prompt_source),
+                      ("workload.dataset.path (--dataset)", w.dataset.path)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{key}: no such file {path!r}")
+        if path:
+            from befori_tui.core.datasets import load_dataset
 
-        read_jsonl_prompts(w.prompt_source)  # up front: a bad line is one error before anything starts
+            # Up front: a bad line is one error before anything starts.
+            load_dataset(path, w.dataset.format if w.dataset.path else "prompts")
     return cfg
+
+
+def length_flag(text: str, flag: str, has_data: bool) -> tuple[str, int, float]:
+    """A length flag → (distribution spec, mean, sd) for the workload's keys; the mean keys keep saying the
+    mean, so results read the same whatever the distribution."""
+    d = parse_length(text, flag, has_data)
+    if d.from_dataset:
+        return "dataset", 550, 0.0
+    return d.spec(), max(1, round(d.mean)), d.b if d.kind == "normal" else 0.0
 
 
 def parse_compare(spec: str) -> ApiPrice:

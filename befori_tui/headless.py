@@ -122,6 +122,15 @@ def results_table(levels: list[dict], api_compare: list[dict] | None = None) -> 
                         f" {usd(s.get('usd_per_million_input')):>9} {usd(s.get('usd_per_million_output')):>9}")
         rows.append("level: whether the level's own percentiles meet every target; met %: the share of its measured"
                     " requests that met every one (failures never do).")
+    if any(s.get("turns") for s in levels):
+        # Conversations: each turn re-sends the history, so how TTFT grows with the turn shows a prefix cache.
+        rows += ["", "Conversations: TTFT by turn (each turn re-sends the history)",
+                 f"{'conc':>5} {'turn':>5} {'requests':>8} {'N_in':>9} {'TTFT p50 s':>10} {'TTFT p90 s':>10}"]
+        for s in levels:
+            for t in s.get("turns", []):
+                rows.append(f"{s['concurrency']:>5} {t['turn']:>5} {t['requests']:>8}"
+                            f" {_f(t.get('input_tokens_mean'), '9.1f')} {_f(t.get('ttft_s_p50'), '10.4f')}"
+                            f" {_f(t.get('ttft_s_p90'), '10.4f')}")
     if any(s.get("gpu", {}).get("energy_j_total") is not None for s in levels):
         kwh = any("usd_energy_per_million_output" in s.get("gpu", {}) for s in levels)
         rows += ["", "GPU energy" + (" (electricity at pricing.usd_per_kwh)" if kwh else ""),

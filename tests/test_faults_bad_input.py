@@ -10,9 +10,9 @@ import befori_tui.cli as cli
 URL = "http://127.0.0.1:9/v1"  # nothing listens there: an error must come before any connection
 
 PROMPT_FILES = {
-    "not-json.jsonl": (b'{"prompt": "a"}\nnot json\n', "not-json.jsonl:2: not a JSON object"),
-    "empty.jsonl": (b"\n\n", "empty.jsonl: no prompts in file"),
-    "binary.jsonl": (b"\xff\xfe\x00garbage\n", "binary.jsonl: cannot read prompt file"),
+    "not-json.jsonl": (b'{"prompt": "a"}\nnot json\n', "not-json.jsonl:2: not JSON"),
+    "empty.jsonl": (b"\n\n", "empty.jsonl: the dataset is empty"),
+    "binary.jsonl": (b"\xff\xfe\x00garbage\n", "binary.jsonl: not UTF-8 text"),
     "no-prompt.jsonl": (b'{"text": "a"}\n', 'no-prompt.jsonl:1: each line needs a non-empty string "prompt"'),
     "bad-length.jsonl": (b'{"prompt": "a", "output_tokens": 0}\n', 'bad-length.jsonl:1: "output_tokens" must be'),
 }

@@ -82,3 +82,30 @@ async def test_step_time_grows_with_batch():
     assert prof.step_ms(200, 0) > 2 * prof.step_ms(1, 0)
     # Never early; lateness is left to the timing tests (a loaded box only ever makes it late).
     assert elapsed_s >= expected_sim_s / 10
+
+
+async def test_prefix_cache_skips_cached_prefill_and_forgets_past_its_capacity():
+    from befori_tui.sim.engine import PREFIX_BLOCK_TOKENS, block_hashes
+
+    # Room for 4 blocks (64 tokens): a 64-token prompt fits, a second different one pushes it out.
+    engine = Engine(small_profile(prefix_cache_tokens=4 * PREFIX_BLOCK_TOKENS), time_scale=1000)
+    a, b = list(range(64)), list(range(1000, 1064))
+
+    def make(i: int, ids: list[int]) -> Seq:
+        return Seq(f"r{i}", len(ids), 2, "length", time.perf_counter_ns(), 0.0, block_hashes(ids))
+
+    first, again = make(0, a), make(1, a)
+    await run(engine, [first])
+    await run(engine, [again])
+    assert first.cached_tokens == 0
+    assert again.cached_tokens == 63  # all of it but the last token, which is always computed (as vLLM)
+    longer = make(2, a[:32] + b[:32])  # shares the first two blocks only: chained hashes
+    await run(engine, [longer])
+    assert longer.cached_tokens == 32
+    await run(engine, [make(3, b)])  # evicts the oldest blocks of `a`
+    late = make(4, a)
+    await run(engine, [late])
+    assert late.cached_tokens < 63
+    st = engine.stats
+    assert st.prefix_cache_hits == 63 + 32 + late.cached_tokens and st.prefix_cache_queries == 5 * 64
+    assert st.prompt_tokens_total == 5 * 64  # cached tokens count as prompt tokens, as in vLLM

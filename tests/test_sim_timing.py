@@ -20,7 +20,8 @@ async def test_timing_matches_profile_at_low_load(sim_factory):
     only ever makes it late.
     """
     prof = load_profile(PROFILE)
-    sim = sim_factory(profile=PROFILE, time_scale=1.0)
+    # The same prompt six times: without the prefix cache, so each one is prefilled whole.
+    sim = sim_factory(profile=PROFILE, time_scale=1.0, prefix_cache_tokens=0)
     prompt = "word " * 500
     n_out = 30
     async with make_client() as client:

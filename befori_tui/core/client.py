@@ -122,7 +122,8 @@ def build_payload(endpoint: Endpoint, prompt: Prompt, ignore_eos: bool) -> dict:
     if ignore_eos:
         body["ignore_eos"] = True  # vLLM, SGLang and llama.cpp honour it; it makes output lengths exact
     if endpoint.api == "chat":
-        body["messages"] = [{"role": "user", "content": prompt.text}]
+        # A conversation's history or a shared system prompt travels as messages; else one user message.
+        body["messages"] = prompt.messages or [{"role": "user", "content": prompt.text}]
     else:
         body["prompt"] = prompt.text
     return body
@@ -225,7 +226,11 @@ class StreamClient:
         record.input_tokens_source = prompt.count_source
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self._stream(record, body, prompt.max_tokens, on_first_token)
+                # A conversation's turn keeps the reply's text: the next turn re-sends it, as a chat client does.
+                reply: list[str] | None = [] if prompt.turn else None
+                await self._stream(record, body, prompt.max_tokens, on_first_token, reply)
+                if reply:
+                    prompt.reply = "".join(reply)
         except asyncio.CancelledError:
             self._fail(record, "cancelled", "stopped before the request ended")
             raise
@@ -249,7 +254,8 @@ class StreamClient:
             record.t_end_ns = time.perf_counter_ns()
 
     async def _stream(
-        self, record: RequestRecord, body: bytes, max_tokens: int, on_first_token: Callable | None
+        self, record: RequestRecord, body: bytes, max_tokens: int, on_first_token: Callable | None,
+        reply: list[str] | None = None,
     ) -> None:
         perf = time.perf_counter_ns
         chat = self.chat
@@ -284,7 +290,8 @@ class StreamClient:
             async for raw in reader:
                 now = perf()
                 for data in parser.feed(raw):
-                    has_text = fast_chunk_has_text(data, chat)
+                    # Keeping the reply's text needs every chunk parsed: conversations only.
+                    has_text = fast_chunk_has_text(data, chat) if reply is None else None
                     obj = None
                     if has_text is None:
                         if data == b"[DONE]":
@@ -302,6 +309,8 @@ class StreamClient:
                             self._fail(record, "protocol", f"error in stream: {json.dumps(obj['error'])[:200]}")
                             return
                         text, finish = _chunk_text(obj, chat)
+                        if reply is not None and text:
+                            reply.append(text)
                         has_text = bool(text)
                     if has_text:
                         record.content_chunks += 1

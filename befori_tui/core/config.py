@@ -31,6 +31,12 @@ class EndpointConfig:
 
 
 @dataclass
+class DatasetConfig:
+    path: str = ""  # a dataset file (core/datasets.py); empty: the bundled sonnets
+    format: str = "auto"  # auto | sharegpt | openai-chat | prompts
+
+
+@dataclass
 class WorkloadConfig:
     input_tokens_mean: int = 550
     input_tokens_sd: float = 150.0
@@ -39,6 +45,16 @@ class WorkloadConfig:
     ignore_eos: bool = True
     prompt_source: str = "sonnets"  # "sonnets" (bundled) or a path to a JSONL file of {"prompt": ...}
     seed: int = 0
+    # Length distributions (core/lengths.py syntax); set, they replace the mean/sd keys above. With a dataset
+    # and these empty, lengths come from the dataset.
+    input_tokens_dist: str = ""
+    output_tokens_dist: str = ""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    turns: str = ""  # turns per conversation (a length spec); empty: 1, or the dataset's conversations
+    think_time_s_mean: float = 0.0  # between a reply's end and the conversation's next turn
+    think_time_s_sd: float = 0.0
+    shared_prefix_tokens: int = 0  # a system prompt common to every request of its group (0: none)
+    prefix_groups: int = 1  # how many different shared prefixes; each request belongs to one
 
 
 @dataclass
@@ -252,6 +268,7 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: workload.output_tokens_mean must be ≥ 1, got {w.output_tokens_mean}")
     if w.input_tokens_sd < 0 or w.output_tokens_sd < 0:
         raise ConfigError(f"{where}: workload token standard deviations must be ≥ 0")
+    validate_workload_shape(w, where)
     if not ld.concurrency:
         raise ConfigError(f"{where}: load.concurrency must list at least one level")
     for c in ld.concurrency:
@@ -305,6 +322,28 @@ def validate(cfg: Config, where: str = "config") -> None:
     for i, api in enumerate(pr.compare):
         if api.usd_per_million_input < 0 or api.usd_per_million_output < 0:
             raise ConfigError(f"{where}: pricing.compare[{i}] prices must be ≥ 0")
+
+
+def validate_workload_shape(w: WorkloadConfig, where: str) -> None:
+    """The keys of issue 12's workloads: distributions, dataset, turns, think time, shared prefixes."""
+    from befori_tui.core.lengths import parse_length
+
+    has_data = bool(w.dataset.path) or w.prompt_source != "sonnets"
+    for key in ("input_tokens_dist", "output_tokens_dist", "turns"):
+        if getattr(w, key):
+            parse_length(getattr(w, key), f"{where}: workload.{key}", allow_dataset=has_data)
+    if w.dataset.format not in ("auto", "sharegpt", "openai-chat", "prompts"):
+        raise ConfigError(f"{where}: workload.dataset.format must be auto, sharegpt, openai-chat or prompts, "
+                          f"got {w.dataset.format!r}")
+    if w.dataset.path and w.prompt_source != "sonnets":
+        raise ConfigError(f"{where}: workload.dataset and workload.prompt_source (--prompts) both name a file; "
+                          "give one")
+    if w.think_time_s_mean < 0 or w.think_time_s_sd < 0:
+        raise ConfigError(f"{where}: workload.think_time_s_mean and _sd must be ≥ 0")
+    if not 0 <= w.shared_prefix_tokens <= 131072:
+        raise ConfigError(f"{where}: workload.shared_prefix_tokens must be 0 to 131072, got {w.shared_prefix_tokens}")
+    if not 1 <= w.prefix_groups <= 100_000:
+        raise ConfigError(f"{where}: workload.prefix_groups must be 1 to 100000, got {w.prefix_groups}")
 
 
 def check_url(url: str, where: str, need_v1: bool = True) -> None:

@@ -62,6 +62,7 @@ class WireRecord(msgspec.Struct, frozen=True, array_like=True):
     warmup: bool
     outlived_level: bool
     server_timing: dict[str, Any] | None
+    turn: int = 0
 
 
 def record_to_wire(r: RequestRecord, slot: int | None = None, concurrency: int | None = None) -> WireRecord:
@@ -70,7 +71,7 @@ def record_to_wire(r: RequestRecord, slot: int | None = None, concurrency: int |
                       r.concurrency if concurrency is None else concurrency, r.t_send_ns, r.t_headers_ns,
                       r.t_first_token_ns, r.t_end_ns, r.itl_ns.tobytes(), r.input_tokens, r.input_tokens_source,
                       r.output_tokens, r.output_tokens_source, r.content_chunks, r.finish_reason, r.http_status,
-                      r.error_kind, r.error_message, r.warmup, r.outlived_level, r.server_timing)
+                      r.error_kind, r.error_message, r.warmup, r.outlived_level, r.server_timing, r.turn)
 
 
 def record_from_wire(w: WireRecord) -> RequestRecord:
@@ -80,7 +81,7 @@ def record_from_wire(w: WireRecord) -> RequestRecord:
                          w.t_first_token_ns, w.t_end_ns, itl, w.input_tokens, w.input_tokens_source,
                          w.output_tokens, w.output_tokens_source, w.content_chunks, w.finish_reason,
                          w.http_status, w.error_kind, w.error_message, w.warmup, w.outlived_level,
-                         w.server_timing)
+                         w.server_timing, w.turn)
 
 
 # --- events: run → viewers -------------------------------------------------------------------------------

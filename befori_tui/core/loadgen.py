@@ -309,15 +309,25 @@ class LoadRunner:
             if self.paused:
                 await self._resume.wait()
                 continue
-            level = self.level
             rid = next(self._ids)
+            # The workload (core/prompts.py) says what this slot sends: its conversation's next turn, after
+            # the think time, or a request on its own. Asked before the record exists, so a stop while
+            # waiting leaves nothing half-sent.
+            prompt = await self.prompts.next_for_slot(slot, rid)
+            if prompt.think_s > 0:
+                await asyncio.sleep(prompt.think_s)  # cancelled at once by stop()
+                if self.paused:
+                    continue  # the turn is sent again after the pause
+            if self.stopping or slot >= self.concurrency:
+                break
+            level = self.level
             record = RequestRecord(rid, slot, level.index, level.concurrency)
+            record.turn = prompt.turn
             level.sent += 1
             if not level.drained:
                 level.sent_draining += 1
             # Sent while the old load drains: warm-up, and the level's own warm-up count starts after it.
             record.warmup = not level.drained or level.sent - level.sent_draining <= level.warmup_target
-            prompt = self.prompts.next(rid)
             record.t_send_ns = time.perf_counter_ns()  # the client sets the exact time again
             self.in_flight[rid] = record
             self.observer.on_request_start(record)
@@ -339,6 +349,7 @@ class LoadRunner:
             record.outlived_level = True
         if record.input_tokens_source == "usage" and record.input_tokens:
             self.prompts.observe_usage(prompt, record.input_tokens)
+        self.prompts.ended(record.slot, prompt, record.ok)
         level.records.append(record)
         if not record.warmup and not record.outlived_level:
             level.measured_done += 1

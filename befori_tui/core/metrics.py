@@ -304,3 +304,28 @@ def api_comparison(pricing: PricingConfig) -> list[dict]:
         }
         for a in pricing.compare
     ]
+
+
+def turn_stats(records: Sequence[RequestRecord]) -> list[dict]:
+    """Per turn of a conversation (1, 2, …), over the steady requests: how TTFT and the prompt grow as each
+    turn re-sends the history — what a server's prefix cache does shows here. Empty when no request was a
+    conversation's turn."""
+    by_turn: dict[int, list[RequestRecord]] = {}
+    for r in records:
+        if r.turn and r.steady and r.t_first_token_ns is not None:
+            by_turn.setdefault(r.turn, []).append(r)
+    out = []
+    for turn in sorted(by_turn):
+        rs = by_turn[turn]
+        row: dict = {"turn": turn, "requests": len(rs)}
+        _stats("ttft_s", np.array([r.ttft_s for r in rs], dtype=float), row)
+        n_in = [r.input_tokens for r in rs if r.input_tokens is not None]
+        if n_in:
+            row["input_tokens_mean"] = float(np.mean(n_in))
+        cached = [r.server_timing["cached_tokens"] for r in rs
+                  if r.server_timing and isinstance(r.server_timing.get("cached_tokens"), int)]
+        if cached:
+            row["cached_tokens_mean"] = float(np.mean(cached))  # the simulator's ground truth
+        out.append(row)
+    return out
+

@@ -46,6 +46,8 @@ class RequestRecord:
     outlived_level: bool = False
     # Server-side ground truth (the simulator sends it); keys are the server's own.
     server_timing: dict[str, Any] | None = None
+    # The turn's number in a conversation of several turns (1, 2, …); 0: a request on its own.
+    turn: int = 0
 
     @property
     def ok(self) -> bool:

@@ -26,7 +26,7 @@ from befori_tui.core.client import (
 from befori_tui.core.config import Config, redact_url
 from befori_tui.core.loadgen import LoadRunner
 from befori_tui.core.pool import auto_processes
-from befori_tui.core.metrics import api_comparison, summarize_level
+from befori_tui.core.metrics import api_comparison, summarize_level, turn_stats
 from befori_tui.core.optimum import optimum_for
 from befori_tui.core.observer import FanOut, RunObserver
 from befori_tui.core.prompts import PromptSource
@@ -93,6 +93,7 @@ class Session:
         prompts = PromptSource(self.cfg.workload)
         await phase("prompt sizes from /tokenize", self.endpoint.root_url + "/tokenize",
                     prompts.calibrate(self._http, self.endpoint.root_url, self.endpoint.model))
+        prompts.attach(self._http, self.endpoint.root_url, self.endpoint.model)  # long prompts, counted exactly
         self.prompt_count_source = prompts.count_source
         await self.writer.open()
         # The open loop runs in this process (config refuses load.rate with several load processes).
@@ -103,8 +104,9 @@ class Session:
             from befori_tui.core.worker import WorkerSpec
 
             specs = [WorkerSpec(self.cfg, self.endpoint.model, i, self.load_processes, self.max_slots,
-                                prompts.line_tokens if prompts.count_source == "tokenize" else None,
-                                prompts.count_source) for i in range(self.load_processes)]
+                                prompts.line_tokens if prompts.lines_counted else None,
+                                prompts.count_source, prompts.run_tag, prompts.head_tokens)
+                     for i in range(self.load_processes)]
             pool = LoadPool(specs, FanOut(self.writer, observer), ld.warmup_requests, on_note=on_note,
                             log_dir=runtime_dir(), on_empty=on_empty, on_decrease=ld.on_decrease)
             if on_phase is not None:
@@ -167,6 +169,9 @@ class Session:
                     "no GPU telemetry was read (see [telemetry])" if self.sampler is None
                     else "no GPU sample fell within the level")
             summary.update(self.runner.health.summary(lv.t_start_ns, lv.t_end_ns))
+            turns = turn_stats(lv.records)
+            if turns:
+                summary["turns"] = turns
             out.append(summary)
         return out
 

@@ -40,6 +40,8 @@ class WorkerSpec:
     max_slots: int
     line_tokens: list[float] | None = None  # the run's /tokenize counts of the prompt lines, when it had them
     count_source: str = "estimate"
+    run_tag: str = ""  # the run's prompt tag: every load process makes the same shared prefixes
+    head_tokens: float = 0.0  # a unique first line's tokens, as the run counted them
 
 
 class _Relay(NullObserver):
@@ -75,9 +77,14 @@ async def serve(spec: WorkerSpec, sock: socket.socket) -> None:
     # Its own draws of prompt and output lengths (seeded apart), the run's token counts of the lines.
     workload = replace(cfg.workload, seed=cfg.workload.seed + 1000 * (spec.index + 1))
     prompts = PromptSource(workload)
+    if spec.run_tag:
+        prompts.run_tag = spec.run_tag
     if spec.line_tokens is not None:
         prompts.line_tokens = list(spec.line_tokens)
         prompts.count_source = spec.count_source
+        prompts.lines_counted = True
+        prompts.head_tokens = spec.head_tokens
+    prompts.attach(http, endpoint.root_url, spec.model)
     out: deque = deque()
     relay = _Relay(out)
     runner = LoadRunner(StreamClient(http, endpoint, cfg.workload.ignore_eos, ld.timeout_s), prompts, relay,

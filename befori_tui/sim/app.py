@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from befori_tui.sim import tokenizer
-from befori_tui.sim.engine import TTFT_BUCKETS_S, Engine, Seq
+from befori_tui.sim.engine import TTFT_BUCKETS_S, Engine, Seq, block_hashes
 from befori_tui.sim.faults import RETRY_AFTER_S, STALL_S, FaultPlan, SimulatedDrop
 from befori_tui.sim.gpu import GpuModel
 from befori_tui.sim.profile import Profile
@@ -156,8 +156,8 @@ class SimServer:
         if name is not None and name not in (self.model, self.profile.name):
             raise ApiError(404, f"The model `{name}` does not exist.", "NotFoundError")
 
-    def _parse(self, body: bytes, chat: bool) -> tuple[dict[str, Any], int, int]:
-        """Validate a request as vLLM would; returns (request, prompt_tokens, max_tokens)."""
+    def _parse(self, body: bytes, chat: bool) -> tuple[dict[str, Any], int, int, tuple[int, ...]]:
+        """Validate a request as vLLM would; returns (request, prompt_tokens, max_tokens, prefix-cache blocks)."""
         try:
             req = json.loads(body)
         except ValueError:
@@ -171,19 +171,20 @@ class SimServer:
             messages = req.get("messages")
             if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
                 raise ApiError(400, "messages must be a non-empty list of objects")
-            prompt_tokens = len(tokenizer.chat_ids(messages))
+            ids = tokenizer.chat_ids(messages)
             max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
         else:
             prompt = req.get("prompt")
             if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
                 prompt = prompt[0]
             if isinstance(prompt, str):
-                prompt_tokens = len(tokenizer.prompt_ids(prompt))
+                ids = tokenizer.prompt_ids(prompt)
             elif isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-                prompt_tokens = len(prompt) + 1
+                ids = tokenizer.prompt_ids(prompt)
             else:
                 raise ApiError(400, "prompt must be a string or a list of token ids (one prompt per request)")
             max_tokens = req.get("max_tokens", 16)  # vLLM's default for completions
+        prompt_tokens = len(ids)
         max_len = self.profile.model.max_model_len
         if max_tokens is None:
             max_tokens = max_len - prompt_tokens  # vLLM's default for chat: the rest of the context
@@ -194,7 +195,8 @@ class SimServer:
                                 f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the "
                                 f"messages, {max_tokens} in the completion). Please reduce the length of the "
                                 f"messages or completion.")
-        return req, prompt_tokens, max_tokens
+        blocks = block_hashes(ids) if self.profile.engine.prefix_cache_tokens else ()
+        return req, prompt_tokens, max_tokens, blocks
 
     async def _generate(self, receive: Receive, send: Send, chat: bool) -> None:
         t_received_ns = time.perf_counter_ns()
@@ -207,7 +209,7 @@ class SimServer:
             if not msg.get("more_body", False):
                 break
         try:
-            req, prompt_tokens, max_tokens = self._parse(bytes(body), chat)
+            req, prompt_tokens, max_tokens, blocks = self._parse(bytes(body), chat)
         except ApiError as err:
             await _send_bytes(send, err.status, _error_body(err.status, err.message, err.kind))
             return
@@ -231,6 +233,7 @@ class SimServer:
             "fault": fault, "status": 200, "prompt_tokens": prompt_tokens, "max_tokens": max_tokens,
             "completion_tokens": 0, "finish_reason": None, "t_received_ns": t_received_ns,
             "t_admitted_ns": None, "t_first_token_ns": None, "t_last_token_ns": None, "completed": False,
+            "cached_tokens": 0,
         }
         if fault in ("http_500", "http_429"):
             status = 500 if fault == "http_500" else 429
@@ -244,7 +247,7 @@ class SimServer:
         # The frontend delay counts from arrival: reading and parsing the body is part of the frontend's work, so
         # it must not add to TTFT on top of the profile's figure (perf_counter and perf_counter_ns share a clock).
         ready_s = t_received_ns / 1e9 + self.profile.engine.frontend_ms / 1000.0 / self.time_scale
-        seq = Seq(request_id, prompt_tokens, target, reason, t_received_ns, ready_s)
+        seq = Seq(request_id, prompt_tokens, target, reason, t_received_ns, ready_s, blocks)
         engine.submit(seq)
         disconnected = asyncio.Event()
 
@@ -268,6 +271,7 @@ class SimServer:
             if not seq.finished:
                 seq.aborted = True
             rec["t_admitted_ns"] = seq.t_admitted_ns or None
+            rec["cached_tokens"] = seq.cached_tokens
             rec["completion_tokens"] = ctx.sent
             if ctx.sent == seq.target_tokens:
                 rec["finish_reason"] = seq.finish_reason
@@ -360,6 +364,10 @@ class SimServer:
                       e.stats.generation_tokens_total)
         yield counter("vllm:request_success", "Count of successfully processed requests.",
                       e.stats.requests_finished)
+        yield counter("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
+                      e.stats.prefix_cache_queries)
+        yield counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.",
+                      e.stats.prefix_cache_hits)
         h = HistogramMetricFamily("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
                                   labels=lab)
         cum, buckets = 0, []
@@ -410,11 +418,13 @@ class _Ctx:
         seq, rec = self.seq, self.rec
         rec["t_first_token_ns"], rec["t_last_token_ns"] = t_first_ns, t_last_ns
         return {"t_received_ns": seq.t_received_ns, "t_first_token_ns": t_first_ns, "t_last_token_ns": t_last_ns,
-                "request_id": seq.request_id, "t_admitted_ns": seq.t_admitted_ns or None}
+                "request_id": seq.request_id, "t_admitted_ns": seq.t_admitted_ns or None,
+                "prompt_tokens": seq.prompt_tokens, "cached_tokens": seq.cached_tokens}
 
-    def _usage(self, completion_tokens: int) -> dict[str, int]:
+    def _usage(self, completion_tokens: int) -> dict[str, Any]:
         p = self.seq.prompt_tokens
-        return {"prompt_tokens": p, "completion_tokens": completion_tokens, "total_tokens": p + completion_tokens}
+        return {"prompt_tokens": p, "completion_tokens": completion_tokens, "total_tokens": p + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": self.seq.cached_tokens}}
 
     def _text(self, start: int, stop: int) -> str:
         words = tokenizer.WORDS

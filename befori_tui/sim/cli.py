@@ -39,6 +39,8 @@ def _parser() -> _Parser:
     p.add_argument("--fault-rate", action="append", default=[], type=float, metavar="P",
                    help="the share of requests that get the --fault before it, 0 to 1 (no default: one per --fault)")
     p.add_argument("--seed", type=int, default=0, help="seed of the faults and the engine's draws (default 0)")
+    p.add_argument("--prefix-cache-tokens", type=int, metavar="N",
+                   help="prefix cache capacity in tokens (default: the profile's; 0: no prefix cache)")
     p.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="uvicorn's log level (default warning)")
     return p
 
@@ -69,6 +71,14 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, float]]:
         args.profile_obj = load_profile(args.profile)
     except ValueError as exc:
         raise _UsageError(f"argument --profile: {exc}") from None
+    if args.prefix_cache_tokens is not None:
+        if args.prefix_cache_tokens < 0:
+            raise _UsageError(f"argument --prefix-cache-tokens: must be ≥ 0, got {args.prefix_cache_tokens}")
+        import dataclasses
+
+        prof = args.profile_obj
+        args.profile_obj = dataclasses.replace(prof, engine=dataclasses.replace(
+            prof.engine, prefix_cache_tokens=args.prefix_cache_tokens))
     return args, faults
 
 

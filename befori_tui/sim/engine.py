@@ -9,6 +9,12 @@ chunks, sleep the step time, then wake all streams at once (one shared future pe
 A sequence whose prefill completes in a step gets its first token at the end of that step. Steps follow
 each other on an absolute timeline, so small delays in the loop do not add up; if the loop falls behind by
 more than a step it starts afresh and counts the lag (`EngineStats`).
+
+Prefix cache (as vLLM's automatic prefix caching): a prompt is hashed in blocks of PREFIX_BLOCK_TOKENS, each
+hash chained to the one before, so a block matches only behind the same prefix. When a sequence is admitted,
+its leading blocks found in the cache are not prefilled again (at least one token always is, as in vLLM);
+once its prefill is done its blocks join the cache, least recently used dropped past the profile's
+`prefix_cache_tokens`. Hits and queries are counted in tokens.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import asyncio
 import bisect
 import dataclasses
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from befori_tui.sim.profile import Profile
@@ -30,6 +37,19 @@ _SPIN_S = 0.0025
 # vLLM's buckets for vllm:time_to_first_token_seconds.
 TTFT_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
                   20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+
+
+PREFIX_BLOCK_TOKENS = 16  # vLLM's default KV block size
+
+
+def block_hashes(token_ids: Sequence[int]) -> tuple[int, ...]:
+    """Chained hashes of the prompt's full blocks: block i's hash stands for all tokens up to its end."""
+    out = []
+    h = 0
+    for i in range(0, len(token_ids) - PREFIX_BLOCK_TOKENS + 1, PREFIX_BLOCK_TOKENS):
+        h = hash((h, tuple(token_ids[i:i + PREFIX_BLOCK_TOKENS])))
+        out.append(h)
+    return tuple(out)
 
 
 async def sleep_until(deadline_s: float) -> None:
@@ -45,10 +65,11 @@ class Seq:
     """One request inside the engine. The HTTP handler reads `generated` and `finished` after each step."""
 
     __slots__ = ("request_id", "prompt_tokens", "target_tokens", "finish_reason", "ready_s", "t_received_ns",
-                 "t_admitted_ns", "t_first_gen_ns", "prefilled", "generated", "finished", "aborted")
+                 "t_admitted_ns", "t_first_gen_ns", "prefilled", "generated", "finished", "aborted", "blocks",
+                 "cached_tokens")
 
     def __init__(self, request_id: str, prompt_tokens: int, target_tokens: int, finish_reason: str,
-                 t_received_ns: int, ready_s: float) -> None:
+                 t_received_ns: int, ready_s: float, blocks: tuple[int, ...] = ()) -> None:
         self.request_id = request_id
         self.prompt_tokens = prompt_tokens
         self.target_tokens = target_tokens  # output length, decided on arrival (max_tokens or a seeded EOS)
@@ -61,6 +82,8 @@ class Seq:
         self.generated = 0
         self.finished = False
         self.aborted = False
+        self.blocks = blocks  # block_hashes() of the prompt, for the prefix cache
+        self.cached_tokens = 0  # prompt tokens the prefix cache served: not prefilled
 
 
 @dataclass(slots=True)
@@ -78,6 +101,8 @@ class EngineStats:
     gc_pauses: int = 0  # Python's cyclic GC stops the loop; counted so capacity runs can tell
     gc_pause_s_total: float = 0.0
     gc_pause_s_max: float = 0.0
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache (vLLM's counter of that name)
+    prefix_cache_hits: int = 0  # of those, tokens found there
 
 
 class Engine:
@@ -92,6 +117,8 @@ class Engine:
         self.stats = EngineStats()
         self.ttft_bucket_counts = [0] * (len(TTFT_BUCKETS_S) + 1)
         self.ttft_sum_s = 0.0
+        self.prefix_cache: OrderedDict[int, None] = OrderedDict()  # block hash → (), least recently used first
+        self.prefix_cache_blocks = profile.engine.prefix_cache_tokens // PREFIX_BLOCK_TOKENS
         self._work = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self.step_future: asyncio.Future[None] = self._loop.create_future()
@@ -138,7 +165,34 @@ class Engine:
             self.waiting.popleft()
             self.kv_reserved_tokens += need
             seq.t_admitted_ns = time.perf_counter_ns()
+            self._lookup(seq)
             self.running.append(seq)
+
+    def _lookup(self, seq: Seq) -> None:
+        """The prompt's leading blocks that are cached are not prefilled again."""
+        if not self.prefix_cache_blocks:
+            return
+        cache, hits = self.prefix_cache, 0
+        for h in seq.blocks:
+            if h not in cache:
+                break
+            cache.move_to_end(h)
+            hits += 1
+        seq.cached_tokens = min(hits * PREFIX_BLOCK_TOKENS, seq.prompt_tokens - 1)
+        seq.prefilled = seq.cached_tokens
+        self.stats.prefix_cache_queries += seq.prompt_tokens
+        self.stats.prefix_cache_hits += seq.cached_tokens
+        self.stats.prompt_tokens_total += seq.cached_tokens  # vLLM counts a prompt's cached tokens there too
+
+    def _remember(self, seq: Seq) -> None:
+        if not self.prefix_cache_blocks:
+            return
+        cache = self.prefix_cache
+        for h in seq.blocks:
+            cache[h] = None
+            cache.move_to_end(h)
+        while len(cache) > self.prefix_cache_blocks:
+            cache.popitem(last=False)
 
     def _finish(self, seq: Seq) -> None:
         seq.finished = True
@@ -213,6 +267,7 @@ class Engine:
             for s, chunk in prefill:
                 s.prefilled += chunk
                 if s.prefilled >= s.prompt_tokens:
+                    self._remember(s)
                     s.generated = 1
                     s.t_first_gen_ns = t_end_ns
                     emitted += 1

@@ -48,9 +48,12 @@ class SimProcess:
 
 
 def sim_command(profile: str = "dbrx-8xh100", time_scale: float = 1.0, faults: dict[str, float] | None = None,
-                seed: int = 0, host: str = "127.0.0.1", port: int | None = None) -> list[str]:
+                seed: int = 0, host: str = "127.0.0.1", port: int | None = None,
+                prefix_cache_tokens: int | None = None) -> list[str]:
     cmd = [*module_command("befori_tui.sim"), "--host", host, "--port", str(port or 0),
            "--profile", profile, "--time-scale", repr(float(time_scale)), "--seed", str(seed)]
+    if prefix_cache_tokens is not None:
+        cmd += ["--prefix-cache-tokens", str(prefix_cache_tokens)]
     for kind, rate in (faults or {}).items():
         cmd += ["--fault", kind, "--fault-rate", repr(float(rate))]
     return cmd
@@ -58,10 +61,11 @@ def sim_command(profile: str = "dbrx-8xh100", time_scale: float = 1.0, faults: d
 
 def start_sim(profile: str = "dbrx-8xh100", time_scale: float = 1.0, faults: dict[str, float] | None = None,
               seed: int = 0, host: str = "127.0.0.1", port: int | None = None,
-              ready_timeout_s: float = 20.0) -> SimProcess:
+              ready_timeout_s: float = 20.0, prefix_cache_tokens: int | None = None) -> SimProcess:
     """Start `python -m befori_tui.sim`, wait until /health answers; RuntimeError if it does not."""
     env = child_env()
-    proc = subprocess.Popen(sim_command(profile, time_scale, faults, seed, host, port), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(sim_command(profile, time_scale, faults, seed, host, port, prefix_cache_tokens),
+                            stdout=subprocess.PIPE,
                             text=True, env=env)
     deadline = time.monotonic() + ready_timeout_s
     found: list[str] = []

@@ -35,6 +35,9 @@ class EngineSpec:
     # seed's DBRX run did above 64. 0: no knee.
     knee_seqs: int = 0
     knee_ms_per_seq: float = 0.0
+    # Automatic prefix caching (vLLM's, on by default since V1): prompt blocks of PREFIX_BLOCK_TOKENS kept after
+    # their prefill, least recently used dropped past this many tokens; 0 turns it off. Optional in a profile.
+    prefix_cache_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
