@@ -13,6 +13,7 @@ from befori_tui.core.config import (
     ApiPrice,
     Config,
     ConfigError,
+    check_header,
     load_config,
     parse_int_list,
     parse_mean_sd,
@@ -38,6 +39,15 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
     g.add_argument("--server-metrics", metavar="URL|off", help="the server's Prometheus /metrics (default: <root>/metrics)")
     g.add_argument("--telemetry", metavar="SPEC", help="GPU telemetry: nvml | dcgm:URL | none (default: NVML if it loads)")
+    g.add_argument("--header", action="append", metavar="NAME:VALUE",
+                   help="an extra request header for a gateway (repeatable); NAME:env:VAR reads the value from "
+                        "the environment and never writes it anywhere")
+    g.add_argument("--ca-bundle", metavar="FILE", help="trust the CA certificates in this PEM file (https)")
+    g.add_argument("--client-cert", metavar="FILE[:KEY]", help="a client certificate (PEM), with its key file if apart")
+    g.add_argument("--insecure", action="store_true",
+                   help="do not verify the server's TLS certificate (said on screen and in the results)")
+    g.add_argument("--no-proxy", action="store_true",
+                   help="ignore HTTP_PROXY / HTTPS_PROXY / ALL_PROXY for the load (default: honour them, and NO_PROXY)")
     w = p.add_argument_group("workload")
     w.add_argument("--input-tokens", metavar="MEAN[:SD]", help="input tokens per request (default 550:150)")
     w.add_argument("--output-tokens", metavar="MEAN[:SD]", help="output tokens per request (default 150)")
@@ -77,6 +87,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 PLAIN_FLAGS = {
     "url": ("endpoint", "url"), "model": ("endpoint", "model"), "api": ("endpoint", "api"),
     "api_key_env": ("endpoint", "api_key_env"), "server_metrics": ("endpoint", "server_metrics"),
+    "ca_bundle": ("endpoint", "ca_bundle"), "client_cert": ("endpoint", "client_cert"),
     "telemetry": (None, "telemetry"),
     "prompts": ("workload", "prompt_source"), "seed": ("workload", "seed"),
     "requests_per_level": ("load", "requests_per_level"), "seconds_per_level": ("load", "seconds_per_level"),
@@ -103,6 +114,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
         w.ignore_eos = False
     if args.concurrency is not None:
         ld.concurrency = parse_int_list(args.concurrency, "--concurrency")
+    if args.insecure:
+        cfg.endpoint.verify = False
+    if args.no_proxy:
+        cfg.endpoint.proxy_from_env = False
+    for spec in args.header or []:
+        name, sep, value = spec.partition(":")
+        if not sep:
+            raise ConfigError("--header: expected NAME:VALUE or NAME:env:VAR (one was given without a ':')")
+        name, value = name.strip(), value.strip()
+        check_header(name, value, f"--header {name}")
+        cfg.endpoint.headers[name] = value
     if args.seconds_per_level is not None and args.requests_per_level is None:
         ld.requests_per_level = 0  # seconds alone decide, unless both are given
     if args.usd_per_hour is not None:

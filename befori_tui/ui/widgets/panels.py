@@ -71,6 +71,9 @@ class StatusBar(Static):
         where.append(str(info.get("model", "—")), "bold")
         where.append(" · ", dim)
         where.append(str(info.get("api", "—")))
+        if info.get("wire"):  # through a proxy, TLS not verified, gateway headers: the user must see it
+            where.append(" · ", dim)
+            where.append(str(info["wire"]), state_style if "NOT verified" in info["wire"] else dim)
         # Narrow: two lines, each cut at the edge. Wide: one line. Unchanged: not drawn again (every frame
         # calls this; what is sent to the terminal is what crosses a slow SSH link).
         key = (text.plain, where.plain, narrow, self.size, self.app.theme)
