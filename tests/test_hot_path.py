@@ -130,9 +130,9 @@ async def test_transport_plain_requests_and_errors(server):
         assert http._transport.connections_opened == 1
 
 
-async def test_transport_resends_once_when_a_kept_alive_connection_was_closed():
+async def test_transport_drops_a_kept_alive_connection_the_server_closed_before_sending():
     """A server that closes every connection after one reply (without saying so): the second request finds
-    the kept-alive connection closed, and goes out again on a new one."""
+    the kept-alive connection closed before it is sent, and goes out once on a new one."""
     served = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
