@@ -249,3 +249,28 @@ async def test_sse_line_ends_comments_event_lines_and_usage_only_chunk(sep, piec
     assert rec.content_chunks == 3 and rec.finish_reason == "stop"
     assert (rec.output_tokens, rec.output_tokens_source) == (3, "usage")
     assert (rec.input_tokens, rec.input_tokens_source) == (9, "usage")
+
+
+async def test_a_close_still_in_the_kernel_is_seen_before_the_send():
+    """The server's close has arrived in the kernel but the loop has not read it (here: reading is paused, as
+    when the loop has not polled since): the poll before reuse finds it, so the request goes out once on a new
+    connection instead of failing as no_reply."""
+    close_now = asyncio.Event()
+
+    async def handle(conn):
+        await conn.read_request()
+        await conn.send(reply(body=b"ok"))
+        if len(conn.server.requests) == 1:
+            await close_now.wait()
+
+    async with WireServer(handle) as srv, lean_client() as http:
+        assert (await http.get(srv.url())).text == "ok"
+        transport = http._transport
+        (conn,) = [c for idle in transport._idle.values() for c in idle]
+        conn.transport.pause_reading()
+        assert not conn.readable_now()
+        close_now.set()
+        await asyncio.sleep(0.05)  # the FIN is in the kernel; the loop does not read it
+        assert conn.usable and conn.readable_now()
+        assert (await http.get(srv.url())).text == "ok"
+        assert len(srv.requests) == 2 and transport.connections_opened == 2

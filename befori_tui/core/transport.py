@@ -14,8 +14,9 @@ keep-alive rules. What is left here is the part that makes the timing right:
   server will not keep (`Connection: close`, HTTP/1.0 without keep-alive) is closed and forgotten at the end
   of its reply, and one idle past the server's `Keep-Alive: timeout` is not reused;
 - a request is never sent twice (RFC 9112 §9.3.1: a POST is not idempotent). A kept-alive connection that the
-  server has closed is found before the send where the loop has seen its end; when the server closes it after
-  the send and before any reply byte, `NoReplyError` says so and the caller records it;
+  server has closed is found before the send: the loop has seen its end, or the kernel holds it (a poll of
+  the socket before reuse); when the server closes it after the send and before any reply byte,
+  `NoReplyError` says so and the caller records it;
 - a body left unread when the response is closed (a stream left right after `[DONE]`) is drained for
   `DRAIN_S` so its connection can be kept, else the connection is closed;
 - read timeouts with one timer per connection, re-armed per timeout period, not one per read;
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+import select
 import ssl
 import urllib.parse
 import urllib.request
@@ -279,6 +281,16 @@ class _Conn(asyncio.Protocol):
         return (not self.eof and not self.closed and self.transport is not None and not self.transport.is_closing()
                 and not self.busy and self.loop.time() < self.reusable_until_s)
 
+    def readable_now(self) -> bool:
+        """Bytes or the peer's close waiting in the kernel for this idle connection, not yet seen by the loop:
+        either way it cannot carry the next request (as urllib3 checks a pooled connection before reuse)."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        poller = select.poll()  # poll, not select: a busy run has descriptors above FD_SETSIZE
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -450,7 +462,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()  # LIFO: the warmest connection
-            if conn.usable:
+            if conn.usable and not conn.readable_now():
                 return conn
             conn.close()
         return None
