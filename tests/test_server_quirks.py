@@ -20,7 +20,8 @@ EXPECTED = {
     "vllm.http": ("completions", 6, "length", (6, "usage"), (11, "usage")),
     "sglang.http": ("chat", 5, "length", (5, "usage"), (21, "usage")),
     "tgi.http": ("chat", 4, "length", (4, "usage"), (15, "usage")),
-    "llamacpp.http": ("chat", 4, "length", (4, "usage"), (13, "usage")),
+    "llamacpp-captured-chat.http": ("chat", 5, "length", (5, "usage"), (31, "usage")),
+    "llamacpp-captured-completions.http": ("completions", 5, "length", (5, "usage"), (9, "usage")),
     # No usage: output from timings.predicted_n; input stays the client's own count (prompt_n leaves out cache).
     "llamacpp-timings-only.http": ("completions", 3, "length", (3, "timings"), (5, "estimate")),
     "ollama.http": ("chat", 4, "length", (4, "usage"), (26, "usage")),
