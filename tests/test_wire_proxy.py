@@ -102,3 +102,13 @@ async def test_bench_says_a_proxy_carried_the_load(clean_env, tmp_path):
     assert data["endpoint"]["proxy"] == f"http://127.0.0.1:{proxy.port}"
     for text in (out.read_text(), out.with_suffix(".jsonl").read_text(), stdout.decode(), stderr.decode()):
         assert "pw-PROXY-77" not in text
+
+
+async def test_an_https_proxy_url_is_said_to_be_unsupported(clean_env):
+    from befori_tui.core.client import ClientSetupError, listed_models, make_http_client
+
+    clean_env.setenv("HTTP_PROXY", "https://u:pw-x@127.0.0.1:9")
+    endpoint = Endpoint("http://127.0.0.1:9/v1", "completions", "m", "")
+    async with make_http_client(endpoint, 1, 5.0, 2.0) as http:
+        with pytest.raises(ClientSetupError, match=r"proxy https://127.0.0.1:9: only http:// proxies are supported"):
+            await listed_models(http, endpoint.base_url)

@@ -8,7 +8,8 @@ import ssl
 import pytest
 import trustme
 
-from befori_tui.core.client import ClientSetupError, Endpoint, StreamClient, make_http_client, wire_note
+from befori_tui.core.client import (ClientSetupError, Endpoint, StreamClient, listed_models, make_http_client,
+                                    wire_note)
 from befori_tui.core.prompts import Prompt
 from befori_tui.core.records import RequestRecord
 from tests.wire_server import SSE_HEAD, WireServer, chunked, cmpl, models_or
@@ -70,6 +71,10 @@ async def test_ca_bundle_and_sni(ca, pki):
         # Without the bundle the certificate is not trusted: a connect failure that says TLS.
         rec = await one_request(Endpoint(url, "completions", "m", ""))
         assert rec.error_kind == "connect" and "TLS" in rec.error_message and "CERTIFICATE_VERIFY_FAILED" in rec.error_message
+        # Before a run, the same is one line that names the options.
+        async with make_http_client(Endpoint(url, "completions", "m", ""), 1, 5.0, 2.0) as http:
+            with pytest.raises(ClientSetupError, match="CERTIFICATE_VERIFY_FAILED.*--ca-bundle, --client-cert, --insecure"):
+                await listed_models(http, url)
 
 
 async def test_insecure_accepts_any_certificate_and_says_so(ca, pki):

@@ -24,7 +24,7 @@ from befori_tui.core.config import Config, header_values, redact_url
 from befori_tui.core.prompts import Prompt
 from befori_tui.core.records import RequestRecord
 from befori_tui.core.sse import SSEError, SSEParser
-from befori_tui.core.transport import LeanTransport, NoReplyError, proxy_display
+from befori_tui.core.transport import LeanTransport, NoReplyError, environment_proxy, proxy_display
 
 ERROR_BODY_BYTES = 512  # how much of an error reply to keep in the record
 MAX_ERROR_MESSAGE = 300
@@ -104,10 +104,15 @@ def make_http_client(endpoint: Endpoint, slots: int, timeout_s: float, connect_t
     return httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout, trust_env=False, transport=transport)
 
 
+def load_proxy(endpoint: Endpoint) -> str | None:
+    """The proxy URL (credentials included: not for display) that carries the load, or None."""
+    return environment_proxy(httpx.URL(endpoint.base_url)) if endpoint.proxy_from_env else None
+
+
 def wire_note(endpoint: Endpoint) -> str:
     """What carries the load when it is not a plain direct connection: for the start line and the screen."""
     parts = []
-    proxy = LeanTransport(proxy_from_env=endpoint.proxy_from_env).proxy_for(httpx.URL(endpoint.base_url))
+    proxy = load_proxy(endpoint)
     if proxy:
         parts.append(f"through the proxy {proxy_display(proxy)}")
     if endpoint.base_url.startswith("https:") and not endpoint.verify:
@@ -119,7 +124,7 @@ def wire_note(endpoint: Endpoint) -> str:
 
 def wire_facts(endpoint: Endpoint) -> dict:
     """The same for the results file: proxy URL without credentials, TLS options, header names (no values)."""
-    proxy = LeanTransport(proxy_from_env=endpoint.proxy_from_env).proxy_for(httpx.URL(endpoint.base_url))
+    proxy = load_proxy(endpoint)
     return {"proxy": proxy_display(proxy) if proxy else "", "proxy_from_env": endpoint.proxy_from_env,
             "tls_verify": endpoint.verify, "ca_bundle": endpoint.ca_bundle,
             "client_cert": endpoint.client_cert, "headers": sorted(endpoint.headers)}
@@ -131,7 +136,12 @@ async def listed_models(client: httpx.AsyncClient, base_url: str) -> list[str]:
     try:
         resp = await client.get(url)
     except httpx.HTTPError as exc:
-        raise ClientSetupError(f"{redact_url(url)}: cannot reach the server ({type(exc).__name__})") from None
+        detail = type(exc).__name__
+        if isinstance(exc, (httpx.ConnectError, httpx.ProxyError)):
+            detail += f": {exc}"  # the OS, TLS or proxy reason; never holds credentials
+        if "TLS" in detail:
+            detail += "; see --ca-bundle, --client-cert, --insecure"
+        raise ClientSetupError(f"{redact_url(url)}: cannot reach the server ({detail})") from None
     if resp.status_code != 200:
         raise ClientSetupError(f"{redact_url(url)}: HTTP {resp.status_code}; set endpoint.model or --model")
     try:
