@@ -358,3 +358,16 @@ async def test_the_cost_panel_names_a_price_that_is_not_the_users_only(source, e
         assert "--usd-per-hour" not in text and "default" not in text, text
         if expected:
             assert expected in text, text
+
+
+async def test_the_header_says_what_carries_the_load():
+    """A proxy, TLS not verified, gateway headers (names only): on the endpoint line, as the start line says."""
+    from befori_tui.core import events as ev
+
+    app = fixed_app()
+    async with app.run_test(size=(200, 30)) as pilot:
+        wire = "through the proxy http://10.0.0.5:3128 · TLS certificate NOT verified (--insecure) · headers X-Tenant"
+        app.model.apply(ev.Ready("https://gw.example.test/v1", "m", "chat", "usage", wire=wire))
+        app.status.refresh_status(False)
+        await pilot.pause(0.1)
+        assert wire in " ".join(_plain(app.status.content).split())  # (the 160-column console wraps it)
