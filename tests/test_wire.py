@@ -14,12 +14,18 @@ import pytest
 from befori_tui.core.client import Endpoint, StreamClient, make_http_client
 from befori_tui.core.prompts import Prompt
 from befori_tui.core.records import RequestRecord
-from befori_tui.core.transport import LeanTransport, NoReplyError
+from befori_tui.core.transport import PROBATION_S, LeanTransport, NoReplyError
 from tests.wire_server import SSE_HEAD, WireServer, chunked, cmpl, models_or, reply
+from tests.wire_server import chunked as chunked_body
 
 
 def lean_client(**kw) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=LeanTransport(), timeout=httpx.Timeout(5.0, **kw))
+
+
+async def past_probation() -> None:
+    """A server's first kept-alive connection is reused only once it has stayed open PROBATION_S."""
+    await asyncio.sleep(PROBATION_S + 0.05)
 
 
 # --- connections ------------------------------------------------------------------------------------------
@@ -61,6 +67,7 @@ async def test_http_1_0_replies():
         assert (r.http_version, r.text) == ("HTTP/1.0", "hello, world")
         assert http._transport.open_connections == 0
         assert (await http.get(srv.url())).text == "kept"
+        await past_probation()
         assert (await http.get(srv.url())).text == "again"
         assert http._transport.connections_opened == 2
 
@@ -81,6 +88,7 @@ async def test_a_request_is_never_sent_twice():
 
     async with WireServer(handle) as srv, lean_client() as http:
         assert (await http.get(srv.url())).text == "first"
+        await past_probation()
         with pytest.raises(NoReplyError):
             await http.post(srv.url(), content=b'{"n": 2}')
         assert len(srv.requests) == 2  # two requests sent, two read: nothing re-sent
@@ -143,6 +151,8 @@ async def test_keep_alive_connections_are_reused():
             await conn.send(reply(body=b"ok", headers="keep-alive: timeout=30\r\n"))
 
     async with WireServer(handle) as srv, lean_client() as http:
+        assert (await http.get(srv.url())).text == "ok"
+        await past_probation()
         for _ in range(5):
             assert (await http.get(srv.url())).text == "ok"
         assert http._transport.connections_opened == 1 and srv.connections == 1
@@ -265,6 +275,7 @@ async def test_a_close_still_in_the_kernel_is_seen_before_the_send():
 
     async with WireServer(handle) as srv, lean_client() as http:
         assert (await http.get(srv.url())).text == "ok"
+        await past_probation()
         transport = http._transport
         (conn,) = [c for idle in transport._idle.values() for c in idle]
         conn.transport.pause_reading()
@@ -274,3 +285,39 @@ async def test_a_close_still_in_the_kernel_is_seen_before_the_send():
         assert conn.usable and conn.readable_now()
         assert (await http.get(srv.url())).text == "ok"
         assert len(srv.requests) == 2 and transport.connections_opened == 2
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+async def test_a_server_that_closes_right_after_each_reply_loses_no_request(chunked):
+    """As llama.cpp's server does after every streamed reply: it closes ~2 ms after the reply without saying
+    so. Requests sent back to back never go out on such a connection: the first one after a reply waits on
+    probation, is seen to close, and the server's connections are not reused after such replies."""
+    async def handle(conn):
+        await conn.read_request()
+        if chunked:
+            await conn.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunked_body(b"ok"))
+        else:
+            await conn.send(reply(body=b"ok", headers="keep-alive: timeout=5, max=100\r\n"))
+        await asyncio.sleep(0.002)
+        # (returns: the connection is closed, without Connection: close and without reading more)
+
+    async with WireServer(handle) as srv, lean_client() as http:
+        for _ in range(30):
+            assert (await http.get(srv.url())).text == "ok"
+        await asyncio.sleep(0.1)
+        for _ in range(30):
+            assert (await http.get(srv.url())).text == "ok"
+        assert len(srv.requests) == 60 and http._transport.connections_opened == 60
+
+
+async def test_a_server_that_keeps_connections_is_reused_after_the_probation():
+    async def handle(conn):
+        while await conn.read_request() is not None:
+            await conn.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunked_body(b"ok"))
+
+    async with WireServer(handle) as srv, lean_client() as http:
+        assert (await http.get(srv.url())).text == "ok"
+        await asyncio.sleep(0.1)  # the first connection's probation ends: the server keeps it
+        for _ in range(20):
+            assert (await http.get(srv.url())).text == "ok"
+        assert http._transport.connections_opened == 1

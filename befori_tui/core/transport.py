@@ -12,7 +12,9 @@ keep-alive rules. What is left here is the part that makes the timing right:
   `HIGH_WATER_BYTES` so a fast server cannot fill memory;
 - kept-alive connections reused LIFO, no limit (the slots bound the number in flight); a connection the
   server will not keep (`Connection: close`, HTTP/1.0 without keep-alive) is closed and forgotten at the end
-  of its reply, and one idle past the server's `Keep-Alive: timeout` is not reused;
+  of its reply, and one idle past the server's `Keep-Alive: timeout` is not reused. A server that closes
+  connections right after a reply without saying so is found by the first such connection's probation
+  (`PROBATION_S`), and its connections are not reused after that kind of reply;
 - a request is never sent twice (RFC 9112 §9.3.1: a POST is not idempotent). A kept-alive connection that the
   server has closed is found before the send: the loop has seen its end, or the kernel holds it (a poll of
   the socket before reuse); when the server closes it after the send and before any reply byte,
@@ -46,6 +48,11 @@ HIGH_WATER_BYTES = 1 << 20
 MAX_HEAD_BYTES = 64 << 10
 DRAIN_S = 0.2
 KEEP_ALIVE_MARGIN_S = 1.0  # a connection is not reused this close to the server's Keep-Alive timeout
+# A server's first kept-alive connection after each kind of reply (chunked, or not) waits this long before it
+# is reused: still open then, the server keeps such connections; closed, it closes them after such replies
+# without saying so (llama.cpp's server does after every streamed reply, ~2 ms later), and they are never
+# reused. Without the wait, a request sent in those ~2 ms would be lost (bench/README.md, "Transport choice").
+PROBATION_S = 0.05
 
 
 class NoReplyError(httpx.RemoteProtocolError):
@@ -122,6 +129,7 @@ class _Conn(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
         self.framed = False  # Content-Length or chunked: the end of the body is known without the close
+        self.chunked = False
         self.keep_alive = False
         self.body = bytearray()
         self.done = False  # the reply is complete
@@ -190,10 +198,12 @@ class _Conn(asyncio.Protocol):
         self.version = b"HTTP/" + self.parser.get_http_version().encode()
         self.keep_alive = self.parser.should_keep_alive()
         self.framed = status in (204, 304)
+        self.chunked = False
         for name, value in self.headers:
             lname = name.lower()
             if lname in (b"content-length", b"transfer-encoding"):
                 self.framed = True
+                self.chunked = self.chunked or b"chunked" in value.lower()
             elif lname == b"keep-alive":
                 for part in value.split(b","):
                     k, _, v = part.strip().partition(b"=")
@@ -285,8 +295,8 @@ class _Conn(asyncio.Protocol):
         """Bytes or the peer's close waiting in the kernel for this idle connection, not yet seen by the loop:
         either way it cannot carry the next request (as urllib3 checks a pooled connection before reuse)."""
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        if sock is None:
-            return False
+        if sock is None or sock.fileno() < 0:
+            return sock is not None  # a socket already closed: as good as readable
         poller = select.poll()  # poll, not select: a busy run has descriptors above FD_SETSIZE
         poller.register(sock.fileno(), select.POLLIN)
         return bool(poller.poll(0))
@@ -366,6 +376,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle: dict[tuple, list[_Conn]] = {}
         self._all: set[_Conn] = set()
         self.max_idle = max_idle
+        # (scheme, host, port, chunked) → whether the server keeps a connection after such a reply; absent:
+        # not known yet (the first such connection is on probation: PROBATION_S).
+        self._reuse: dict[tuple, bool] = {}
+        self._probation: set[_Conn] = set()  # released while their kind is not known yet
+        self._shut = False
         self.proxy_from_env = proxy_from_env
         self._fixed_proxy = proxy
         self._proxies: dict[tuple, _Proxy | None] = {}
@@ -452,6 +467,30 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._all.discard(conn)
 
     def _release(self, conn: _Conn) -> None:
+        kind = (*conn.key, conn.chunked)
+        keeps = self._reuse.get(kind)
+        if keeps is False:
+            conn.close()
+        elif keeps is None:  # not known yet: this one waits, and tells
+            self._probation.add(conn)
+            asyncio.get_running_loop().call_later(PROBATION_S, self._end_probation, conn, kind)
+        else:
+            self._pool(conn)
+
+    def _end_probation(self, conn: _Conn, kind: tuple) -> None:
+        self._probation.discard(conn)
+        if self._shut:
+            return  # the transport was closed meanwhile: nothing learnt
+        if conn.eof or conn.readable_now():  # the server closed it (or sent what was not asked for)
+            self._reuse[kind] = False  # one such close is enough: never reused after this kind of reply
+            conn.close()
+        elif not conn.usable or self._reuse.get(kind) is False:  # e.g. past a Keep-Alive timeout under 1 s
+            conn.close()
+        else:
+            self._reuse[kind] = True
+            self._pool(conn)
+
+    def _pool(self, conn: _Conn) -> None:
         idle = self._idle.setdefault(conn.key, [])
         if len(idle) < self.max_idle:
             idle.append(conn)
@@ -514,6 +553,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                               extensions={"http_version": conn.version})
 
     async def aclose(self) -> None:
+        self._shut = True
         for conn in list(self._all):
             conn.close()
         self._all.clear()
