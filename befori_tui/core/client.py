@@ -100,7 +100,11 @@ def make_http_client(endpoint: Endpoint, slots: int, timeout_s: float, connect_t
     timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
     # LeanTransport: httpx's own transport and aiohttp both added TTFT and CPU at 64+ streams (bench/README.md,
     # "Transport choice"). It reads proxies from the environment itself, so httpx's trust_env stays off.
-    transport = LeanTransport(verify=ssl_context(endpoint), proxy_from_env=endpoint.proxy_from_env)
+    # The TLS context is built now when asked for (a bad file is one line before anything runs), else on the
+    # first https connection (loading the default roots costs ~20 ms).
+    wants_tls = endpoint.base_url.startswith("https:") or endpoint.ca_bundle or endpoint.client_cert
+    verify = ssl_context(endpoint) if wants_tls else True
+    transport = LeanTransport(verify=verify, proxy_from_env=endpoint.proxy_from_env)
     return httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout, trust_env=False, transport=transport)
 
 
