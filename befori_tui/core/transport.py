@@ -379,7 +379,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         # (scheme, host, port, chunked) → whether the server keeps a connection after such a reply; absent:
         # not known yet (the first such connection is on probation: PROBATION_S).
         self._reuse: dict[tuple, bool] = {}
-        self._probation: set[_Conn] = set()  # released while their kind is not known yet
+        self._probation: dict[tuple, _Conn] = {}  # kind → the connection that tells whether the server keeps it
         self._shut = False
         self.proxy_from_env = proxy_from_env
         self._fixed_proxy = proxy
@@ -469,22 +469,24 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def _release(self, conn: _Conn) -> None:
         kind = (*conn.key, conn.chunked)
         keeps = self._reuse.get(kind)
-        if keeps is False:
-            conn.close()
-        elif keeps is None:  # not known yet: this one waits, and tells
-            self._probation.add(conn)
-            asyncio.get_running_loop().call_later(PROBATION_S, self._end_probation, conn, kind)
-        else:
+        if keeps:
             self._pool(conn)
+        elif keeps is False:
+            conn.close()
+        elif kind not in self._probation:  # not known yet: this one waits, and tells
+            self._probation[kind] = conn
+            asyncio.get_running_loop().call_later(PROBATION_S, self._end_probation, conn, kind)
+        else:  # one is on probation already: closed, not pooled (requests in these 50 ms open their own)
+            conn.close()
 
     def _end_probation(self, conn: _Conn, kind: tuple) -> None:
-        self._probation.discard(conn)
+        self._probation.pop(kind, None)
         if self._shut:
             return  # the transport was closed meanwhile: nothing learnt
         if conn.eof or conn.readable_now():  # the server closed it (or sent what was not asked for)
-            self._reuse[kind] = False  # one such close is enough: never reused after this kind of reply
+            self._reuse[kind] = False  # never reused after this kind of reply
             conn.close()
-        elif not conn.usable or self._reuse.get(kind) is False:  # e.g. past a Keep-Alive timeout under 1 s
+        elif not conn.usable:  # e.g. past a Keep-Alive timeout under 1 s: nothing learnt
             conn.close()
         else:
             self._reuse[kind] = True
