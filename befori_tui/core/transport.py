@@ -26,8 +26,8 @@ keep-alive rules. What is left here is the part that makes the timing right:
 - an HTTP proxy: absolute-form requests for http:// targets, a CONNECT tunnel (then TLS inside it) for
   https:// ones, Basic credentials from the proxy URL.
 
-Not supported: HTTP/2, https:// proxy URLs (TLS to the proxy itself), 100-continue, request bodies that are
-not in memory (httpx hands them over as a stream; it is joined first, fine for JSON requests).
+Not supported: HTTP/2, https:// proxy URLs (TLS to the proxy itself), HEAD requests (llhttp would wait for
+the body a Content-Length announces), 100-continue, request bodies that are not in memory (httpx hands them over as a stream; it is joined first, fine for JSON requests).
 """
 
 from __future__ import annotations
@@ -369,8 +369,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
     direct_requests = True  # core/client.py hands it the streamed POST without AsyncClient.send's layers
 
     def __init__(self, verify: bool | ssl.SSLContext = True, max_idle: int = 1024,
-                 proxy_from_env: bool = False, proxy: str | None = None) -> None:
-        """`proxy`: one proxy URL for every request; else, with `proxy_from_env`, the environment's, per URL."""
+                 proxy_from_env: bool = False) -> None:
+        """`proxy_from_env`: the environment's proxy for each URL (environment_proxy), else none."""
         self._verify = verify
         self._ssl: ssl.SSLContext | None = None
         self._idle: dict[tuple, list[_Conn]] = {}
@@ -382,7 +382,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._probation: dict[tuple, _Conn] = {}  # kind → the connection that tells whether the server keeps it
         self._shut = False
         self.proxy_from_env = proxy_from_env
-        self._fixed_proxy = proxy
         self._proxies: dict[tuple, _Proxy | None] = {}
         self.connections_opened = 0  # for tests and benchmarks: keep-alive should keep this near the slots
 
@@ -393,8 +392,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def proxy_for(self, url: httpx.URL) -> str | None:
         """The proxy URL (with any credentials) that carries requests to `url`, or None."""
-        if self._fixed_proxy:
-            return self._fixed_proxy
         return environment_proxy(url) if self.proxy_from_env else None
 
     def _proxy(self, key: tuple, url: httpx.URL) -> _Proxy | None:
