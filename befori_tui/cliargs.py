@@ -13,6 +13,7 @@ from befori_tui.core.config import (
     ApiPrice,
     Config,
     ConfigError,
+    check_header,
     load_config,
     parse_int_list,
     redact_url,
@@ -43,6 +44,15 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                                                         "no key is sent)")
     g.add_argument("--server-metrics", metavar="URL|off", help="the server's Prometheus /metrics (default: <root>/metrics)")
     g.add_argument("--telemetry", metavar="SPEC", help="GPU telemetry: nvml | dcgm:URL | none (default: NVML if it loads)")
+    g.add_argument("--header", action="append", metavar="NAME:VALUE",
+                   help="an extra request header for a gateway (repeatable); NAME:env:VAR reads the value from "
+                        "the environment and never writes it anywhere")
+    g.add_argument("--ca-bundle", metavar="FILE", help="trust the CA certificates in this PEM file (https)")
+    g.add_argument("--client-cert", metavar="FILE[:KEY]", help="a client certificate (PEM), with its key file if apart")
+    g.add_argument("--insecure", action="store_true",
+                   help="do not verify the server's TLS certificate (said on screen and in the results)")
+    g.add_argument("--no-proxy", action="store_true",
+                   help="ignore HTTP_PROXY / HTTPS_PROXY / ALL_PROXY for the load (default: honour them, and NO_PROXY)")
     w = p.add_argument_group("workload")
     wd = d.workload
     w.add_argument("--input-tokens", metavar="DIST",
@@ -146,6 +156,7 @@ def undocumented_defaults(p: argparse.ArgumentParser) -> list[str]:
 PLAIN_FLAGS = {
     "url": ("endpoint", "url"), "model": ("endpoint", "model"), "api": ("endpoint", "api"),
     "api_key_env": ("endpoint", "api_key_env"), "server_metrics": ("endpoint", "server_metrics"),
+    "ca_bundle": ("endpoint", "ca_bundle"), "client_cert": ("endpoint", "client_cert"),
     "telemetry": (None, "telemetry"), "gpu_detail": (None, "gpu_detail"),
     "prompts": ("workload", "prompt_source"), "seed": ("workload", "seed"),
     "turns": ("workload", "turns"), "shared_prefix_tokens": ("workload", "shared_prefix_tokens"),
@@ -196,6 +207,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
             raise ConfigError(f"--rate: expected requests per second, comma-separated, got {args.rate!r}") from None
         if not ld.rate or any(not r > 0 for r in ld.rate):
             raise ConfigError(f"--rate: every rate must be > 0 requests per second, got {args.rate!r}")
+    if args.insecure:
+        cfg.endpoint.verify = False
+    if args.no_proxy:
+        cfg.endpoint.proxy_from_env = False
+    for spec in args.header or []:
+        name, sep, value = spec.partition(":")
+        if not sep:
+            raise ConfigError("--header: expected NAME:VALUE or NAME:env:VAR (one was given without a ':')")
+        name, value = name.strip(), value.strip()
+        check_header(name, value, f"--header {name}")
+        cfg.endpoint.headers[name] = value
     if args.seconds_per_level is not None and args.requests_per_level is None:
         ld.requests_per_level = 0  # seconds alone decide, unless both are given
     if args.usd_per_hour is not None:

@@ -241,7 +241,8 @@ def progress_printer(cfg: Config):
             # A price the user did not set says so before any figure rests on it.
             price = price_note(cfg.pricing)
             print(f"endpoint {event.url} · model {event.model} · api {event.api}"
-                  f" · prompts sized by {event.prompt_count_source}" + (f" · {price}" if price else ""),
+                  f" · prompts sized by {event.prompt_count_source}" + (f" · {event.wire}" if event.wire else "")
+                  + (f" · {price}" if price else ""),
                   file=sys.stderr, flush=True)
         elif t in (ev.Note, ev.SweepNote):
             print(event.text, file=sys.stderr, flush=True)
@@ -305,6 +306,7 @@ def bench_main(args, cfg: Config) -> int:
                   file=sys.stderr, flush=True)
             sim = stack.enter_context(start_sim(profile=args.profile, time_scale=args.time_scale))
             cfg.endpoint.url = sim.base_url
+            cfg.endpoint.proxy_from_env = False  # our own simulator on loopback: never through a proxy
             # The simulator's /metrics carries DCGM-style series for its simulated GPUs.
             cfg.telemetry = cfg.telemetry or f"dcgm:{sim.root_url}/metrics"
             simulated = True

@@ -11,6 +11,12 @@ about 100–120 ms and every stream gets a token every 20 ms) serves, in turn an
   pty is driven —, its raw JSONL read afterwards,
 - `headless` (not by default): befori-tui's Session on a plain asyncio loop in this process — the load loop
   alone, without the run process around it; `uvloop`: the same on uvloop.
+- transports (not by default; each the in-process Session with one load process, only the HTTP client under
+  it changed): `lean` — core/transport.py's LeanTransport, what befori-tui uses; `httpx` — httpx's own
+  transport (httpcore, h11), through AsyncClient.stream as a plain httpx user would; `aiohttp` —
+  bench/aiohttp_transport.py, aiohttp's ClientSession under the same direct path as `lean`. For these the
+  client's CPU seconds per 1,000 requests are measured too (this process's CPU over the load's seconds, the
+  sim being another process), and the table gives each one's ratio to `lean` in the same run.
 
 Per request, against the simulator's `befori_sim` timestamps (same CLOCK_MONOTONIC as perf_counter_ns):
 - TTFT excess = (client first token − client send) − (server first token − server received),
@@ -23,6 +29,7 @@ processes — to the other (unless --no-pin), as on a 2-core client box.
     .venv/bin/python bench/fidelity.py                                   # c = 1 64 256 512, 3 runs each
     .venv/bin/python bench/fidelity.py --concurrency 64 --runs 1 --seconds 5
     .venv/bin/python bench/fidelity.py --concurrency 64 --runs 2 --modes ref bench headless --seconds 6
+    .venv/bin/python bench/fidelity.py --modes lean httpx aiohttp --runs 3   # the transport choice
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import httpx  # noqa: E402
 import tomli_w  # noqa: E402
 
 import reference_client  # noqa: E402
@@ -101,10 +109,43 @@ def _from_records(records, extra: dict[str, Any] | None = None) -> list[dict[str
 async def _headless(url: str, c: int, seconds: float, out: Path, workers: int = 0) -> tuple[list[dict], dict]:
     session = Session(_cfg(url, c, workers), out)
     runner = await session.open()
+    cpu0_s = time.process_time()
     runner.start(c)
     await asyncio.sleep(seconds)
+    cpu_s = time.process_time() - cpu0_s
+    done = sum(1 for r in session.all_records() if r.t_end_ns is not None)
     await session.close()
-    return _from_records(session.all_records()), _health(session)
+    health = _health(session)
+    if done:
+        health["cpu_s_per_1k"] = cpu_s / done * 1000
+    return _from_records(session.all_records()), health
+
+
+TRANSPORTS = ("lean", "httpx", "aiohttp")
+
+
+def run_transport(kind: str, url: str, c: int, seconds: float, out: Path) -> tuple[list[dict], dict]:
+    """The in-process Session (one load process) with its HTTP client's transport swapped."""
+    from befori_tui.core import client as client_mod
+    from befori_tui.core import session as session_mod
+
+    original = client_mod.make_http_client
+
+    def make(endpoint, slots, timeout_s, connect_timeout_s):
+        http = original(endpoint, slots, timeout_s, connect_timeout_s)
+        if kind == "httpx":
+            limits = httpx.Limits(max_connections=slots + 8, max_keepalive_connections=slots + 8)
+            http._transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+        elif kind == "aiohttp":
+            from aiohttp_transport import AiohttpTransport
+            http._transport = AiohttpTransport()
+        return http
+
+    session_mod.make_http_client = make
+    try:
+        return asyncio.run(_headless(url, c, seconds, out, workers=1))
+    finally:
+        session_mod.make_http_client = original
 
 
 def _health(session) -> dict:
@@ -193,6 +234,8 @@ def one_run(mode: str, sim, model: str, c: int, seconds: float, warmup_s: float,
     out = Path(tmp) / f"{mode}-{c}-{i}.toml"
     if mode == "ref":
         recs, health = run_ref(sim.root_url, model, c, seconds)
+    elif mode in TRANSPORTS:
+        recs, health = run_transport(mode, sim.base_url, c, seconds, out)
     elif mode in ("headless", "uvloop"):
         recs, health = run_headless(sim.base_url, c, seconds, out, use_uvloop=mode == "uvloop")
     else:
@@ -202,14 +245,19 @@ def one_run(mode: str, sim, model: str, c: int, seconds: float, warmup_s: float,
     return res
 
 
-KEYS = ("ttft_ms_p50", "ttft_ms_p90", "itl_ms_p50")
+KEYS = ("ttft_ms_p50", "ttft_ms_p90", "itl_ms_p50", "cpu_s_per_1k")
+
+
+def _median(values) -> float:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 64, 256, 512])
     p.add_argument("--modes", nargs="+", default=["ref", "bench", "tui"],
-                   choices=["ref", "bench", "tui", "headless", "uvloop"])
+                   choices=["ref", "bench", "tui", "headless", "uvloop", *TRANSPORTS])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--warmup-s", type=float, default=3.0, help="requests sent before this are not counted")
@@ -245,11 +293,12 @@ def main() -> int:
                             lag = (f" loop lag p50/p99/max {r['client_loop_lag_ms_p50']:.1f}/"
                                    f"{r['client_loop_lag_ms_p99']:.1f}/{r['client_loop_lag_ms_max']:.1f} ms"
                                    if "client_loop_lag_ms_p50" in r else "")
+                            cpu = (f" · CPU {r['cpu_s_per_1k']:.2f} s/1k requests" if "cpu_s_per_1k" in r else "")
                             print(f"c={c:<4} run {i} {mode:8s} n={r['n']:5d} TTFT excess p50 {r['ttft_ms_p50']:7.2f}"
-                                  f" p90 {r['ttft_ms_p90']:7.2f} ms · ITL excess p50 {r['itl_ms_p50']:6.3f} ms{lag}",
-                                  flush=True)
+                                  f" p90 {r['ttft_ms_p90']:7.2f} ms · ITL excess p50 {r['itl_ms_p50']:6.3f} ms{cpu}{lag}"
+                                  f" · load {os.getloadavg()[0]:.2f}", flush=True)
                     all_runs[str(c)] = runs
-                    med = {m: {k: statistics.median(r[k] for r in rs) for k in KEYS} for m, rs in runs.items()}
+                    med = {m: {k: _median(r.get(k) for r in rs) for k in KEYS} for m, rs in runs.items()}
                     for m in args.modes:
                         over = ({k: med[m][k] - med["ref"][k] for k in KEYS}
                                 if "ref" in med and m != "ref" else None)
@@ -265,6 +314,19 @@ def main() -> int:
         o = (f"{over['ttft_ms_p50']:+.2f} ms | {over['ttft_ms_p90']:+.2f} ms | {over['itl_ms_p50']:+.3f} ms"
              if over else "— | — | —")
         print(f"| {c} | {m} | {v['ttft_ms_p50']:.2f} ms | {v['ttft_ms_p90']:.2f} ms | {v['itl_ms_p50']:.3f} ms | {o} |")
+    if "lean" in args.modes:
+        print("\n| c | transport | TTFT − server p50 | p90 | ITL − server p50 | CPU s / 1k requests | ratio to lean: "
+              "TTFT p50 | TTFT p90 | CPU |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        lean = {c: v for c, m, v, _ in rows if m == "lean"}
+        for c, m, v, _ in rows:
+            if m not in TRANSPORTS:
+                continue
+            base = lean[c]
+            ratio = " | ".join(f"{v[k] / base[k]:.2f}×" if base[k] and base[k] == base[k] else "—"
+                               for k in ("ttft_ms_p50", "ttft_ms_p90", "cpu_s_per_1k"))
+            print(f"| {c} | {m} | {v['ttft_ms_p50']:.2f} ms | {v['ttft_ms_p90']:.2f} ms | {v['itl_ms_p50']:.3f} ms | "
+                  f"{v['cpu_s_per_1k']:.2f} | {ratio} |")
     if args.json:
         Path(args.json).write_text(json.dumps(all_runs, indent=1))
     return 0

@@ -50,6 +50,7 @@ class HostileServer:
         self.modes = list(modes)
         self.tokens = tokens
         self.served: list[str] = []  # the mode of each completion request, in order
+        self.gateway_key_seen: list[str] = []  # X-Gateway-Key as received (tests/test_secrets.py's --header)
         self.auth_seen: list[str] = []  # Authorization headers as received (Basic auth would show here)
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,6 +102,7 @@ class HostileServer:
                 mode = self.modes[len(self.served) % len(self.modes)]
                 self.served.append(mode)
                 self.auth_seen.append(headers.get("authorization", ""))
+                self.gateway_key_seen.append(headers.get("x-gateway-key", ""))
                 await self._completion(writer, mode, target, headers)
             else:
                 await self._whole(writer, 404, "text/plain", b"not here")
@@ -128,7 +130,8 @@ class HostileServer:
         if mode == "http_429":
             return await self._whole(writer, 429, "text/plain", b"slow down", "retry-after: 1\r\n")
         if mode == "echo_auth":
-            body = f"unauthorized: you sent {headers.get('authorization', '')!r} to {target}".encode()
+            body = (f"unauthorized: you sent {headers.get('authorization', '')!r} to {target}"
+                    + (f" with key {headers['x-gateway-key']!r}" if "x-gateway-key" in headers else "")).encode()
             return await self._whole(writer, 401, "text/plain", body)
         if mode == "html_200":
             return await self._whole(writer, 200, "text/html", b"<html><body><form>proxy login</form></body></html>")

@@ -161,3 +161,25 @@ def test_pricing_source_is_not_a_config_key(tmp_path):
     p.write_text("[pricing]\nsource = 'flag'\n")
     with pytest.raises(ConfigError, match="pricing.source"):
         load_config(p)
+
+
+def test_endpoint_wire_options_from_file_and_flags(tmp_path, monkeypatch):
+    """[endpoint.headers], TLS and proxy keys; flags add headers and override the rest."""
+    from befori_tui.cliargs import OneLineParser, add_run_flags, config_from_args
+    from befori_tui.core.client import Endpoint
+
+    monkeypatch.setenv("BEFORI_TEST_GW", "gw-secret")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    path = tmp_path / "c.toml"
+    path.write_text(f"[endpoint]\nurl = 'https://gw.example.test/v1'\nca_bundle = '{ca}'\n"
+                    "[endpoint.headers]\nX-Tenant = 'acme'\nX-Key = 'env:BEFORI_TEST_GW'\n")
+    p = OneLineParser(prog="befori-tui bench")
+    add_run_flags(p)
+    cfg = config_from_args(p.parse_args(["--config", str(path), "--header", "X-Extra: 1", "--insecure",
+                                         "--no-proxy"]))
+    e = cfg.endpoint
+    assert e.headers == {"X-Tenant": "acme", "X-Key": "env:BEFORI_TEST_GW", "X-Extra": "1"}
+    assert (e.ca_bundle, e.verify, e.proxy_from_env) == (str(ca), False, False)
+    endpoint = Endpoint.from_config(cfg, "m")
+    assert endpoint.headers["X-Key"] == "gw-secret" and endpoint.secrets == ["gw-secret"]

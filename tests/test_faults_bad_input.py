@@ -24,6 +24,12 @@ CONFIGS = {
     "timeout.toml": ("[load]\ntimeout_s = 0\n", "load.timeout_s must be > 0"),
     "latin1.toml": (b"[endpoint]\nmodel = '\xe9'\n", "not UTF-8"),
     "creds.toml": ("[endpoint]\nurl = 'http://bob:hunter2-secret@10.0.0.1:8000'\n", "must end in /v1"),
+    "header-type.toml": ("[endpoint.headers]\nX-Key = 5\n", "endpoint.headers.X-Key: expected a string"),
+    "header-env.toml": ("[endpoint.headers]\nX-Key = 'env:BEFORI_TEST_UNSET_VAR'\n",
+                        "endpoint.headers.X-Key: env:BEFORI_TEST_UNSET_VAR names an environment variable that is not set"),
+    "headers-not-table.toml": ("[endpoint]\nheaders = 'X-Key: 1'\n", "endpoint.headers: expected a table"),
+    "verify-type.toml": ("[endpoint]\nverify = 'no'\n", "endpoint.verify: expected true or false"),
+    "ca.toml": ("[endpoint]\nca_bundle = '/no/such/ca.pem'\n", "endpoint.ca_bundle: no such file '/no/such/ca.pem'"),
 }
 
 
@@ -70,6 +76,12 @@ def test_bad_configs(tmp_path, capsys, command, name):
     (["--url", "ftp://bob:hunter2@127.0.0.1:9/v1"], "not an http(s) URL"),
     (["--url", URL, "--honor-retry-after=yes"], "--honor-retry-after"),
     (["--url", URL, "--prompts", "/no/such/prompts.jsonl"], "prompts.jsonl"),
+    (["--url", URL, "--header", "X-Key hunter2"], "--header: expected NAME:VALUE or NAME:env:VAR"),
+    (["--url", URL, "--header", "X-Key:env:BEFORI_TEST_UNSET_VAR"], "env:BEFORI_TEST_UNSET_VAR names an environment"),
+    (["--url", URL, "--header", "Bad Name:hunter2"], "'Bad Name' is not a header name"),
+    (["--url", URL, "--header", "Content-Length:5"], "Content-Length is set by befori-tui itself"),
+    (["--url", URL, "--ca-bundle", "/no/such/ca.pem"], "endpoint.ca_bundle: no such file '/no/such/ca.pem'"),
+    (["--url", URL, "--client-cert", "/no/c.pem:/no/k.pem"], "endpoint.client_cert: no such file '/no/c.pem'"),
 ])
 def test_bad_flags(capsys, command, argv, needle):
     err = one_line_error(capsys, [command, *argv])

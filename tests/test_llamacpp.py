@@ -65,7 +65,9 @@ def run_bench(server: LlamaCppServer, api: str, out: Path) -> tuple[dict, list[d
 @pytest.mark.parametrize("api", ["completions", "chat"])
 def test_bench_sweep(llama: LlamaCppServer, api: str, tmp_path: Path) -> None:
     results, records, stderr = run_bench(llama, api, tmp_path / "x.toml")
-    assert results["endpoint"] == {"url": llama.base_url, "api": api, "model": MODEL_ALIAS}
+    endpoint = results["endpoint"]
+    assert {k: endpoint[k] for k in ("url", "api", "model")} == {"url": llama.base_url, "api": api, "model": MODEL_ALIAS}
+    assert (endpoint["proxy"], endpoint["tls_verify"], endpoint["headers"]) == ("", True, [])  # a direct connection
     # Prompts were sized with the server's own /tokenize (llama.cpp answers {"tokens": [...]}).
     assert results["workload"]["input_tokens_counted_by"] == "tokenize"
 

@@ -17,6 +17,7 @@ from tests.hostile_server import HostileServer
 from tests.test_signals import PtyApp, wait_for_records
 
 KEY_ENV = "BEFORI_TEST_PLANTED_KEY"
+GATEWAY_ENV, GATEWAY_KEY = "BEFORI_TEST_GATEWAY_KEY", "gw-PLANTED-5e1d77a0c3"  # --header X-Gateway-Key:env:VAR
 KEY = "sk-PLANTED-3f9a0c71d2e84b56"
 USER, PASSWORD = "alice", "pw-PLANTED-91b2e7"
 BASIC = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -27,7 +28,7 @@ def secret_url(server: HostileServer) -> str:
 
 
 def assert_clean(where: str, text: str) -> None:
-    for secret in (KEY, PASSWORD, BASIC, KEY[3:15]):
+    for secret in (KEY, PASSWORD, BASIC, KEY[3:15], GATEWAY_KEY):
         assert secret not in text, f"{secret!r} leaked into {where}"
 
 
@@ -42,10 +43,14 @@ def test_bench_never_writes_or_prints_secrets(tmp_path):
         proc = subprocess.run(
             [sys.executable, "-m", "befori_tui", "bench", "--url", secret_url(server), "--api-key-env", KEY_ENV,
              "--concurrency", "2", "--requests-per-level", "12", "--input-tokens", "40", "--output-tokens", "8",
-             "--telemetry", "none", "--out", str(out)],
-            capture_output=True, text=True, timeout=60, env={**os.environ, KEY_ENV: KEY})
+             "--telemetry", "none", "--out", str(out), "--header", f"X-Gateway-Key:env:{GATEWAY_ENV}",
+             "--header", "X-Tenant: acme"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, KEY_ENV: KEY, GATEWAY_ENV: GATEWAY_KEY})
     assert proc.returncode == 0, proc.stderr
     check_server_saw(server)
+    assert set(server.gateway_key_seen) == {GATEWAY_KEY}  # sent on every request…
+    assert "with key '***'" in out.with_suffix(".jsonl").read_text()  # …and scrubbed where the server echoed it
+    assert "headers X-Gateway-Key, X-Tenant" in proc.stderr  # names on the start line, never values
     raw = out.with_suffix(".jsonl").read_text()
     toml_text = out.read_text()
     assert "Bearer ***" in raw  # the echoed header was there, scrubbed
@@ -54,6 +59,7 @@ def test_bench_never_writes_or_prints_secrets(tmp_path):
         assert_clean(where, text)
     data = tomllib.loads(toml_text)
     assert data["endpoint"]["url"] == f"http://127.0.0.1:{server.port}/v1"
+    assert data["endpoint"]["headers"] == ["X-Gateway-Key", "X-Tenant"]
     # Credentials in the URL are not sent, and on the command line they are visible in `ps`: the user is told,
     # once, without repeating them.
     assert proc.stderr.count("warning: --url carries user:password; it is not sent") == 1, proc.stderr
@@ -64,8 +70,9 @@ def test_monitor_never_shows_or_saves_secrets(tmp_path):
     out = tmp_path / "m.toml"
     with HostileServer(modes=["echo_auth", "ok"]) as server:
         app = PtyApp(["--url", secret_url(server), "--api-key-env", KEY_ENV, "--concurrency", "2",
-                      "--input-tokens", "40", "--output-tokens", "8", "--telemetry", "none", "--out", str(out)],
-                     env={KEY_ENV: KEY})
+                      "--input-tokens", "40", "--output-tokens", "8", "--telemetry", "none", "--out", str(out),
+                      "--header", f"X-Gateway-Key:env:{GATEWAY_ENV}"],
+                     env={KEY_ENV: KEY, GATEWAY_ENV: GATEWAY_KEY})
         try:
             wait_for_records(out.with_suffix(".jsonl"), min_bytes=1)
             time.sleep(1.0)  # a few frames with errors on screen

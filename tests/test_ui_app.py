@@ -429,6 +429,8 @@ def test_cancelled_requests_have_a_mark_of_their_own():
     assert (500, 800, CANCELLED) in spans and (900, 1000, ERROR) in spans
     cells = [(ch, fg) for text, fg, bg in row_runs(spans, 0, 100.0, 10) for ch in text]
     assert [fg for _, fg in cells[5:8]] == [CANCELLED] * 3 and cells[9][1] == ERROR
+
+
 async def test_with_an_slo_the_levels_table_and_cost_panel_show_it_and_the_chart_marks_the_optimum():
     from befori_tui.core.slo import parse_slo
 
@@ -455,3 +457,16 @@ def test_rate_steps():
 
     assert step_rate(10.0, "x2", True) == 20.0 and step_rate(10.0, "x2", False) == 5.0
     assert step_rate(10.0, "+5", True) == 15.0 and step_rate(3.0, "+5", False) == 0.5
+
+
+async def test_the_header_says_what_carries_the_load():
+    """A proxy, TLS not verified, gateway headers (names only): on the endpoint line, as the start line says."""
+    from befori_tui.core import events as ev
+
+    app = fixed_app()
+    async with app.run_test(size=(200, 30)) as pilot:
+        wire = "through the proxy http://10.0.0.5:3128 · TLS certificate NOT verified (--insecure) · headers X-Tenant"
+        app.model.apply(ev.Ready("https://gw.example.test/v1", "m", "chat", "usage", wire=wire))
+        app.status.refresh_status(False)
+        await pilot.pause(0.1)
+        assert wire in " ".join(" ".join(line.plain for line in app.status.content.renderables).split())  # (the 160-column console wraps it)

@@ -13,17 +13,18 @@ import contextlib
 import email.utils
 import json
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
-from befori_tui.core.config import Config, redact_url
+from befori_tui.core.config import Config, header_values, redact_url
 from befori_tui.core.prompts import Prompt
 from befori_tui.core.records import RequestRecord
 from befori_tui.core.sse import SSEError, SSEParser
-from befori_tui.core.transport import LeanBody, LeanTransport
+from befori_tui.core.transport import LeanTransport, NoReplyError, environment_proxy, proxy_display
 
 ERROR_BODY_BYTES = 512  # how much of an error reply to keep in the record
 MAX_ERROR_MESSAGE = 300
@@ -39,6 +40,20 @@ class Endpoint:
     api: str
     model: str
     api_key: str  # from the environment; never written anywhere
+    headers: dict[str, str] = field(default_factory=dict)  # extra headers, env:VAR already read
+    secrets: list[str] = field(default_factory=list)  # header values from the environment: scrubbed from messages
+    ca_bundle: str = ""
+    client_cert: str = ""  # CERT or CERT:KEY
+    verify: bool = True
+    proxy_from_env: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Config, model: str) -> Endpoint:
+        e = cfg.endpoint
+        headers, secrets = header_values(e.headers)
+        # Credentials in the URL are dropped: httpx would send them as Basic auth, and the URL is shown.
+        return cls(redact_url(e.url).rstrip("/"), e.api, model, api_key_from_env(cfg), headers, secrets,
+                   e.ca_bundle, e.client_cert, e.verify, e.proxy_from_env)
 
     @property
     def root_url(self) -> str:
@@ -53,14 +68,70 @@ def api_key_from_env(cfg: Config) -> str:
     return os.environ.get(cfg.endpoint.api_key_env, "") if cfg.endpoint.api_key_env else ""
 
 
+def ssl_context(endpoint: Endpoint) -> ssl.SSLContext:
+    """TLS as the endpoint asks: its CA bundle or the default roots, a client certificate, or no verification.
+    Raises ClientSetupError naming the option when a file cannot be used."""
+    try:
+        if not endpoint.verify:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif endpoint.ca_bundle:
+            ctx = ssl.create_default_context(cafile=endpoint.ca_bundle)
+        else:
+            ctx = httpx.create_ssl_context()  # httpx's roots, as the telemetry scrape uses
+    except (OSError, ssl.SSLError) as exc:
+        raise ClientSetupError(f"endpoint.ca_bundle / --ca-bundle: cannot use {endpoint.ca_bundle!r} ({exc})") from None
+    if endpoint.client_cert:
+        cert, _, key = endpoint.client_cert.partition(":")
+        try:
+            ctx.load_cert_chain(cert, key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientSetupError(f"endpoint.client_cert / --client-cert: cannot use {endpoint.client_cert!r} "
+                                   f"({exc})") from None
+    return ctx
+
+
 def make_http_client(endpoint: Endpoint, slots: int, timeout_s: float, connect_timeout_s: float) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+    headers.update(endpoint.headers)
     # Room for every slot plus the odd side request (/tokenize, /v1/models).
     limits = httpx.Limits(max_connections=slots + 8, max_keepalive_connections=slots + 8)
     timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
-    # LeanTransport: httpcore's per-read cost skewed TTFT by ~0.7 s at 256 streams (bench/README.md, Fidelity).
-    return httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout, trust_env=False,
-                             transport=LeanTransport())
+    # LeanTransport: httpx's own transport and aiohttp both added TTFT and CPU at 64+ streams (bench/README.md,
+    # "Transport choice"). It reads proxies from the environment itself, so httpx's trust_env stays off.
+    # The TLS context is built now when asked for (a bad file is one line before anything runs), else on the
+    # first https connection (loading the default roots costs ~20 ms).
+    wants_tls = endpoint.base_url.startswith("https:") or endpoint.ca_bundle or endpoint.client_cert
+    verify = ssl_context(endpoint) if wants_tls else True
+    transport = LeanTransport(verify=verify, proxy_from_env=endpoint.proxy_from_env)
+    return httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout, trust_env=False, transport=transport)
+
+
+def load_proxy(endpoint: Endpoint) -> str | None:
+    """The proxy URL (credentials included: not for display) that carries the load, or None."""
+    return environment_proxy(httpx.URL(endpoint.base_url)) if endpoint.proxy_from_env else None
+
+
+def wire_note(endpoint: Endpoint) -> str:
+    """What carries the load when it is not a plain direct connection: for the start line and the screen."""
+    parts = []
+    proxy = load_proxy(endpoint)
+    if proxy:
+        parts.append(f"through the proxy {proxy_display(proxy)}")
+    if endpoint.base_url.startswith("https:") and not endpoint.verify:
+        parts.append("TLS certificate NOT verified (--insecure)")
+    if endpoint.headers:
+        parts.append("headers " + ", ".join(endpoint.headers))  # names only: values may be secrets
+    return " · ".join(parts)
+
+
+def wire_facts(endpoint: Endpoint) -> dict:
+    """The same for the results file: proxy URL without credentials, TLS options, header names (no values)."""
+    proxy = load_proxy(endpoint)
+    return {"proxy": proxy_display(proxy) if proxy else "", "proxy_from_env": endpoint.proxy_from_env,
+            "tls_verify": endpoint.verify, "ca_bundle": endpoint.ca_bundle,
+            "client_cert": endpoint.client_cert, "headers": sorted(endpoint.headers)}
 
 
 async def listed_models(client: httpx.AsyncClient, base_url: str) -> list[str]:
@@ -69,7 +140,12 @@ async def listed_models(client: httpx.AsyncClient, base_url: str) -> list[str]:
     try:
         resp = await client.get(url)
     except httpx.HTTPError as exc:
-        raise ClientSetupError(f"{redact_url(url)}: cannot reach the server ({type(exc).__name__})") from None
+        detail = type(exc).__name__
+        if isinstance(exc, (httpx.ConnectError, httpx.ProxyError)):
+            detail += f": {exc}"  # the OS, TLS or proxy reason; never holds credentials
+        if "TLS" in detail:
+            detail += "; see --ca-bundle, --client-cert, --insecure"
+        raise ClientSetupError(f"{redact_url(url)}: cannot reach the server ({detail})") from None
     if resp.status_code != 200:
         raise ClientSetupError(f"{redact_url(url)}: HTTP {resp.status_code}; {setup_cause(resp.status_code, base_url)}")
     try:
@@ -187,11 +263,12 @@ class StreamClient:
 
     @contextlib.asynccontextmanager
     async def _open_stream(self, body: bytes) -> AsyncIterator[httpx.Response]:
-        """The streamed POST. Over LeanTransport the request goes to the transport directly: AsyncClient.send's
+        """The streamed POST. Over LeanTransport (or a transport that says `direct_requests`, such as
+        bench/aiohttp_transport.py) the request goes to the transport directly: AsyncClient.send's
         auth, redirect, cookie and hook layers cost ~15% of the client's CPU at 256 streams and do nothing here
         (no redirects are followed, no cookies kept; the API key is in the client's default headers)."""
         transport = getattr(self.http, "_transport", None)
-        if not isinstance(transport, LeanTransport):
+        if not getattr(transport, "direct_requests", False):
             async with self.http.stream("POST", self.url, content=body,
                                         headers={"Content-Type": "application/json"}) as resp:
                 yield resp
@@ -210,8 +287,9 @@ class StreamClient:
             await resp.aclose()
 
     def _scrub(self, text: str) -> str:
-        if self.endpoint.api_key:
-            text = text.replace(self.endpoint.api_key, "***")
+        for secret in (self.endpoint.api_key, *self.endpoint.secrets):
+            if secret:
+                text = text.replace(secret, "***")
         return text[:MAX_ERROR_MESSAGE]
 
     async def send(
@@ -236,8 +314,10 @@ class StreamClient:
             raise
         except TimeoutError:
             self._fail(record, "timeout", f"no complete reply within {self.timeout_s:g} s")
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
             self._fail(record, "connect", f"{type(exc).__name__}: {exc}")
+        except NoReplyError as exc:
+            self._fail(record, "no_reply", str(exc))
         except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
             self._fail(record, "timeout", f"{type(exc).__name__}: {exc}")
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.DecodingError, SSEError) as exc:
@@ -283,10 +363,11 @@ class StreamClient:
             if resp.headers.get("content-encoding"):
                 reader = resp.aiter_bytes()
             else:  # LeanBody directly: two generator layers fewer per network read
-                reader = resp.stream if isinstance(resp.stream, LeanBody) else resp.aiter_raw()
+                reader = resp.stream if getattr(resp.stream, "direct_reads", False) else resp.aiter_raw()
             t_last = 0
             done = False
             usage = None
+            timings = None
             async for raw in reader:
                 now = perf()
                 for data in parser.feed(raw):
@@ -330,6 +411,8 @@ class StreamClient:
                         record.finish_reason = finish
                     if obj.get("usage"):
                         usage = obj["usage"]
+                    if obj.get("timings"):
+                        timings = obj["timings"]  # llama.cpp's server: its own counts and speeds
                     if "befori_sim" in obj:
                         record.server_timing = obj["befori_sim"]
                 if done:
@@ -347,6 +430,11 @@ class StreamClient:
                 if isinstance(usage.get("prompt_tokens"), int):
                     record.input_tokens = usage["prompt_tokens"]
                     record.input_tokens_source = "usage"
+            if record.output_tokens is None and isinstance(timings, dict) and isinstance(timings.get("predicted_n"), int):
+                # llama.cpp without usage: predicted_n is the tokens it generated. (Its prompt_n leaves out the
+                # prompt tokens served from its cache, so it is not an input count.)
+                record.output_tokens = timings["predicted_n"]
+                record.output_tokens_source = "timings"
             if record.output_tokens is None:
                 record.output_tokens = record.content_chunks
                 record.output_tokens_source = "estimate"
@@ -374,8 +462,9 @@ def parse_retry_after(value: str) -> float | None:
 
 
 async def _read_some(resp: httpx.Response, limit: int) -> str:
+    """The start of a reply's body, decoded (a gateway's error page may be gzip'd), as one line."""
     data = b""
-    async for chunk in resp.aiter_raw():
+    async for chunk in resp.aiter_bytes():
         data += chunk
         if len(data) >= limit:
             break

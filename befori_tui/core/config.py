@@ -28,6 +28,16 @@ class EndpointConfig:
     model: str = ""  # empty: discovered from /v1/models
     api_key_env: str = ""  # name of the environment variable that holds the API key
     server_metrics: str = ""  # URL of the server's Prometheus /metrics, "off", or empty for <root>/metrics
+    # TLS for https endpoints: a CA bundle (PEM) to trust instead of the default roots; a client certificate
+    # "CERT.pem" or "CERT.pem:KEY.pem"; verify = false accepts any certificate (said on screen and in results).
+    ca_bundle: str = ""
+    client_cert: str = ""
+    verify: bool = True
+    # HTTP_PROXY / HTTPS_PROXY / NO_PROXY carry the load as they carry the telemetry; false: ignore them.
+    proxy_from_env: bool = True
+    # Extra request headers for gateways: NAME = "value", or NAME = "env:VAR" to read the value from the
+    # environment (secrets: never written to results, logs or the screen).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -154,6 +164,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: expected {tp}, got {type(value).__name__}")
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return {_coerce(k, key_tp, where): _coerce(v, value_tp, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -262,6 +277,12 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: telemetry must be nvml, dcgm:URL or none, got {cfg.telemetry!r}")
     if e.api_key_env and not os.environ.get(e.api_key_env):
         raise ConfigError(f"{where}: endpoint.api_key_env names {e.api_key_env!r}, which is not set in the environment")
+    for key in ("ca_bundle", "client_cert"):
+        for path in (getattr(e, key).split(":", 1) if key == "client_cert" else [e.ca_bundle]):
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{where}: endpoint.{key}: no such file {path!r}")
+    for name, value in e.headers.items():
+        check_header(name, value, f"{where}: endpoint.headers.{name}")
     if w.input_tokens_mean < 1:
         raise ConfigError(f"{where}: workload.input_tokens_mean must be ≥ 1, got {w.input_tokens_mean}")
     if w.output_tokens_mean < 1:
@@ -344,6 +365,40 @@ def validate_workload_shape(w: WorkloadConfig, where: str) -> None:
         raise ConfigError(f"{where}: workload.shared_prefix_tokens must be 0 to 131072, got {w.shared_prefix_tokens}")
     if not 1 <= w.prefix_groups <= 100_000:
         raise ConfigError(f"{where}: workload.prefix_groups must be 1 to 100000, got {w.prefix_groups}")
+
+
+# RFC 9110 §5.1: a header name is a token.
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# Set by the client itself: a gateway header must not replace them (the framing would be wrong).
+RESERVED_HEADERS = ("host", "content-length", "transfer-encoding", "connection")
+
+
+def check_header(name: str, value: str, where: str) -> None:
+    """A header from --header or [endpoint.headers]: a token for a name, no line break in the value, and an
+    env:VAR that is set."""
+    if not name or not set(name) <= _TOKEN_CHARS:
+        raise ConfigError(f"{where}: {name!r} is not a header name")
+    if name.lower() in RESERVED_HEADERS:
+        raise ConfigError(f"{where}: {name} is set by befori-tui itself")
+    if value.startswith("env:"):
+        var = value[4:]
+        if not var or var not in os.environ:
+            raise ConfigError(f"{where}: env:{var} names an environment variable that is not set")
+        value = os.environ[var]
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ConfigError(f"{where}: the value holds a line break")
+
+
+def header_values(headers: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The headers to send (env:VAR read now) and the values that came from the environment (secrets)."""
+    out, secrets = {}, []
+    for name, value in headers.items():
+        if value.startswith("env:"):
+            value = os.environ.get(value[4:], "")
+            if value:
+                secrets.append(value)
+        out[name] = value
+    return out, secrets
 
 
 def check_url(url: str, where: str, need_v1: bool = True) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from befori_tui.core import events as ev
-from befori_tui.core.client import ClientSetupError
+from befori_tui.core.client import ClientSetupError, wire_note
 from befori_tui.core.config import Config, redact_url
 from befori_tui.core.loadgen import Level
 from befori_tui.core.metrics import SETTLED_REL, befori_interval
@@ -261,7 +261,7 @@ class RunController:
             return EXIT_BAD_INPUT
         self.ready = {"url": session.endpoint.base_url, "model": session.endpoint.model,
                       "api": self.cfg.endpoint.api, "prompt_count_source": session.prompt_count_source,
-                      "simulated": self.simulated}
+                      "simulated": self.simulated, "wire": wire_note(session.endpoint)}
         self.emit(ev.Ready(**self.ready))
         self._start_telemetry()
         plan = self.plan

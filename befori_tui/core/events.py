@@ -115,6 +115,8 @@ class Ready(_Message, tag="ready"):
     api: str
     prompt_count_source: str
     simulated: bool = False
+    # What carries the load when not a plain connection: proxy (no credentials), TLS not verified, header names.
+    wire: str = ""
 
 
 class RequestStarted(_Message, tag="start"):

@@ -9,10 +9,13 @@ from typing import Any
 
 # Error kinds stored in RequestRecord.error_kind; never raised out of the load loop.
 # "lost": in flight in a load process that died; its outcome is unknown.
-ERROR_KINDS = ("connect", "timeout", "http_status", "protocol", "cancelled", "lost")
+# "no_reply": the server closed the connection after the request was sent and before any reply; the request
+# is not sent again (it may have been read: RFC 9112 §9.3.1), the slot goes on.
+ERROR_KINDS = ("connect", "timeout", "http_status", "protocol", "cancelled", "lost", "no_reply")
 
-# Where a token count came from.
-COUNT_SOURCES = ("usage", "tokenize", "estimate")
+# Where a token count came from: the server's `usage`, its /tokenize, llama.cpp's `timings` block (output
+# only), or an estimate (characters, or content chunks for output).
+COUNT_SOURCES = ("usage", "tokenize", "timings", "estimate")
 
 
 @dataclass(slots=True)

@@ -145,6 +145,7 @@ def run_spec(spec: RunSpec) -> int:
                 server.close()
                 return EXIT_BAD_INPUT
             cfg.endpoint.url = sim.base_url
+            cfg.endpoint.proxy_from_env = False  # our own simulator on loopback: never through a proxy
             # The simulator's /metrics carries DCGM-style series for its simulated GPUs.
             controller.telemetry = controller.telemetry or f"dcgm:{sim.root_url}/metrics"
         return asyncio.run(serve_run(controller, spec.socket_path, hello, server=server,

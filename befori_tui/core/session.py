@@ -18,10 +18,10 @@ from befori_tui.core.client import (
     ClientSetupError,
     Endpoint,
     StreamClient,
-    api_key_from_env,
     check_model,
     discover_model,
     make_http_client,
+    wire_facts,
 )
 from befori_tui.core.config import Config, redact_url
 from befori_tui.core.loadgen import LoadRunner
@@ -69,8 +69,9 @@ class Session:
         accepts connections and never answers is named within seconds, not after ten minutes. `on_phase(what)`
         hears what is being waited for."""
         e, ld = self.cfg.endpoint, self.cfg.load
-        # Credentials in the URL are dropped: httpx would send them as Basic auth, and the URL is shown.
-        self.endpoint = Endpoint(redact_url(e.url).rstrip("/"), e.api, e.model, api_key_from_env(self.cfg))
+        # Credentials in the URL are dropped (Endpoint.from_config): httpx would send them as Basic auth, and the
+        # URL is shown.
+        self.endpoint = Endpoint.from_config(self.cfg, e.model)
         self._http = make_http_client(self.endpoint, self.max_slots, ld.timeout_s, ld.connect_timeout_s)
 
         async def phase(what: str, url: str, call):
@@ -192,6 +193,8 @@ class Session:
                 "url": redact_url(cfg.endpoint.url),
                 "api": cfg.endpoint.api,
                 "model": self.endpoint.model if self.endpoint else cfg.endpoint.model,
+                # What carried the load: the proxy (no credentials), TLS options, header names (never values).
+                **wire_facts(self.endpoint or Endpoint.from_config(cfg, cfg.endpoint.model)),
             },
             "workload": workload,
             "load": {**dataclasses.asdict(cfg.load), "load_processes": self.load_processes,

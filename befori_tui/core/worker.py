@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from befori_tui.core import events as ev
-from befori_tui.core.client import Endpoint, StreamClient, api_key_from_env, make_http_client
-from befori_tui.core.config import Config, redact_url
+from befori_tui.core.client import Endpoint, StreamClient, make_http_client
+from befori_tui.core.config import Config
 from befori_tui.core.loadgen import Level, LoadRunner
 from befori_tui.core.observer import NullObserver
 from befori_tui.core.prompts import PromptSource
@@ -71,8 +71,8 @@ class _Relay(NullObserver):
 
 async def serve(spec: WorkerSpec, sock: socket.socket) -> None:
     cfg = spec.cfg
-    e, ld = cfg.endpoint, cfg.load
-    endpoint = Endpoint(redact_url(e.url).rstrip("/"), e.api, spec.model, api_key_from_env(cfg))
+    ld = cfg.load
+    endpoint = Endpoint.from_config(cfg, spec.model)
     http = make_http_client(endpoint, spec.max_slots, ld.timeout_s, ld.connect_timeout_s)
     # Its own draws of prompt and output lengths (seeded apart), the run's token counts of the lines.
     workload = replace(cfg.workload, seed=cfg.workload.seed + 1000 * (spec.index + 1))

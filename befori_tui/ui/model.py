@@ -147,7 +147,7 @@ class LiveModel:
         elif t is ev.Ready:
             self.connecting = None
             self.info.update({"url": event.url, "model": event.model, "api": event.api,
-                              "prompt_count_source": event.prompt_count_source})
+                              "prompt_count_source": event.prompt_count_source, "wire": event.wire})
             self.info["simulated"] = self.info.get("simulated") or event.simulated
         elif t is ev.Saved:
             self.last_saved = (event.path, event.requests_written)

@@ -131,6 +131,9 @@ class StatusBar(CellPanel):
             second.append((Text(f"⚠ client-bound (loop lag p99 {lag_ms:.0f} ms)", warning), 1))
         where = Text.assemble(info.get("url", "—"), (" · ", dim), (str(info.get("model", "—")), "bold"),
                               (" · ", dim), str(info.get("api", "—")))
+        if info.get("wire"):  # through a proxy, TLS not verified, gateway headers: the user must see it
+            unverified = "NOT verified" in info["wire"]
+            second.append((Text(str(info["wire"]), warning if unverified else dim), 0 if unverified else 1))
         second.append((where, 0))  # last, so only the endpoint's end is ever cut
 
         line1, line2 = fit_pieces(first, width - 1), fit_pieces(second, width - 1)
