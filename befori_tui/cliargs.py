@@ -46,11 +46,14 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--telemetry", metavar="SPEC", help="GPU telemetry: nvml | dcgm:URL | none (default: NVML if it loads)")
     g.add_argument("--header", action="append", metavar="NAME:VALUE",
                    help="an extra request header for a gateway (repeatable); NAME:env:VAR reads the value from "
-                        "the environment and never writes it anywhere")
-    g.add_argument("--ca-bundle", metavar="FILE", help="trust the CA certificates in this PEM file (https)")
-    g.add_argument("--client-cert", metavar="FILE[:KEY]", help="a client certificate (PEM), with its key file if apart")
+                        "the environment and never writes it anywhere (default: none)")
+    g.add_argument("--ca-bundle", metavar="FILE", help="trust the CA certificates in this PEM file (https; default: "
+                                                       "the system's)")
+    g.add_argument("--client-cert", metavar="FILE[:KEY]", help="a client certificate (PEM), with its key file if apart "
+                                                               "(default: none)")
     g.add_argument("--insecure", action="store_true",
-                   help="do not verify the server's TLS certificate (said on screen and in the results)")
+                   help="do not verify the server's TLS certificate (said on screen and in the results; default: "
+                        "verify)")
     g.add_argument("--no-proxy", action="store_true",
                    help="ignore HTTP_PROXY / HTTPS_PROXY / ALL_PROXY for the load (default: honour them, and NO_PROXY)")
     w = p.add_argument_group("workload")

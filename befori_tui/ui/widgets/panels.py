@@ -50,14 +50,18 @@ def _table(*headers: str, justify_first: str = "left") -> Table:
     return t
 
 
-def fit_pieces(pieces: list[tuple[Text, int]], width: int, sep: str = "  ") -> Text:
+def fit_pieces(pieces: list[tuple[Text, int]], width: int, sep: str = "  ", elastic_last: int = 0) -> Text:
     """Join `pieces` (text, priority: 0 always shown, higher numbers dropped first) into one line of at most
     `width` cells, dropping whole pieces — never cutting a figure in half. A piece of priority 0 that still
-    does not fit is cut at the end (only names are put last: the endpoint line)."""
+    does not fit is cut at the end (only names are put last: the endpoint line). `elastic_last`: the last
+    piece (a name) counts as at most this many cells, as it may be cut rather than push others out."""
     kept = list(pieces)
 
     def total(items) -> int:
-        return sum(t.cell_len for t, _ in items) + len(sep) * max(0, len(items) - 1)
+        lengths = [t.cell_len for t, _ in items]
+        if elastic_last and items and items[-1] is pieces[-1]:
+            lengths[-1] = min(lengths[-1], elastic_last)
+        return sum(lengths) + len(sep) * max(0, len(items) - 1)
 
     while total(kept) > width and any(p > 0 for _, p in kept):
         worst = max(p for _, p in kept)
@@ -117,26 +121,29 @@ class StatusBar(CellPanel):
         if m.sweep_text:
             first.append((Text(m.sweep_text, dim), 4))
 
+        # The most urgent first: a wait, a certificate not checked, a price nobody set; then the blend; the
+        # endpoint last, the only piece ever cut (at its end).
         second: list[tuple[Text, int]] = []
-        blend = blend_text(current, m.pricing, dim)
-        if blend is not None:
-            second.append((blend, 0))
-        if m.pricing.source == "default":
-            second.append((Text(f"⚠ default price ${m.pricing.usd_per_hour:g}/h — set --usd-per-hour", warning), 0))
         if m.connecting and not m.finished:
             waited_s = (time.perf_counter_ns() - m.connecting_since_ns) / 1e9
             second.append((Text(f"waiting for {m.connecting} · {waited_s:.0f} s", warning), 0))
+        wire = str(info.get("wire") or "")  # through a proxy, TLS not verified, gateway headers: the user must see it
+        unverified = "NOT verified" in wire
+        if m.pricing.source == "default":
+            second.append((Text(f"⚠ default price ${m.pricing.usd_per_hour:g}/h", warning), 0))
+            second.append((Text("set --usd-per-hour", warning), 2))
+        if current:
+            second.append((blend_text(current, m.pricing, dim), 1))
         lag_ms = m.loop_lag_ms_p99
         if lag_ms is not None and lag_ms > CLIENT_BOUND_LAG_MS:
             second.append((Text(f"⚠ client-bound (loop lag p99 {lag_ms:.0f} ms)", warning), 1))
+        if wire:
+            second.append((Text(wire, warning if unverified else dim), 0 if unverified else 3))
         where = Text.assemble(info.get("url", "—"), (" · ", dim), (str(info.get("model", "—")), "bold"),
                               (" · ", dim), str(info.get("api", "—")))
-        if info.get("wire"):  # through a proxy, TLS not verified, gateway headers: the user must see it
-            unverified = "NOT verified" in info["wire"]
-            second.append((Text(str(info["wire"]), warning if unverified else dim), 0 if unverified else 1))
         second.append((where, 0))  # last, so only the endpoint's end is ever cut
 
-        line1, line2 = fit_pieces(first, width - 1), fit_pieces(second, width - 1)
+        line1, line2 = fit_pieces(first, width - 1), fit_pieces(second, width - 1, elastic_last=24)
         # Unchanged: not drawn again (every frame calls this; what is sent is what crosses an SSH link).
         key = (line1.plain, line2.plain, width, self.app.theme)
         if key == self._shown:
