@@ -137,7 +137,14 @@ class PtyApp:
 
     @property
     def text(self) -> str:
-        return self.output.decode("utf-8", "replace")
+        """What was written (raw, escape codes included), then the screen a terminal shows from it: the monitor
+        sends only the cells that change, so a phrase on screen need not appear whole in the bytes."""
+        import pyte
+
+        raw = self.output.decode("utf-8", "replace")
+        screen = pyte.Screen(120, 40)
+        pyte.Stream(screen).feed(raw)
+        return raw + "\n" + "\n".join(screen.display)
 
     def close(self) -> None:
         try:

@@ -225,9 +225,9 @@ class MetricsPanel(CellPanel):
         t.add_row(left, right)
         width = self.content_region.width or 80
         room = max(1, (self.content_region.height or 10) - 8)  # below the table's rows
-        lines = [requests_line("requests this level", lv, width), failure_kinds_line(lv, width),
-                 requests_line(recent, w, width), failure_kinds_line(w, width)]
-        lines = [line for line in lines if line is not None][:room]
+        level_kinds = failure_kinds_lines(lv, width, max_lines=max(1, room - 3))
+        lines = [requests_line("requests this level", lv, width), *level_kinds,
+                 requests_line(recent, w, width), *failure_kinds_lines(w, width, max_lines=1)][:room]
         self.update(Group(t, *lines), layout=False)
 
 
@@ -239,20 +239,31 @@ def requests_line(label: str, summary: dict, width: int) -> Text:
     return line
 
 
-def failure_kinds_line(summary: dict, width: int) -> Text | None:
-    """`  failed: timeout 5, http_status 5`, the most frequent first; kinds that do not fit are left out whole
-    and counted (`+2 kinds`), never cut. None when nothing failed."""
+def failure_kinds_lines(summary: dict, width: int, max_lines: int = 1) -> list[Text]:
+    """`  failed: HTTP 500 ×5, timeout ×5`, the most frequent first, over at most `max_lines` lines; kinds that
+    do not fit are left out whole and counted (`+2 kinds`), never cut. [] when nothing failed."""
     errors = summary.get("error_groups") or summary.get("errors") or {}
-    if not errors:
-        return None
-    kinds = sorted(errors.items(), key=lambda kv: -kv[1])
-    for shown in range(len(kinds), 0, -1):
-        text = "  failed: " + ", ".join(fmt.errors_text({k: v}) for k, v in kinds[:shown])
-        if shown < len(kinds):
-            text += f", +{len(kinds) - shown} kind{'s' if len(kinds) - shown > 1 else ''}"
-        if len(text) <= width:
-            return Text(text, no_wrap=True)
-    return Text(f"  failed: {len(kinds)} kinds"[:width], no_wrap=True)
+    if not errors or max_lines < 1:
+        return []
+    items = [fmt.errors_text({k: v}) for k, v in sorted(errors.items(), key=lambda kv: -kv[1])]
+    lines: list[str] = []
+    current = "  failed:"
+    for i, item in enumerate(items):
+        rest = len(items) - i - 1
+        tail = f", +{rest} kind{'s' if rest > 1 else ''}" if rest and len(lines) == max_lines - 1 else ""
+        piece = (" " if current.endswith(":") else ", ") + item
+        if len(current + piece + tail) <= width:
+            current += piece
+            continue
+        if len(lines) < max_lines - 1 and not current.endswith(":"):
+            lines.append(current + ",")
+            current = "   " + item
+            continue
+        left = len(items) - i
+        current += f"{'' if current.endswith(':') else ','} +{left} kind{'s' if left > 1 else ''}"
+        break
+    lines.append(current)
+    return [Text(line[:width], no_wrap=True) for line in lines]
 
 
 class CostPanel(CellPanel):
