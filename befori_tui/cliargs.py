@@ -57,6 +57,13 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--workers", type=int, metavar="N",
                     help="load processes carrying the slots (default 0: one per 512 streams, at most one per "
                          "spare core)")
+    ld.add_argument("--ray", metavar="auto|ADDRESS",
+                    help="load processes as Ray actors on a cluster's nodes, one per node (or --workers N in all): "
+                         "auto is the cluster this machine joined (else a one-box cluster), ADDRESS e.g. "
+                         "head:6379 (needs befori-tui[ray]; docs/cluster.md)")
+    ld.add_argument("--ray-listen", metavar="HOST[:PORT]",
+                    help="where the run listens for its Ray actors (default: 127.0.0.1 on a one-box cluster, "
+                         "else the address Ray knows this machine by, a free port)")
     ld.add_argument("--honor-retry-after", action="store_true",
                     help="after a 429 with Retry-After, that slot waits as asked (at most 30 s)")
     pr = p.add_argument_group("pricing")
@@ -82,6 +89,7 @@ PLAIN_FLAGS = {
     "requests_per_level": ("load", "requests_per_level"), "seconds_per_level": ("load", "seconds_per_level"),
     "warmup_requests": ("load", "warmup_requests"), "timeout": ("load", "timeout_s"),
     "max_seconds": ("load", "max_seconds"), "workers": ("load", "workers"),
+    "ray": ("cluster", "ray"), "ray_listen": ("cluster", "listen"),
     "usd_per_hour": ("pricing", "usd_per_hour"), "gpu_count": ("pricing", "gpu_count"),
     "usd_per_kwh": ("pricing", "usd_per_kwh"),
 }

@@ -56,6 +56,16 @@ class LoadConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Load processes as Ray actors on a cluster's nodes (core/raypool.py, docs/cluster.md)."""
+
+    ray: str = ""  # "" (local processes), "auto" (the cluster this machine joined, else a one-box one), or an address
+    # Where the run listens for its actors, HOST or HOST:PORT; "" chooses (127.0.0.1 for a one-box cluster,
+    # else the address Ray knows this machine by, on a free port).
+    listen: str = ""
+
+
+@dataclass
 class ApiPrice:
     name: str
     usd_per_million_input: float
@@ -85,6 +95,7 @@ class Config:
     load: LoadConfig = field(default_factory=LoadConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
     telemetry: str = ""  # nvml | dcgm:URL | none | "" (auto)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def validate(self, where: str = "config") -> None:
         validate(self, where)
@@ -95,6 +106,7 @@ SECTIONS = {
     "workload": WorkloadConfig,
     "load": LoadConfig,
     "pricing": PricingConfig,
+    "cluster": ClusterConfig,
 }
 
 
@@ -227,6 +239,7 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: load.warmup_requests must be ≥ 0 (or -1: one per slot)")
     if not 0 <= ld.workers <= 64:
         raise ConfigError(f"{where}: load.workers must be 0 (automatic) to 64, got {ld.workers}")
+    validate_cluster(cfg.cluster, where)
     for key in ("timeout_s", "connect_timeout_s", "setup_timeout_s", "max_seconds"):
         if getattr(ld, key) <= 0:
             raise ConfigError(f"{where}: load.{key} must be > 0, got {getattr(ld, key):g}")
@@ -241,6 +254,29 @@ def validate(cfg: Config, where: str = "config") -> None:
     for i, api in enumerate(pr.compare):
         if api.usd_per_million_input < 0 or api.usd_per_million_output < 0:
             raise ConfigError(f"{where}: pricing.compare[{i}] prices must be ≥ 0")
+
+
+def ray_installed() -> bool:
+    """Whether Ray can be imported, without importing it (a second or more, and it must be imported later, once
+    the run knows whether it starts a cluster: core/raypool.py)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # ValueError: blocked (sys.modules["ray"] is None)
+        return False
+
+
+def validate_cluster(cl: ClusterConfig, where: str) -> None:
+    if cl.ray and not ray_installed():
+        raise ConfigError(f"{where}: cluster.ray needs Ray, which is not installed here: "
+                          "pip install 'befori-tui[ray]'")
+    if cl.listen:
+        host, sep, port = cl.listen.rpartition(":")
+        if not sep:
+            host, port = cl.listen, "0"
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"{where}: cluster.listen must be HOST or HOST:PORT, got {cl.listen!r}")
 
 
 def check_url(url: str, where: str, need_v1: bool = True) -> None:

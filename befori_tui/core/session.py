@@ -94,16 +94,34 @@ class Session:
         self.prompt_count_source = prompts.count_source
         await self.writer.open()
         self.load_processes = ld.workers or auto_processes(max(ld.concurrency))
+
+        def specs_for(n: int) -> list:
+            from befori_tui.core.worker import WorkerSpec
+
+            return [WorkerSpec(self.cfg, self.endpoint.model, i, n, self.max_slots,
+                               prompts.line_tokens if prompts.count_source == "tokenize" else None,
+                               prompts.count_source) for i in range(n)]
+
+        if self.cfg.cluster.ray:  # load processes as Ray actors on the cluster's nodes (core/raypool.py)
+            from befori_tui.core.raypool import RayCluster, RayLoadPool
+
+            if on_phase is not None:
+                on_phase(f"the Ray cluster ({self.cfg.cluster.ray})")
+            cluster = await asyncio.to_thread(RayCluster.connect, self.cfg.cluster)
+            self.load_processes = ld.workers or len(cluster.nodes)
+            pool = RayLoadPool(cluster, specs_for(self.load_processes), FanOut(self.writer, observer),
+                               ld.warmup_requests, one_per_node=not ld.workers, on_note=on_note, on_empty=on_empty)
+            if on_phase is not None:
+                on_phase(f"{self.load_processes} Ray load actors")
+            await pool.open()
+            self.runner = pool
+            return pool
         if self.load_processes > 1:
             from befori_tui.core.pool import LoadPool
             from befori_tui.core.runserver import runtime_dir
-            from befori_tui.core.worker import WorkerSpec
 
-            specs = [WorkerSpec(self.cfg, self.endpoint.model, i, self.load_processes, self.max_slots,
-                                prompts.line_tokens if prompts.count_source == "tokenize" else None,
-                                prompts.count_source) for i in range(self.load_processes)]
-            pool = LoadPool(specs, FanOut(self.writer, observer), ld.warmup_requests, on_note=on_note,
-                            log_dir=runtime_dir(), on_empty=on_empty)
+            pool = LoadPool(specs_for(self.load_processes), FanOut(self.writer, observer), ld.warmup_requests,
+                            on_note=on_note, log_dir=runtime_dir(), on_empty=on_empty)
             if on_phase is not None:
                 on_phase(f"{self.load_processes} load processes")
             await pool.open()
@@ -158,6 +176,10 @@ class Session:
             summary = summarize_level(lv, self.cfg.pricing, records, now_ns)
             summary.update(self.telemetry_summaries(lv, lv.t_end_ns or now_ns))
             summary.update(self.runner.health.summary(lv.t_start_ns, lv.t_end_ns))
+            if hasattr(self.runner, "worker_summary"):  # several load processes: each one's lag and CPU
+                workers = self.runner.worker_summary(lv.t_start_ns, lv.t_end_ns)
+                if workers:
+                    summary["workers"] = workers
             out.append(summary)
         return out
 
@@ -194,6 +216,8 @@ class Session:
             "telemetry": {"gpu_source": self.cfg.telemetry or "auto", "note": self.telemetry_note or ""},
             "levels": self.level_summaries(),
         }
+        if hasattr(self.runner, "cluster_summary"):  # several load processes: how many ran where
+            data["cluster"] = self.runner.cluster_summary()
         data.update(self.extra)
         return data
 

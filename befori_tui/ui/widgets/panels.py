@@ -71,6 +71,17 @@ def fit_pieces(pieces: list[tuple[Text, int]], width: int, sep: str = "  ") -> T
     return line
 
 
+def workers_text(workers: list, dim: Style, warning: Style) -> Text:
+    """'workers box-a:4242 lag 0.4ms cpu 23% · box-b:77 lag 9.1ms cpu 98%': a late or lost one in warning."""
+    out = Text.assemble(("workers ", dim))
+    for i, w in enumerate(workers):
+        if i:
+            out.append(" · ", dim)
+        late = not w.alive or (w.loop_lag_ms_p99 or 0) > CLIENT_BOUND_LAG_MS
+        out.append(fmt.worker_health(w.worker, w.loop_lag_ms_p99, w.cpu_pct, w.alive), warning if late else "")
+    return out
+
+
 class StatusBar(CellPanel):
     """Two lines, at every size. The first: state, clock, concurrency and the headline — the current level's
     $/M input and output by the befori method, with their ± and settled mark — then the level. The second:
@@ -126,6 +137,8 @@ class StatusBar(CellPanel):
         lag_ms = m.loop_lag_ms_p99
         if lag_ms is not None and lag_ms > CLIENT_BOUND_LAG_MS:
             second.append((Text(f"⚠ client-bound (loop lag p99 {lag_ms:.0f} ms)", warning), 1))
+        if m.workers:  # several load processes (local or Ray actors): which one is the bottleneck
+            second.append((workers_text(m.workers, dim, warning), 2))
         where = Text.assemble(info.get("url", "—"), (" · ", dim), (str(info.get("model", "—")), "bold"),
                               (" · ", dim), str(info.get("api", "—")))
         second.append((where, 0))  # last, so only the endpoint's end is ever cut
