@@ -19,6 +19,8 @@ from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from befori_tui.core import format as fmt
+from befori_tui.core.health import CLIENT_BOUND_LAG_MS
 from befori_tui.ui.model import LiveModel
 from befori_tui.ui.widgets.cellpanel import CellPanel, changed_span
 from befori_tui.ui.timeline_cells import DECODE, ERROR, GAP, PREFILL, intervals, row_runs
@@ -31,6 +33,23 @@ LEGENDS = ("light: prefill → input · dark: decode → output · ▏ first tok
            "light in · dark out · × err")
 PAGE_HISTORY = 0.75  # after a page turn, this share of the window is the past; the rest fills as time passes
 
+
+
+def append_workers(line: Text, workers: tuple, width: int) -> None:
+    """' · workers box-a:4242 lag 0.4ms cpu 23% · box-b:77 ⚠ lag 9.1ms cpu 98%': each load process's health
+    (several local ones, or Ray actors), as many whole as fit, then how many did not; a late or lost one is
+    marked, so the bottleneck machine stands out."""
+    line.append(" · workers")
+    for k, w in enumerate(workers):
+        late = not w.alive or (w.loop_lag_ms_p99 or 0) > CLIENT_BOUND_LAG_MS
+        text = fmt.worker_health(w.worker, w.loop_lag_ms_p99, w.cpu_pct, w.alive)
+        piece = Text.assemble(" ", ("⚠ " if late else "", "bold"), (text, "bold" if late else ""),
+                              " ·" if k < len(workers) - 1 else "")
+        after = len(workers) - k - 1
+        if line.cell_len + piece.cell_len + (len(f" +{after}") if after else 0) > width:
+            line.append(f" +{len(workers) - k}")  # those that do not fit, counted, never cut
+            return
+        line.append_text(piece)
 
 class TimelineView(ScrollView, can_focus=True):
     COMPONENT_CLASSES = {"timeline--prefill", "timeline--decode", "timeline--error", "timeline--label"}
@@ -198,13 +217,17 @@ class TimelinePanel(Vertical):
         self.view.tick()
         states = self.model.slot_states()
         width = self.size.width
-        if (states, width) != self._shown.get("states"):  # an unchanged line is not sent to the terminal again
-            self._shown["states"] = (states, width)
+        workers = tuple(self.model.workers)
+        if (states, width, workers) != self._shown.get("states"):  # an unchanged line is not sent again
+            self._shown["states"] = (states, width, workers)
             waiting, decoding, idle = states
             first = " waiting for a first token · " if width >= 60 else " before 1st token · "
-            self.query_one("#timeline-summary", CellPanel).update(Text.assemble(
+            line = Text.assemble(
                 (f"{waiting}", "bold"), first, (f"{decoding}", "bold"), " decoding · ", (f"{idle}", "bold"), " idle",
-            ))
+            )
+            if workers:
+                append_workers(line, workers, width - 2)
+            self.query_one("#timeline-summary", CellPanel).update(line)
         axis = self.view.axis_text()
         if axis != self._shown.get("axis"):
             self._shown["axis"] = axis
