@@ -271,6 +271,9 @@ def validate_cluster(cl: ClusterConfig, where: str) -> None:
     if cl.ray and not ray_installed():
         raise ConfigError(f"{where}: cluster.ray needs Ray, which is not installed here: "
                           "pip install 'befori-tui[ray]'")
+    if cl.ray.startswith("ray://"):
+        raise ConfigError(f"{where}: cluster.ray: a Ray Client address (ray://) is not supported; run befori-tui "
+                          "on a node of the cluster with --ray auto or --ray HEAD:6379 (docs/cluster.md)")
     if cl.listen:
         host, sep, port = cl.listen.rpartition(":")
         if not sep:
