@@ -42,16 +42,13 @@ async def test_the_status_bar_shows_each_load_processs_lag_and_cpu(sim, tmp_path
     assert "workers" in shown and shown.count(" cpu ") >= 2
 
 
-def test_workers_that_do_not_fit_the_slots_line_are_counted_never_cut():
-    from rich.text import Text
-
-    from befori_tui.ui.widgets.timeline import append_workers
+def test_workers_that_do_not_fit_their_line_are_shortened_then_counted_never_cut():
+    from befori_tui.ui.widgets.timeline import workers_line
 
     workers = (ev.WorkerHealth("a:1", 0.5, 10.0), ev.WorkerHealth("b:2", 9.0, 99.0),
                ev.WorkerHealth("c:3", None, None, alive=False))
-    wide = Text("2 decoding")
-    append_workers(wide, workers, 200)
-    assert wide.plain == ("2 decoding · workers a:1 lag 0.5ms cpu 10% · ⚠ b:2 lag 9.0ms cpu 99% · ⚠ c:3 lost")
-    narrow = Text("2 decoding")
-    append_workers(narrow, workers, 60)
-    assert narrow.plain == "2 decoding · workers a:1 lag 0.5ms cpu 10% · +2"
+    assert workers_line(workers, 200).plain == ("workers a:1 lag 0.5ms cpu 10% · ⚠ b:2 lag 9.0ms cpu 99% · "
+                                                "⚠ c:3 lost")
+    assert workers_line(workers, 60).plain == "workers a:1 0.5ms 10% · ⚠ b:2 9.0ms 99% · ⚠ c:3 lost"
+    assert workers_line(workers, 45).plain == "workers a:1 0.5ms 10% · ⚠ b:2 9.0ms 99% +1"
+    assert workers_line(workers, 20).plain == "workers +3"

@@ -35,21 +35,31 @@ PAGE_HISTORY = 0.75  # after a page turn, this share of the window is the past; 
 
 
 
-def append_workers(line: Text, workers: tuple, width: int) -> None:
-    """' · workers box-a:4242 lag 0.4ms cpu 23% · box-b:77 ⚠ lag 9.1ms cpu 98%': each load process's health
-    (several local ones, or Ray actors), as many whole as fit, then how many did not; a late or lost one is
-    marked, so the bottleneck machine stands out."""
-    line.append(" · workers")
-    for k, w in enumerate(workers):
+def workers_line(workers: tuple, width: int) -> Text:
+    """'workers box-a:4242 lag 0.4ms cpu 23% · ⚠ box-b:77 lag 9.1ms cpu 98%': each load process's health
+    (several local ones, or Ray actors). Shorter ('box-a:4242 0.4ms 23%') when they do not all fit, then as
+    many whole as fit and how many did not; a late or lost one is marked, so the bottleneck machine shows."""
+
+    def piece(w, compact: bool) -> Text:
         late = not w.alive or (w.loop_lag_ms_p99 or 0) > CLIENT_BOUND_LAG_MS
         text = fmt.worker_health(w.worker, w.loop_lag_ms_p99, w.cpu_pct, w.alive)
-        piece = Text.assemble(" ", ("⚠ " if late else "", "bold"), (text, "bold" if late else ""),
-                              " ·" if k < len(workers) - 1 else "")
-        after = len(workers) - k - 1
-        if line.cell_len + piece.cell_len + (len(f" +{after}") if after else 0) > width:
-            line.append(f" +{len(workers) - k}")  # those that do not fit, counted, never cut
-            return
-        line.append_text(piece)
+        if compact and w.alive:
+            text = text.replace(" lag ", " ").replace(" cpu ", " ")
+        return Text.assemble(("⚠ " if late else "", "bold"), (text, "bold" if late else ""))
+
+    for compact in (False, True):
+        line = Text("workers")
+        pieces = [piece(w, compact) for w in workers]
+        if line.cell_len + sum(p.cell_len + 3 for p in pieces) - 2 <= width or compact:
+            break
+    for k, p in enumerate(pieces):
+        after = len(pieces) - k - 1
+        if line.cell_len + (3 if k else 1) + p.cell_len + (len(f" +{after}") if after else 0) > width:
+            line.append(f" +{len(pieces) - k}")  # those that do not fit, counted, never cut
+            break
+        line.append(" · " if k else " ")
+        line.append_text(p)
+    return line
 
 class TimelineView(ScrollView, can_focus=True):
     COMPONENT_CLASSES = {"timeline--prefill", "timeline--decode", "timeline--error", "timeline--label"}
@@ -199,6 +209,7 @@ class TimelinePanel(Vertical):
     def compose(self) -> ComposeResult:
         # One line each, sent by the changed cells only (the ▲ moving, a count changing).
         yield CellPanel(id="timeline-summary")
+        yield CellPanel(id="timeline-workers")  # each load process's lag and CPU, when there are several
         yield self.view
         yield CellPanel(id="timeline-axis")
 
@@ -225,9 +236,11 @@ class TimelinePanel(Vertical):
             line = Text.assemble(
                 (f"{waiting}", "bold"), first, (f"{decoding}", "bold"), " decoding · ", (f"{idle}", "bold"), " idle",
             )
-            if workers:
-                append_workers(line, workers, width - 2)
             self.query_one("#timeline-summary", CellPanel).update(line)
+            panel = self.query_one("#timeline-workers", CellPanel)
+            if workers:  # a line of its own, only with several load processes
+                panel.display = True
+                panel.update(workers_line(workers, width - 2))
         axis = self.view.axis_text()
         if axis != self._shown.get("axis"):
             self._shown["axis"] = axis
