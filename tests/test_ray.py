@@ -4,6 +4,7 @@ actor killed mid-level. Skipped, with the reason, where Ray is not installed or 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from befori_tui.core import events as ev
 from befori_tui.core.config import ray_installed
-from befori_tui.core.controller import RunPlan
+from befori_tui.core.controller import RunController, RunPlan
 from tests.runs import start_run
 from tests.test_controller import check_accounting, config, wait_for
 
@@ -117,6 +118,20 @@ def test_a_ray_actor_killed_mid_level_is_said_its_requests_are_lost_once_and_the
     assert len(gone) == 1 and gone[0]["index"] == 1 and gone[0]["requests_lost"] == len(doomed)
 
 
+def test_without_workers_a_ray_run_places_one_load_actor_on_each_node(ray_cluster, sim, tmp_path):
+    out = tmp_path / "n.toml"
+    cfg = ray_config(sim.base_url, 2, workers=0)
+    controller = RunController(cfg, out, plan=RunPlan([2], requests=4), telemetry="none")
+    asyncio.run(controller.run())
+    assert controller.ended_by == "completed", controller.error
+    data, raw = check_accounting(out)
+    nodes = [n["NodeID"] for n in ray_cluster.nodes() if n["Alive"]]
+    cl = data["cluster"]
+    assert cl["placement"] == "one per node" and cl["workers"] == cl["ray_nodes"] == len(nodes) == 1
+    assert [w["node_id"] for w in cl["worker"]] == nodes and data["load"]["load_processes"] == 1
+    assert {r["worker"]["pid"] for r in raw} == {cl["worker"][0]["pid"]}
+
+
 def test_bench_on_a_ray_cluster_by_its_address_prints_each_workers_health(ray_cluster, sim, tmp_path):
     address = ray_cluster.get_runtime_context().gcs_address
     assert address.startswith("127.0.0.1:")
@@ -150,8 +165,6 @@ def test_ray_asked_for_where_it_is_not_installed_is_one_line_and_exit_2(tmp_path
 # --- without a cluster: the handshake and bad input ----------------------------------------------------------
 
 async def test_a_connection_without_a_valid_token_is_closed_and_a_valid_one_gets_the_key(monkeypatch):
-    import asyncio
-
     import msgspec
 
     import befori_tui
