@@ -280,6 +280,7 @@ class RayLoadPool(LoadPool):
         try:
             self._server = await asyncio.start_server(self._accept, c.listen_host, c.listen_port)
         except OSError as exc:
+            await asyncio.to_thread(c.shutdown)
             raise ClientSetupError(f"cannot listen for the Ray actors on {c.listen_host}:{c.listen_port} "
                                    f"({exc.strerror or exc}); set --ray-listen HOST[:PORT]") from None
         port = self._server.sockets[0].getsockname()[1]

@@ -112,7 +112,7 @@ class Session:
             pool = RayLoadPool(cluster, specs_for(self.load_processes), FanOut(self.writer, observer),
                                ld.warmup_requests, one_per_node=not ld.workers, on_note=on_note, on_empty=on_empty)
             if on_phase is not None:
-                on_phase(f"{self.load_processes} Ray load actors")
+                on_phase(f"{self.load_processes} Ray load actor{'s' if self.load_processes != 1 else ''}")
             await pool.open()
             self.runner = pool
             return pool
