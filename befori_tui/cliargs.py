@@ -105,6 +105,13 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                     help="when concurrency goes down, the removed slots' requests finish, or are cancelled (counted "
                          "as cancelled); either way the new level is measured once they have ended "
                          f"(default {ld.on_decrease})")
+    lg.add_argument("--ray", metavar="auto|ADDRESS",
+                    help="load processes as Ray actors on a cluster's nodes, one per node (or --workers N in all): "
+                         "auto is the cluster this machine joined (else a one-box cluster), ADDRESS e.g. "
+                         "head:6379 (needs befori-tui[ray]; docs/cluster.md; default: none, local processes)")
+    lg.add_argument("--ray-listen", metavar="HOST[:PORT]",
+                    help="where the run listens for its Ray actors (default: 127.0.0.1 on a one-box cluster, "
+                         "else the address Ray knows this machine by, a free port)")
     lg.add_argument("--honor-retry-after", action="store_true",
                     help="after a 429 with Retry-After, that slot waits as asked, at most 30 s (default: off, only "
                          "counted)")
@@ -171,6 +178,7 @@ PLAIN_FLAGS = {
     "max_concurrency": ("load", "max_concurrency"), "optimum_by": ("search", "by"),
     "burstiness": ("load", "burstiness"), "max_in_flight": ("load", "max_in_flight"),
     "search_tolerance": ("search", "tolerance"),
+    "ray": ("cluster", "ray"), "ray_listen": ("cluster", "listen"),
     "usd_per_hour": ("pricing", "usd_per_hour"), "gpu_count": ("pricing", "gpu_count"),
     "usd_per_kwh": ("pricing", "usd_per_kwh"),
 }

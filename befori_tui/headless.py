@@ -18,6 +18,7 @@ from befori_tui.core.health import CLIENT_BOUND_NOTE
 from befori_tui.core.runproc import make_hello, new_run_id, serve_run
 from befori_tui.core.runserver import socket_path_for
 from befori_tui.core.session import default_out_path
+from befori_tui.core import format as fmt
 from befori_tui.core.format import errors_text, price_note, usd
 
 EXIT_NOTHING_SUCCEEDED = 3  # the run completed, and every request failed
@@ -52,7 +53,11 @@ def level_line(s: dict) -> str:
         parts.append(slo_word(s))
     if s.get("client_bound"):
         parts.append(f"{CLIENT_BOUND_NOTE} (client loop lag p99 {s['client_loop_lag_ms_p99']:.0f} ms)")
-    return " · ".join(parts)
+    line = " · ".join(parts)
+    if s.get("workers"):  # several load processes: each one's loop lag p99 and CPU over the level
+        line += "\n  workers: " + " · ".join(fmt.worker_health(w["worker"], w.get("loop_lag_ms_p99"),
+                                                                 w.get("cpu_pct")) for w in s["workers"])
+    return line
 
 
 def slo_word(s: dict) -> str:

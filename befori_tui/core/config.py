@@ -89,6 +89,16 @@ class LoadConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Load processes as Ray actors on a cluster's nodes (core/raypool.py, docs/cluster.md)."""
+
+    ray: str = ""  # "" (local processes), "auto" (the cluster this machine joined, else a one-box one), or an address
+    # Where the run listens for its actors, HOST or HOST:PORT; "" chooses (127.0.0.1 for a one-box cluster,
+    # else the address Ray knows this machine by, on a free port).
+    listen: str = ""
+
+
+@dataclass
 class ApiPrice:
     name: str
     usd_per_million_input: float
@@ -136,6 +146,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     # Latency targets ([slo] in a config, --slo): core.slo.SloTarget, in the order given.
     slo: list = field(default_factory=list)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def validate(self, where: str = "config") -> None:
         validate(self, where)
@@ -147,6 +158,7 @@ SECTIONS = {
     "load": LoadConfig,
     "pricing": PricingConfig,
     "search": SearchConfig,
+    "cluster": ClusterConfig,
 }
 
 
@@ -317,6 +329,9 @@ def validate(cfg: Config, where: str = "config") -> None:
     if ld.rate and ld.workers > 1:
         # The load processes (core/pool.py) share out slots of a closed loop; one arrival schedule is not split.
         raise ConfigError(f"{where}: load.rate: the open loop runs in one load process; set load.workers to 0 or 1")
+    if ld.rate and cfg.cluster.ray:
+        raise ConfigError(f"{where}: load.rate: the open loop runs in one load process, not on Ray actors; "
+                          "leave out cluster.ray (--ray)")
     if not 1 <= ld.max_concurrency <= 4096:
         raise ConfigError(f"{where}: load.max_concurrency must be 1 to 4096, got {ld.max_concurrency}")
     sc = cfg.search
@@ -329,6 +344,7 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: search.factor must be 1.1 to 16, got {sc.factor:g}")
     if not 0 <= ld.workers <= 64:
         raise ConfigError(f"{where}: load.workers must be 0 (automatic) to 64, got {ld.workers}")
+    validate_cluster(cfg.cluster, where)
     for key in ("timeout_s", "connect_timeout_s", "setup_timeout_s", "max_seconds"):
         if getattr(ld, key) <= 0:
             raise ConfigError(f"{where}: load.{key} must be > 0, got {getattr(ld, key):g}")
@@ -399,6 +415,32 @@ def header_values(headers: dict[str, str]) -> tuple[dict[str, str], list[str]]:
                 secrets.append(value)
         out[name] = value
     return out, secrets
+
+
+def ray_installed() -> bool:
+    """Whether Ray can be imported, without importing it (a second or more, and it must be imported later, once
+    the run knows whether it starts a cluster: core/raypool.py)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # ValueError: blocked (sys.modules["ray"] is None)
+        return False
+
+
+def validate_cluster(cl: ClusterConfig, where: str) -> None:
+    if cl.ray and not ray_installed():
+        raise ConfigError(f"{where}: cluster.ray needs Ray, which is not installed here: "
+                          "pip install 'befori-tui[ray]'")
+    if cl.ray.startswith("ray://"):
+        raise ConfigError(f"{where}: cluster.ray: a Ray Client address (ray://) is not supported; run befori-tui "
+                          "on a node of the cluster with --ray auto or --ray HEAD:6379 (docs/cluster.md)")
+    if cl.listen:
+        host, sep, port = cl.listen.rpartition(":")
+        if not sep:
+            host, port = cl.listen, "0"
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"{where}: cluster.listen must be HOST or HOST:PORT, got {cl.listen!r}")
 
 
 def check_url(url: str, where: str, need_v1: bool = True) -> None:

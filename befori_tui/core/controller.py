@@ -638,3 +638,8 @@ class RunController:
     def loop_lag_ms_p99(self) -> float | None:
         runner = self.session.runner
         return runner.health.recent_p99_ms() if runner is not None else None
+
+    def worker_health(self) -> list:
+        """Each load process's lag and CPU over the last 10 s (several processes, or Ray actors); [] else."""
+        runner = self.session.runner
+        return runner.worker_health() if hasattr(runner, "worker_health") else []

@@ -117,6 +117,9 @@ class Ready(_Message, tag="ready"):
     simulated: bool = False
     # What carries the load when not a plain connection: proxy (no credentials), TLS not verified, header names.
     wire: str = ""
+    # Who sends it: a load process says its host and process id (the raw records name it, docs/results.md).
+    host: str = ""
+    pid: int = 0
 
 
 class RequestStarted(_Message, tag="start"):
@@ -176,10 +179,21 @@ class Sample(_Message, tag="sample"):
     sample: TelemetrySample
 
 
+class WorkerHealth(msgspec.Struct, frozen=True, array_like=True):
+    """One load process's health over the last 10 s: its loop's lag p99 and its CPU (100 = one core)."""
+
+    worker: str  # host:pid
+    loop_lag_ms_p99: float | None
+    cpu_pct: float | None
+    alive: bool = True
+
+
 class Health(_Message, tag="health"):
-    """The load loop's own lag (p99 over the last 10 s): whether the client, not the server, is the limit."""
+    """The load loop's own lag (p99 over the last 10 s): whether the client, not the server, is the limit.
+    With several load processes (local or on a Ray cluster), each one's lag and CPU too."""
 
     loop_lag_ms_p99: float | None
+    workers: list[WorkerHealth] = msgspec.field(default_factory=list)
 
 
 class Saved(_Message, tag="saved"):
@@ -216,6 +230,10 @@ class LagSamples(_Message, tag="lag"):
 
     t_ns: list[int]
     lag_ns: list[int]
+    # The process's CPU time so far (all its threads) and when it was read, its own clock: the run turns two
+    # of these into a CPU share.
+    cpu_t_ns: int = 0
+    cpu_ns: int = 0
 
 
 Event = Union[Hello, Connecting, Ready, RequestStarted, FirstToken, RequestEnded, LevelOpened, LevelEnded,

@@ -102,3 +102,18 @@ def price_note(pricing, short: bool = False) -> str | None:
         return f"{price}: price of the simulated box" if short else \
             f"priced at {price}, the price of the simulated box ({gpus} at {per_gpu})"
     return None
+
+
+def short_worker(name: str) -> str:
+    """'box-a.example.internal:4242' → 'box-a:4242': a load process named by its host's first label."""
+    host, sep, pid = name.rpartition(":")
+    return f"{host.split('.')[0]}:{pid}" if sep and host else name
+
+
+def worker_health(worker: str, lag_ms: float | None, cpu_pct: float | None, alive: bool = True) -> str:
+    """One load process's health, compact: 'box-a:4242 lag 0.4ms cpu 23%', or '… lost'."""
+    if not alive:
+        return f"{short_worker(worker)} lost"
+    lag = DASH if lag_ms is None else f"{lag_ms:.1f}ms"
+    cpu = DASH if cpu_pct is None else f"{cpu_pct:.0f}%"
+    return f"{short_worker(worker)} lag {lag} cpu {cpu}"

@@ -77,9 +77,37 @@ class _Process:
     error: str | None = None
     task: asyncio.Task | None = None
     log_path: Path | None = None  # its stdout and stderr; removed when it exits cleanly
+    # Who it is (from its Ready): the raw records name it, the TOML lists it.
+    worker: dict | None = None
+    where: dict = field(default_factory=dict)  # more about its place (a Ray node), for the TOML
+    # Its own health, on this process's clock: loop-lag samples, and (time, CPU time so far) pairs.
+    lag_t_ns: list = field(default_factory=list)
+    lag_ns: list = field(default_factory=list)
+    cpu: list = field(default_factory=list)
+    requests_lost: int = 0
+    lost: bool = False
 
     def map(self, t_ns: int | None) -> int | None:
         return None if t_ns is None else t_ns + (self.clock.offset_ns or 0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.worker['host']}:{self.worker['pid']}" if self.worker else f"load process {self.index}"
+
+    def lag_p99_ms(self, t0_ns: int, t1_ns: int | None) -> float | None:
+        i = bisect.bisect_left(self.lag_t_ns, t0_ns)
+        j = len(self.lag_t_ns) if t1_ns is None else bisect.bisect_right(self.lag_t_ns, t1_ns)
+        lags = sorted(self.lag_ns[i:j])
+        return lags[min(len(lags) - 1, int(0.99 * len(lags)))] / 1e6 if lags else None
+
+    def cpu_pct(self, t0_ns: int, t1_ns: int | None) -> float | None:
+        """Its CPU time over wall time between the first and last readings in [t0, t1]; 100 = one core."""
+        times = [t for t, _ in self.cpu]
+        i = bisect.bisect_left(times, t0_ns)
+        j = len(times) if t1_ns is None else bisect.bisect_right(times, t1_ns)
+        if j - i < 2 or times[j - 1] <= times[i]:
+            return None
+        return 100.0 * (self.cpu[j - 1][1] - self.cpu[i][1]) / (times[j - 1] - times[i])
 
 
 class LoadPool:
@@ -182,7 +210,7 @@ class LoadPool:
         if t is ev.RequestStarted:
             level = self.levels[event.level]
             r = RequestRecord(event.request_id, event.slot, event.level, level.concurrency,
-                              t_send_ns=p.map(event.t_send_ns))
+                              t_send_ns=p.map(event.t_send_ns), worker=p.worker)
             self.in_flight[r.request_id] = r
             level.sent += 1
             self.observer.on_request_start(r)
@@ -195,6 +223,7 @@ class LoadPool:
                 self.observer.on_first_token(r)
         elif t is ev.RequestEnded:
             r = ev.record_from_wire(event.record)
+            r.worker = p.worker
             for name in ("t_send_ns", "t_headers_ns", "t_first_token_ns", "t_end_ns"):
                 setattr(r, name, p.map(getattr(r, name)))
             self.in_flight.pop(r.request_id, None)  # its start came first: one ordered stream per process
@@ -204,8 +233,15 @@ class LoadPool:
             self._drained.setdefault(event.index, set()).add(p.index)
             self._end_if_drained()
         elif t is ev.LagSamples:
-            self.health.add(event.t_ns, event.lag_ns, p.clock.offset_ns or 0)
+            offset = p.clock.offset_ns or 0
+            self.health.add(event.t_ns, event.lag_ns, offset)
+            p.lag_t_ns.extend(t + offset for t in event.t_ns)  # one process's samples come in time order
+            p.lag_ns.extend(event.lag_ns)
+            if event.cpu_t_ns:
+                p.cpu.append((event.cpu_t_ns + offset, event.cpu_ns))
         elif t is ev.Ready:
+            if event.host:
+                p.worker = {"host": event.host, "pid": event.pid}
             p.ready.set()
         elif t is ev.Failed:
             p.error = event.text
@@ -235,6 +271,7 @@ class LoadPool:
         p.alive = False
         p.finished.set()
         mine = [r for rid, r in self.in_flight.items() if rid % len(self.specs) == p.index]
+        p.requests_lost = len(mine)
         now = time.perf_counter_ns()
         for r in mine:
             del self.in_flight[r.request_id]
@@ -244,10 +281,12 @@ class LoadPool:
         self._check_drain()
         if self.stopping:
             return
+        p.lost = True
         self.processes_lost += 1
         others = len(self.alive)
         code = p.proc.poll()
-        self.on_note(f"load process {p.index} ended (exit {code if code is not None else '?'}): "
+        where = f", {p.name}" if p.worker else ""
+        self.on_note(f"load process {p.index} ended (exit {code if code is not None else '?'}{where}): "
                      f"{len(mine)} requests in flight counted as lost; "
                      + (f"the load goes on in {others} process{'es' if others != 1 else ''}, from a new level"
                         if others else "no load process is left"))
@@ -255,6 +294,42 @@ class LoadPool:
             self._open(self.concurrency, "lost-process")
         elif not others:
             self.on_empty()  # nothing can carry the load any more: the run ends (and saves) rather than idle
+
+    # --- each load process: where it ran and how it kept up ------------------------------------------------
+
+    def worker_health(self, window_s: float = 10.0) -> list[ev.WorkerHealth]:
+        """Each process's loop-lag p99 and CPU over the last `window_s`, for the screen (`Health`)."""
+        t0 = time.perf_counter_ns() - int(window_s * 1e9)
+        return [ev.WorkerHealth(p.name, p.lag_p99_ms(t0, None), p.cpu_pct(t0, None), p.alive)
+                for p in self.processes]
+
+    def worker_summary(self, t0_ns: int, t1_ns: int | None) -> list[dict]:
+        """Each process's loop-lag p99 and CPU over a level, for its summary (docs/results.md)."""
+        out = []
+        for p in self.processes:
+            row = {"worker": p.name}
+            lag, cpu = p.lag_p99_ms(t0_ns, t1_ns), p.cpu_pct(t0_ns, t1_ns)
+            if lag is not None:
+                row["loop_lag_ms_p99"] = lag
+            if cpu is not None:
+                row["cpu_pct"] = cpu
+            if len(row) > 1:
+                out.append(row)
+        return out
+
+    def workers_table(self) -> list[dict]:
+        """Where each process ran and how it ended, for the TOML (`[[cluster.workers]]`)."""
+        return [{"index": p.index, "host": (p.worker or {}).get("host", ""), "pid": (p.worker or {}).get("pid", 0),
+                 **p.where, "lost": p.lost, "requests_lost": p.requests_lost} for p in self.processes]
+
+    def cluster_summary(self) -> dict:
+        """How many load processes ran where (the TOML's `[cluster]`, docs/results.md)."""
+        table = self.workers_table()
+        hosts: dict[str, int] = {}
+        for w in table:
+            hosts[w["host"]] = hosts.get(w["host"], 0) + 1
+        return {"engine": "local", "workers": len(table), "workers_lost": self.processes_lost,
+                "hosts": [{"host": h, "workers": n} for h, n in hosts.items()], "worker": table}
 
     # --- the LoadRunner face ------------------------------------------------------------------------------
 

@@ -51,6 +51,9 @@ class RequestRecord:
     server_timing: dict[str, Any] | None = None
     # The turn's number in a conversation of several turns (1, 2, …); 0: a request on its own.
     turn: int = 0
+    # The load process that sent it, {"host": …, "pid": …}, when the load ran in several (core/pool.py, or Ray
+    # actors: core/raypool.py); None when the run carried the load itself. One dict shared by its records.
+    worker: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -88,6 +91,8 @@ class RequestRecord:
         out["itl_ns"] = list(self.itl_ns)
         if self.server_timing is not None:
             out["server_timing"] = dict(self.server_timing)
+        if self.worker is not None:
+            out["worker"] = dict(self.worker)
         return out
 
     @classmethod

@@ -201,7 +201,7 @@ class RunServer:
         now = time.perf_counter_ns()
         if now - self._last_health_ns >= self.health_interval_s * 1e9:
             self._last_health_ns = now
-            items.append((None, ev.Health(self.controller.loop_lag_ms_p99())))
+            items.append((None, ev.Health(self.controller.loop_lag_ms_p99(), self.controller.worker_health())))
         return items
 
     def _publish(self) -> None:

@@ -99,17 +99,35 @@ class Session:
         await self.writer.open()
         # The open loop runs in this process (config refuses load.rate with several load processes).
         self.load_processes = 1 if ld.rate else ld.workers or auto_processes(max(ld.concurrency))
+
+        def specs_for(n: int) -> list:
+            from befori_tui.core.worker import WorkerSpec
+
+            return [WorkerSpec(self.cfg, self.endpoint.model, i, n, self.max_slots,
+                               prompts.line_tokens if prompts.lines_counted else None,
+                               prompts.count_source, prompts.run_tag, prompts.head_tokens) for i in range(n)]
+
+        if self.cfg.cluster.ray:  # load processes as Ray actors on the cluster's nodes (core/raypool.py)
+            from befori_tui.core.raypool import RayCluster, RayLoadPool
+
+            if on_phase is not None:
+                on_phase(f"the Ray cluster ({self.cfg.cluster.ray})")
+            cluster = await asyncio.to_thread(RayCluster.connect, self.cfg.cluster)
+            self.load_processes = ld.workers or len(cluster.nodes)
+            pool = RayLoadPool(cluster, specs_for(self.load_processes), FanOut(self.writer, observer),
+                               ld.warmup_requests, one_per_node=not ld.workers, on_note=on_note, on_empty=on_empty,
+                               on_decrease=ld.on_decrease)
+            if on_phase is not None:
+                on_phase(f"{self.load_processes} Ray load actor{'s' if self.load_processes != 1 else ''}")
+            await pool.open()
+            self.runner = pool
+            return pool
         if self.load_processes > 1:
             from befori_tui.core.pool import LoadPool
             from befori_tui.core.runserver import runtime_dir
-            from befori_tui.core.worker import WorkerSpec
 
-            specs = [WorkerSpec(self.cfg, self.endpoint.model, i, self.load_processes, self.max_slots,
-                                prompts.line_tokens if prompts.lines_counted else None,
-                                prompts.count_source, prompts.run_tag, prompts.head_tokens)
-                     for i in range(self.load_processes)]
-            pool = LoadPool(specs, FanOut(self.writer, observer), ld.warmup_requests, on_note=on_note,
-                            log_dir=runtime_dir(), on_empty=on_empty, on_decrease=ld.on_decrease)
+            pool = LoadPool(specs_for(self.load_processes), FanOut(self.writer, observer), ld.warmup_requests,
+                            on_note=on_note, log_dir=runtime_dir(), on_empty=on_empty, on_decrease=ld.on_decrease)
             if on_phase is not None:
                 on_phase(f"{self.load_processes} load processes")
             await pool.open()
@@ -173,6 +191,10 @@ class Session:
             turns = turn_stats(lv.records)
             if turns:
                 summary["turns"] = turns
+            if hasattr(self.runner, "worker_summary"):  # several load processes: each one's lag and CPU
+                workers = self.runner.worker_summary(lv.t_start_ns, lv.t_end_ns)
+                if workers:
+                    summary["workers"] = workers
             out.append(summary)
         return out
 
@@ -217,6 +239,8 @@ class Session:
             data["slo"] = {t.key: t.limit_s for t in cfg.slo}  # seconds
         data["search"] = {**dataclasses.asdict(cfg.search), **self.search_info}
         data["optimum"] = optimum_for(data, cfg.slo, cfg.search)
+        if hasattr(self.runner, "cluster_summary"):  # several load processes: how many ran where
+            data["cluster"] = self.runner.cluster_summary()
         data.update(self.extra)
         return data
 

@@ -11,6 +11,7 @@ If the run goes away (its socket closes), it cancels what is in flight and exits
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import signal
 import socket
@@ -91,7 +92,9 @@ async def serve(spec: WorkerSpec, sock: socket.socket) -> None:
                         honor_retry_after=ld.retry_after, id_start=spec.index, id_step=spec.id_step)
     runner.t_start_ns = time.perf_counter_ns()
     runner.health.start()
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    # A socket pair from core/pool.py, or a TCP connection back to the run from a Ray actor (core/raypool.py).
+    opener = asyncio.open_unix_connection if sock.family == socket.AF_UNIX else asyncio.open_connection
+    reader, writer = await opener(sock=sock)
     lag_sent = 0
 
     def send(final: list[Any] | None = None) -> None:
@@ -105,7 +108,8 @@ async def serve(spec: WorkerSpec, sock: socket.socket) -> None:
         h = runner.health
         n = min(len(h.t_ns), len(h.lag_ns))
         if n > lag_sent:
-            items.append(ev.LagSamples(h.t_ns[lag_sent:n], h.lag_ns[lag_sent:n]))
+            items.append(ev.LagSamples(h.t_ns[lag_sent:n], h.lag_ns[lag_sent:n], time.perf_counter_ns(),
+                                       time.process_time_ns()))
             lag_sent = n
         items += final or []
         if items:
@@ -117,7 +121,8 @@ async def serve(spec: WorkerSpec, sock: socket.socket) -> None:
             send()
             await writer.drain()
 
-    send([ev.Ready(endpoint.base_url, spec.model, cfg.endpoint.api, prompts.count_source)])
+    send([ev.Ready(endpoint.base_url, spec.model, cfg.endpoint.api, prompts.count_source, False,
+                   host=socket.gethostname(), pid=os.getpid())])
     sending = asyncio.create_task(sender())
     drain_s = 0.0
     try:

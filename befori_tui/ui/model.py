@@ -73,6 +73,7 @@ class LiveModel:
         self.connecting: str | None = None  # what the run is waiting for during setup
         self.connecting_since_ns = 0
         self.loop_lag_ms_p99: float | None = None  # the run's load loop, over the last 10 s
+        self.workers: list = []  # each load process's lag and CPU (ev.WorkerHealth), with several of them
         self.hello = None
         self.error: str | None = None
         self.last_saved: tuple[str, int] | None = None
@@ -141,6 +142,7 @@ class LiveModel:
             self.gpu_version += 1
         elif t is ev.Health:
             self.loop_lag_ms_p99 = event.loop_lag_ms_p99
+            self.workers = list(event.workers)
         elif t is ev.Connecting:
             self.connecting = event.what
             self.connecting_since_ns = time.perf_counter_ns()  # this process's clock: only for the display

@@ -19,6 +19,8 @@ from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from befori_tui.core import format as fmt
+from befori_tui.core.health import CLIENT_BOUND_LAG_MS
 from befori_tui.ui.model import LiveModel
 from befori_tui.ui.widgets.cellpanel import CellPanel, changed_span
 from befori_tui.ui.timeline_cells import CANCELLED, DECODE, ERROR, GAP, PREFILL, intervals, row_runs
@@ -31,6 +33,33 @@ LEGENDS = ("light: prefill → input · dark: decode → output · ▏ first tok
            "light in · dark out · × err · - cut")
 PAGE_HISTORY = 0.75  # after a page turn, this share of the window is the past; the rest fills as time passes
 
+
+
+def workers_line(workers: tuple, width: int) -> Text:
+    """'workers box-a:4242 lag 0.4ms cpu 23% · ⚠ box-b:77 lag 9.1ms cpu 98%': each load process's health
+    (several local ones, or Ray actors). Shorter ('box-a:4242 0.4ms 23%') when they do not all fit, then as
+    many whole as fit and how many did not; a late or lost one is marked, so the bottleneck machine shows."""
+
+    def piece(w, compact: bool) -> Text:
+        late = not w.alive or (w.loop_lag_ms_p99 or 0) > CLIENT_BOUND_LAG_MS
+        text = fmt.worker_health(w.worker, w.loop_lag_ms_p99, w.cpu_pct, w.alive)
+        if compact and w.alive:
+            text = text.replace(" lag ", " ").replace(" cpu ", " ")
+        return Text.assemble(("⚠ " if late else "", "bold"), (text, "bold" if late else ""))
+
+    for compact in (False, True):
+        line = Text("workers")
+        pieces = [piece(w, compact) for w in workers]
+        if line.cell_len + sum(p.cell_len + 3 for p in pieces) - 2 <= width or compact:
+            break
+    for k, p in enumerate(pieces):
+        after = len(pieces) - k - 1
+        if line.cell_len + (3 if k else 1) + p.cell_len + (len(f" +{after}") if after else 0) > width:
+            line.append(f" +{len(pieces) - k}")  # those that do not fit, counted, never cut
+            break
+        line.append(" · " if k else " ")
+        line.append_text(p)
+    return line
 
 class TimelineView(ScrollView, can_focus=True):
     COMPONENT_CLASSES = {"timeline--prefill", "timeline--decode", "timeline--error", "timeline--label"}
@@ -185,6 +214,7 @@ class TimelinePanel(Vertical):
     def compose(self) -> ComposeResult:
         # One line each, sent by the changed cells only (the ▲ moving, a count changing).
         yield CellPanel(id="timeline-summary")
+        yield CellPanel(id="timeline-workers")  # each load process's lag and CPU, when there are several
         yield self.view
         yield CellPanel(id="timeline-axis")
 
@@ -203,13 +233,19 @@ class TimelinePanel(Vertical):
         self.view.tick()
         states = self.model.slot_states()
         width = self.size.width
-        if (states, width) != self._shown.get("states"):  # an unchanged line is not sent to the terminal again
-            self._shown["states"] = (states, width)
+        workers = tuple(self.model.workers)
+        if (states, width, workers) != self._shown.get("states"):  # an unchanged line is not sent again
+            self._shown["states"] = (states, width, workers)
             waiting, decoding, idle = states
             first = " waiting for a first token · " if width >= 60 else " before 1st token · "
-            self.query_one("#timeline-summary", CellPanel).update(Text.assemble(
+            line = Text.assemble(
                 (f"{waiting}", "bold"), first, (f"{decoding}", "bold"), " decoding · ", (f"{idle}", "bold"), " idle",
-            ))
+            )
+            self.query_one("#timeline-summary", CellPanel).update(line)
+            panel = self.query_one("#timeline-workers", CellPanel)
+            if workers:  # a line of its own, only with several load processes
+                panel.display = True
+                panel.update(workers_line(workers, width - 2))
         axis = self.view.axis_text()
         if axis != self._shown.get("axis"):
             self._shown["axis"] = axis
