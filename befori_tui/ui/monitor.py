@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -173,10 +174,24 @@ def connect_to_new_run(socket_path: Path, proc, log: Path, timeout_s: float = 60
         time.sleep(0.02)
 
 
+VIEWER_NICENESS = 10  # added to the viewer's own: on a busy box the screen waits, the load does not
+
+
+def yield_to_the_load() -> None:
+    """Lower this process's CPU priority, after the run process has been started (it keeps its own). A viewer
+    only draws; where it shares a box with the load (and often the server), a frame or the first paint must
+    not take the CPU a token read needs: the load's figures matter, the screen can be a frame late."""
+    try:
+        os.nice(VIEWER_NICENESS)
+    except (OSError, AttributeError):  # not permitted, or no nice on this platform: draw as we are
+        pass
+
+
 def watch(cfg, link: RunLink, model, ui_options, run_proc=None) -> int:
     """The app on a run's link until the user quits, detaches or the run is gone; then what it says."""
     from befori_tui.ui.app import MonitorApp
 
+    yield_to_the_load()
     app = MonitorApp(cfg, model, link, ui_options)
     crashed = True
     try:
