@@ -470,3 +470,29 @@ async def test_the_header_says_what_carries_the_load():
         app.status.refresh_status(False)
         await pilot.pause(0.1)
         assert wire in " ".join(" ".join(line.plain for line in app.status.content.renderables).split())  # (the 160-column console wraps it)
+
+
+async def test_the_palette_lists_our_commands_first_and_textuals_after_without_duplicates():
+    app = fixed_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.5)
+        options = app.screen.query_one("CommandList")
+        titles = [str(options.get_option_at_index(i).prompt).split("\n")[0] for i in range(options.option_count)]
+    ours = [t for t in titles if t not in ("Theme", "Screenshot")]
+    assert titles[:len(ours)] == ours and "Next theme" in ours and "Quit" in ours, titles
+    assert titles.count("Quit") == 1 and "Keys" not in titles and "Maximize" not in titles, titles
+
+
+async def test_the_header_shows_the_rate_in_the_open_loop():
+    from befori_tui.core import events as ev
+
+    app = fixed_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.model.apply(ev.LevelOpened(9, 64, app.model.clock(), 0, "user", rate_per_s=12.5))
+        app.status.refresh_status(False)
+        await pilot.pause()
+        header = app.status.content.renderables[0].plain
+    assert "rate 12.5/s (≤64 in flight)" in header and "c=64" not in header, header

@@ -263,15 +263,21 @@ class LoadRunner:
         level.sent += 1
         record.warmup = level.sent <= level.warmup_target
         prompt = self.prompts.next(rid)
+        try:
+            await self._send(record, prompt, level)
+        finally:
+            heapq.heappush(self._free_slots, slot)
+            self._slot_freed.set()
+
+    async def _send(self, record: RequestRecord, prompt, level: Level) -> None:
+        """One request, from the moment it is sent to its record in its level (both loops)."""
         record.t_send_ns = time.perf_counter_ns()  # the client sets the exact time again
-        self.in_flight[rid] = record
+        self.in_flight[record.request_id] = record
         self.observer.on_request_start(record)
         try:
             await self.client.send(record, prompt, self.observer.on_first_token)
         finally:
-            self.in_flight.pop(rid, None)
-            heapq.heappush(self._free_slots, slot)
-            self._slot_freed.set()
+            self.in_flight.pop(record.request_id, None)
             self._finish(record, level, prompt)
 
     def pause(self) -> None:
@@ -328,14 +334,7 @@ class LoadRunner:
                 level.sent_draining += 1
             # Sent while the old load drains: warm-up, and the level's own warm-up count starts after it.
             record.warmup = not level.drained or level.sent - level.sent_draining <= level.warmup_target
-            record.t_send_ns = time.perf_counter_ns()  # the client sets the exact time again
-            self.in_flight[rid] = record
-            self.observer.on_request_start(record)
-            try:
-                await self.client.send(record, prompt, self.observer.on_first_token)
-            finally:
-                self.in_flight.pop(rid, None)
-                self._finish(record, level, prompt)
+            await self._send(record, prompt, level)
             backoff_s = next_backoff_s(backoff_s) if record.error_kind == "connect" else 0.0
             wait_s = backoff_s
             retry_after_s = getattr(self.client, "retry_after_s", {}).pop(rid, None)

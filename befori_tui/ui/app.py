@@ -21,6 +21,8 @@ from textual.containers import Container
 from textual.message import Message
 from textual.screen import Screen
 from textual.theme import Theme
+from textual.command import DiscoveryHit
+from textual.system_commands import SystemCommandsProvider
 from textual.widgets import Footer
 
 from befori_tui.core.config import Config
@@ -108,8 +110,19 @@ class SummariesReady(Message):
         return isinstance(message, SummariesReady)
 
 
+class CommandsInOrder(SystemCommandsProvider):
+    """The palette's list before anything is typed, in the app's own order — its commands first, then
+    Textual's — instead of Textual's sort by name (typing still ranks by match)."""
+
+    async def discover(self):
+        for name, help_text, callback, discover in self.app.get_system_commands(self.screen):
+            if discover:
+                yield DiscoveryHit(name, callback, help=help_text)
+
+
 class MonitorApp(App[int]):
     CSS_PATH = "app.tcss"
+    COMMANDS = {CommandsInOrder}
     TITLE = "befori-tui"
     BINDINGS = [
         Binding("plus,equals_sign", "concurrency_up", "up", id="concurrency.up"),

@@ -108,7 +108,8 @@ class StatusBar(CellPanel):
         first: list[tuple[Text, int]] = [
             (Text(f" {'❚❚' if paused else '●'} {state} ", state_style), 0),
             (Text(fmt.clock(m.elapsed_s()), "bold"), 0),
-            (Text.assemble("c=", (f"{m.concurrency}", "bold")), 0),
+            (Text.assemble("rate ", (f"{lv.rate_per_s:g}/s", "bold"), (f" (≤{m.concurrency} in flight)", dim))
+             if lv is not None and lv.rate_per_s else Text.assemble("c=", (f"{m.concurrency}", "bold")), 0),
             (headline(current, dim), 0),
         ]
         if lv is not None:
