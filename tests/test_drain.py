@@ -128,3 +128,27 @@ def test_a_timed_level_is_timed_from_the_end_of_its_drain(sim, tmp_path):
     lv = tomllib.loads(out.read_text())["levels"][1]
     assert lv["drain_s"] > 0 and lv["duration_s"] >= lv["drain_s"] + 1.0 - 0.01
     assert lv["requests_steady"] > 0
+
+
+def test_a_lower_arrival_rate_is_measured_after_the_higher_rates_requests_have_ended(sim_factory, tmp_path):
+    """The open loop's drain: from 200 to 20 requests a second, the new level's steady requests start once the
+    requests sent at 200/s have ended; those sent meanwhile are warm-up. (A sim in real time: requests of about
+    half a second, so some hundred are in flight at the switch.)"""
+    sim = sim_factory(time_scale=1.0)
+    out = tmp_path / "rate.toml"
+    proc = subprocess.run([sys.executable, "-m", "befori_tui", "bench", "--url", sim.base_url, "--rate", "200,20",
+                           "--requests-per-level", "12", "--input-tokens", "64", "--output-tokens", "64:40",
+                           "--telemetry", "none", "--server-metrics", "off", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    raw = [json.loads(line) for line in (tmp_path / "rate.jsonl").read_text().splitlines()]
+    new = [r for r in raw if r["level"] == 1]
+    t_level_ns = min(r["t_send_ns"] for r in new)
+    old_late = [r for r in raw if r["level"] == 0 and r["t_end_ns"] > t_level_ns]
+    assert old_late  # the higher rate's requests outlived the switch
+    drained_ns = max(r["t_end_ns"] for r in old_late)
+    steady = [r for r in new if r["error_kind"] is None and not r["warmup"] and not r["outlived_level"]]
+    assert steady and min(r["t_send_ns"] for r in steady) >= drained_ns
+    assert all(r["warmup"] for r in new if r["t_send_ns"] < drained_ns)
+    assert "level 1 · draining " in proc.stderr and "level 1 · drained" in proc.stderr
+    assert tomllib.loads(out.read_text())["levels"][1]["drain_s"] > 0

@@ -138,13 +138,23 @@ class LoadRunner:
         new = Level(len(self.levels), concurrency, now, warmup, reason, rate_per_s=rate_per_s)
         self.levels.append(new)
         self.observer.on_level_change(old, new)
-        over = removed_in_flight(self.in_flight.values(), concurrency)
+        over = self._old_load(new)
         if over:
             new.draining = over
             self.observer_drain(new)
         else:
             new.t_drained_ns = now
         self._wake()
+
+    def _old_load(self, level: Level) -> int:
+        """Requests in flight that the level does not carry: on a closed loop's decrease, those of removed
+        slots; on a lower arrival rate, those sent at the higher one — the old load, still on the server."""
+        if level.rate_per_s > 0:
+            before = self.levels[level.index - 1] if level.index > 0 else None
+            if before is None or not before.rate_per_s > level.rate_per_s:
+                return 0  # the same or a higher rate: nothing to wait for
+            return sum(1 for r in self.in_flight.values() if r.level < level.index)
+        return removed_in_flight(self.in_flight.values(), level.concurrency)
 
     def observer_drain(self, level: Level) -> None:
         on_drain = getattr(self.observer, "on_drain", None)
@@ -156,7 +166,7 @@ class LoadRunner:
         level = self.levels[-1] if self.levels else None
         if level is None or level.drained:
             return
-        over = removed_in_flight(self.in_flight.values(), level.concurrency)
+        over = self._old_load(level)
         if over != level.draining:
             level.draining = over
             if not over:
@@ -261,7 +271,10 @@ class LoadRunner:
         rid = next(self._ids)
         record = RequestRecord(rid, slot, level.index, level.concurrency)
         level.sent += 1
-        record.warmup = level.sent <= level.warmup_target
+        if not level.drained:
+            level.sent_draining += 1
+        # Sent while the higher rate's requests drain: warm-up; the level's own warm-up count starts after.
+        record.warmup = not level.drained or level.sent - level.sent_draining <= level.warmup_target
         prompt = self.prompts.next(rid)
         try:
             await self._send(record, prompt, level)
