@@ -180,6 +180,8 @@ class CostChart(PlotextPlot):
         x = load_key(levels)  # concurrency, or the open loop's arrival rate
         mark = (found[x], found[f"range_{x}_min"], found[f"range_{x}_max"], found["by"]) if found and x in found \
             else None
+        if len({s.get(x) for s in levels if s.get("usd_per_million_output") is not None}) < 2:
+            mark = None  # the cheapest of one load says nothing (and its band would fill the chart)
         # Drawn again only when what it shows changes (at the chart's resolution: three figures), or its
         # theme or size: a chart is many bytes to send to a terminal, twice a second.
         key = (self.app.theme, self.size, tuple(
