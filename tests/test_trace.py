@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import tomllib
 from pathlib import Path
 
@@ -77,6 +78,7 @@ def test_bad_trace_from_the_command_line_and_conflicts(tmp_path):
     for args, says in ((["--trace", str(bad)], f"{bad}:1: no 'output_length'"),
                        (["--trace", str(tmp_path / "none.jsonl")], "none.jsonl"),
                        (["--trace", str(good), "--rate", "5"], "--rate"),
+                       (["--trace", str(good), "--input-tokens", "100"], "length distributions"),
                        (["--trace", str(good), "--trace-speed", "0"], "workload.trace.speed")):
         proc = run_bench(*args, "--out", str(tmp_path / "x.toml"), timeout=30)
         err = proc.stderr.strip()
@@ -98,7 +100,11 @@ def test_trace_arrivals_on_time_and_lengths_as_the_trace_says(sim, tmp_path):
     assert [r["trace_line"] for r in records] == list(range(1, 41))
     t0 = records[0]["t_send_ns"]
     off_ms = [(r["t_send_ns"] - t0) / 1e6 - line["timestamp"] for r, line in zip(records, lines)]
-    assert max(abs(x) for x in off_ms) < 5.0, off_ms
+    # The first send carries the run's first-request costs (on a busy box, a few ms once), so it is a noisy zero:
+    # every send is held to the trace's clock as the sends together place it (their median offset), and that
+    # clock to the first send's.
+    mid = statistics.median(off_ms)
+    assert abs(mid) < 5.0 and max(abs(x - mid) for x in off_ms) < 5.0, off_ms
     for r, line in zip(records, lines):
         assert r["error_kind"] is None, r
         assert r["output_tokens"] == line["output_length"]
@@ -109,6 +115,9 @@ def test_trace_arrivals_on_time_and_lengths_as_the_trace_says(sim, tmp_path):
     assert results["trace"]["lines"] == results["trace"]["sent"] == 40 and results["trace"]["late"] == 0
     assert results["trace"]["completed"] is True
     assert len(results["levels"]) == 1 and results["levels"][0]["rate_per_s"] == pytest.approx(20.0, rel=0.02)
+    # Warm-up: the first second of arrivals (20), at most a tenth of the trace (4); the rest is measured.
+    assert sum(not r["warmup"] for r in records) == 36
+    assert results["levels"][0]["usd_per_million_output"] > 0
 
 
 def test_trace_speed_divides_the_times(sim, tmp_path):

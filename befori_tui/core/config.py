@@ -351,9 +351,10 @@ def validate(cfg: Config, where: str = "config") -> None:
             raise ConfigError(f"{where}: workload.trace: a trace is replayed by one load process; set load.workers "
                               "to 0 or 1 and leave out cluster.ray")
         w = cfg.workload
-        if w.dataset.path or w.prompt_source != "sonnets" or w.turns or w.shared_prefix_tokens:
+        if w.dataset.path or w.prompt_source != "sonnets" or w.turns or w.shared_prefix_tokens \
+                or w.input_tokens_dist or w.output_tokens_dist:
             raise ConfigError(f"{where}: workload.trace says each request's lengths and shared prefix; leave out "
-                              "the dataset, prompts, turns and shared prefix")
+                              "the dataset, prompts, turns, shared prefix and length distributions")
     if not 1 <= ld.max_concurrency <= 4096:
         raise ConfigError(f"{where}: load.max_concurrency must be 1 to 4096, got {ld.max_concurrency}")
     sc = cfg.search

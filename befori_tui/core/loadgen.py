@@ -228,6 +228,8 @@ class LoadRunner:
         self.rate_per_s = rate_per_s
         self.concurrency = self.max_in_flight
         warmup = max(1, min(self.max_in_flight, round(rate_per_s))) if self.warmup_requests < 0 else None
+        if self.trace is not None and warmup is not None:  # a short trace is not all warm-up: at most a tenth
+            warmup = min(warmup, len(self.trace.entries) // 10)
         self._open_level(self.max_in_flight, reason, warmup, rate_per_s=rate_per_s)
         if not self._free_slots and not self._open_tasks:
             self._free_slots = list(range(self.max_in_flight))
