@@ -291,6 +291,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         from befori_tui.core.trace import load_trace
 
         load_trace(w.trace.path)  # up front: a bad line is one error before anything is sent
+        if getattr(args, "find_optimum", False):
+            raise ConfigError("--find-optimum and --trace: a trace sets its own arrivals, there is no level to "
+                              "search; give one")
     for key, path in (("workload.prompt_source (--prompts)", "" if w.prompt_source == "sonnets" else w.prompt_source),
                       ("workload.dataset.path (--dataset)", w.dataset.path)):
         if path and not Path(path).is_file():

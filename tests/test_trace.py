@@ -79,6 +79,7 @@ def test_bad_trace_from_the_command_line_and_conflicts(tmp_path):
                        (["--trace", str(tmp_path / "none.jsonl")], "none.jsonl"),
                        (["--trace", str(good), "--rate", "5"], "--rate"),
                        (["--trace", str(good), "--input-tokens", "100"], "length distributions"),
+                       (["--trace", str(good), "--find-optimum"], "--find-optimum"),
                        (["--trace", str(good), "--trace-speed", "0"], "workload.trace.speed")):
         proc = run_bench(*args, "--out", str(tmp_path / "x.toml"), timeout=30)
         err = proc.stderr.strip()

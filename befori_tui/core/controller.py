@@ -369,6 +369,9 @@ class RunController:
         runner = self.session.runner
         if runner is None or runner.stopping or not runner.levels or self._plan_changed is None:
             return
+        if getattr(runner, "trace", None) is not None:
+            self._sweep("no search while a trace is replayed: the trace sets the arrivals")
+            return
         self.search_levels = []
         old = self.plan
         start = runner.rate_per_s if getattr(runner, "rate_per_s", 0) > 0 else runner.concurrency

@@ -189,6 +189,8 @@ class LoadRunner:
             raise ValueError("concurrency must be ≥ 0")
         if self.stopping:
             return
+        if self.trace is not None:
+            return  # a trace says when requests arrive: no slots of a closed loop beside it
         self.concurrency = concurrency
         self._open_level(concurrency, reason, warmup_target)
         if cancel_removed if cancel_removed is not None else self.on_decrease == "cancel":
