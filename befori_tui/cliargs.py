@@ -118,6 +118,12 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     lg.add_argument("--rate", metavar="R[,R…]",
                     help="open loop: requests per second (one level each) instead of --concurrency slots (default: "
                          "none, the closed loop)")
+    lg.add_argument("--trace", metavar="FILE",
+                    help="replay a request trace on its own clock: Mooncake JSONL (timestamp ms, input_length, "
+                         "output_length, hash_ids) or Azure's CSV (TIMESTAMP, ContextTokens, GeneratedTokens); one "
+                         "level, ending with the trace (default: none)")
+    lg.add_argument("--trace-speed", type=float, metavar="X",
+                    help="divide the trace's times by X: 2 replays it twice as fast (default 1)")
     lg.add_argument("--burstiness", type=float, metavar="B",
                     help=f"open loop: gamma shape of the gaps between arrivals (default {ld.burstiness:g}: Poisson; "
                          "lower: burstier)")
@@ -196,6 +202,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         w.dataset.path = args.dataset
     if args.dataset_format is not None:
         w.dataset.format = args.dataset_format
+    if args.trace is not None:
+        w.trace.path = args.trace
+    if args.trace_speed is not None:
+        w.trace.speed = args.trace_speed
     has_data = bool(w.dataset.path) or w.prompt_source != "sonnets"
     if args.input_tokens is not None:
         w.input_tokens_dist, w.input_tokens_mean, w.input_tokens_sd = length_flag(args.input_tokens,
@@ -277,6 +287,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
         seen = ", and anyone on this machine can read it in `ps`" if args.url else ""
         print(f"befori-tui: warning: {where} carries user:password; it is not sent (only a bearer key from "
               f"endpoint.api_key_env is){seen}", file=sys.stderr)
+    if w.trace.path:
+        from befori_tui.core.trace import load_trace
+
+        load_trace(w.trace.path)  # up front: a bad line is one error before anything is sent
+        if getattr(args, "find_optimum", False):
+            raise ConfigError("--find-optimum and --trace: a trace sets its own arrivals, there is no level to "
+                              "search; give one")
     for key, path in (("workload.prompt_source (--prompts)", "" if w.prompt_source == "sonnets" else w.prompt_source),
                       ("workload.dataset.path (--dataset)", w.dataset.path)):
         if path and not Path(path).is_file():

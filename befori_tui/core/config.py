@@ -47,6 +47,12 @@ class DatasetConfig:
 
 
 @dataclass
+class TraceConfig:
+    path: str = ""  # a request trace to replay on its own clock (core/trace.py); empty: none
+    speed: float = 1.0  # the trace's times are divided by this: 2 replays it twice as fast
+
+
+@dataclass
 class WorkloadConfig:
     input_tokens_mean: int = 550
     input_tokens_sd: float = 150.0
@@ -60,6 +66,7 @@ class WorkloadConfig:
     input_tokens_dist: str = ""
     output_tokens_dist: str = ""
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
     turns: str = ""  # turns per conversation (a length spec); empty: 1, or the dataset's conversations
     think_time_s_mean: float = 0.0  # between a reply's end and the conversation's next turn
     think_time_s_sd: float = 0.0
@@ -332,6 +339,22 @@ def validate(cfg: Config, where: str = "config") -> None:
     if ld.rate and cfg.cluster.ray:
         raise ConfigError(f"{where}: load.rate: the open loop runs in one load process, not on Ray actors; "
                           "leave out cluster.ray (--ray)")
+    tr = cfg.workload.trace
+    if tr.path:
+        if not tr.speed > 0:
+            raise ConfigError(f"{where}: workload.trace.speed must be > 0, got {tr.speed:g}")
+        # A trace is its own arrival schedule, in the open loop's one load process.
+        if ld.rate:
+            raise ConfigError(f"{where}: workload.trace (--trace) and load.rate (--rate) both say when requests "
+                              "arrive; give one")
+        if ld.workers > 1 or cfg.cluster.ray:
+            raise ConfigError(f"{where}: workload.trace: a trace is replayed by one load process; set load.workers "
+                              "to 0 or 1 and leave out cluster.ray")
+        w = cfg.workload
+        if w.dataset.path or w.prompt_source != "sonnets" or w.turns or w.shared_prefix_tokens \
+                or w.input_tokens_dist or w.output_tokens_dist:
+            raise ConfigError(f"{where}: workload.trace says each request's lengths and shared prefix; leave out "
+                              "the dataset, prompts, turns, shared prefix and length distributions")
     if not 1 <= ld.max_concurrency <= 4096:
         raise ConfigError(f"{where}: load.max_concurrency must be 1 to 4096, got {ld.max_concurrency}")
     sc = cfg.search

@@ -268,7 +268,9 @@ class RunController:
         plan_task = None
         watch = None
         if not self._stop.is_set():  # stopped while connecting: send nothing
-            if plan.rates:
+            if getattr(runner, "trace", None) is not None:
+                runner.start_trace(runner.trace, runner.trace_speed)
+            elif plan.rates:
                 runner.start_rate(plan.rates[0])
             else:
                 runner.start(plan.concurrencies[0])
@@ -367,6 +369,9 @@ class RunController:
         runner = self.session.runner
         if runner is None or runner.stopping or not runner.levels or self._plan_changed is None:
             return
+        if getattr(runner, "trace", None) is not None:
+            self._sweep("no search while a trace is replayed: the trace sets the arrivals")
+            return
         self.search_levels = []
         old = self.plan
         start = runner.rate_per_s if getattr(runner, "rate_per_s", 0) > 0 else runner.concurrency
@@ -401,6 +406,14 @@ class RunController:
     async def _run_plan(self, plan: RunPlan) -> None:
         """Returns when the plan is done and `then` is "stop"; otherwise pauses or holds until cancelled."""
         runner = self.session.runner
+        if getattr(runner, "trace", None) is not None:
+            # A trace is one level, which ends when the trace's last request has (or load.max_seconds).
+            await runner.trace_done.wait()
+            if plan.then == "stop":
+                return
+            self._sweep("trace done")
+            self._report_level(runner.level)
+            await asyncio.Event().wait()  # the monitor holds the finished run on screen until stopped
         if not plan.has_rule:
             await asyncio.Event().wait()  # hold: only a viewer, a signal or max_seconds ends this run
         i = 0

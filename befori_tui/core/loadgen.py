@@ -117,6 +117,13 @@ class LoadRunner:
         self._open_tasks: set[asyncio.Task] = set()
         self._free_slots: list[int] = []
         self._slot_freed = asyncio.Event()
+        # Trace replay (core/trace.py): the arrivals are the trace's lines on its own clock, not drawn gaps.
+        self.trace = None
+        self.trace_speed = 1.0
+        self.trace_sent = 0
+        self.trace_late = 0  # sent more than trace.LATE_MS after their time (the in-flight cap, or the client)
+        self.trace_done = asyncio.Event()  # every line sent, and every request of them ended
+        self._trace_t0_ns = 0
 
     @property
     def level(self) -> Level:
@@ -182,6 +189,8 @@ class LoadRunner:
             raise ValueError("concurrency must be ≥ 0")
         if self.stopping:
             return
+        if self.trace is not None:
+            return  # a trace says when requests arrive: no slots of a closed loop beside it
         self.concurrency = concurrency
         self._open_level(concurrency, reason, warmup_target)
         if cancel_removed if cancel_removed is not None else self.on_decrease == "cancel":
@@ -216,9 +225,13 @@ class LoadRunner:
             raise ValueError("rate must be > 0")
         if self.stopping:
             return
+        if self.trace is not None and self.levels and reason == "user":
+            return  # a trace says when requests arrive: a rate asked from the screen does not apply
         self.rate_per_s = rate_per_s
         self.concurrency = self.max_in_flight
         warmup = max(1, min(self.max_in_flight, round(rate_per_s))) if self.warmup_requests < 0 else None
+        if self.trace is not None and warmup is not None:  # a short trace is not all warm-up: at most a tenth
+            warmup = min(warmup, len(self.trace.entries) // 10)
         self._open_level(self.max_in_flight, reason, warmup, rate_per_s=rate_per_s)
         if not self._free_slots and not self._open_tasks:
             self._free_slots = list(range(self.max_in_flight))
@@ -234,7 +247,51 @@ class LoadRunner:
         scale = n / rate_per_s / sum(gaps)
         return [g * scale for g in gaps]
 
+    def start_trace(self, trace, speed: float = 1.0) -> None:
+        """Replay `trace` (core/trace.py): one level of the open loop, whose rate is the trace's mean; each line
+        sent at its time divided by `speed`, from now."""
+        self.trace, self.trace_speed = trace, speed
+        self.start_rate(trace.mean_rate_per_s(speed))
+
+    async def _trace_arrivals(self) -> None:
+        from befori_tui.core.trace import LATE_MS
+
+        t0_ns = self._trace_t0_ns = time.perf_counter_ns()
+        for entry in self.trace.entries:
+            due_ns = t0_ns + round(entry.t_ms * 1e6 / self.trace_speed)
+            delay = (due_ns - time.perf_counter_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while self.paused and not self.stopping:  # the trace's clock stops while paused
+                t_pause = time.perf_counter_ns()
+                await self._resume.wait()
+                t0_ns += time.perf_counter_ns() - t_pause
+                due_ns += time.perf_counter_ns() - t_pause
+            if self.stopping:
+                return
+            if not self._free_slots:
+                self.level.delayed += 1
+                while not self._free_slots and not self.stopping:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+                if self.stopping:
+                    return
+            slot = heapq.heappop(self._free_slots)
+            self.trace_sent += 1
+            if (time.perf_counter_ns() - due_ns) / 1e6 > LATE_MS:
+                self.trace_late += 1
+            task = asyncio.create_task(self._open_request(slot, self.level, entry), name=f"request-{slot}")
+            self._open_tasks.add(task)
+            task.add_done_callback(self._open_tasks.discard)
+        while self._open_tasks and not self.stopping:  # the trace ends when its last request has
+            await asyncio.gather(*list(self._open_tasks), return_exceptions=True)
+        self.trace_done.set()
+        self._wake()
+
     async def _arrivals(self) -> None:
+        if self.trace is not None:
+            await self._trace_arrivals()
+            return
         rng = random.Random(self.arrival_seed)
         gaps: list[float] = []
         rate = 0.0
@@ -267,7 +324,7 @@ class LoadRunner:
             self._open_tasks.add(task)
             task.add_done_callback(self._open_tasks.discard)
 
-    async def _open_request(self, slot: int, level: Level) -> None:
+    async def _open_request(self, slot: int, level: Level, entry=None) -> None:
         rid = next(self._ids)
         record = RequestRecord(rid, slot, level.index, level.concurrency)
         level.sent += 1
@@ -275,7 +332,11 @@ class LoadRunner:
             level.sent_draining += 1
         # Sent while the higher rate's requests drain: warm-up; the level's own warm-up count starts after.
         record.warmup = not level.drained or level.sent - level.sent_draining <= level.warmup_target
-        prompt = self.prompts.next(rid)
+        if entry is None:
+            prompt = self.prompts.next(rid)
+        else:
+            record.trace_line = entry.line
+            prompt = self.prompts.for_trace(rid, entry)
         try:
             await self._send(record, prompt, level)
         finally:

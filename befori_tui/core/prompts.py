@@ -338,6 +338,42 @@ class PromptSource:
                           [{"role": "system", "content": system[0]}, {"role": "user", "content": text}])
         return Prompt(text, target, counted_tokens, self.count_source, max_tokens, counted)
 
+    # --- trace replay ----------------------------------------------------------------------------------------
+
+    def _trace_block(self, hash_id: int, tokens: float) -> tuple[str, float]:
+        """The first `tokens` tokens of the block a trace's hash id names: the same text for that id all run
+        long (where in the bundled text it starts depends on the id only), so requests sharing leading hash
+        ids share leading text. Made again when asked, not kept: a trace names ~10^5 blocks."""
+        parts: list[str] = [f"Block {self.run_tag}-{hash_id}."]
+        start = random.Random(f"{self.run_tag}:block:{hash_id}").randrange(len(self.lines))
+        counted = self._compose(tokens, start, parts, len(parts[0]) / CHARS_PER_TOKEN_GUESS)
+        return "\n".join(parts), counted
+
+    def for_trace(self, request_id: int, entry) -> Prompt:
+        """A trace line's request (core/trace.py): input_length tokens — its hash ids' blocks of BLOCK_TOKENS
+        first, then text of its own — and max_tokens = output_length."""
+        from befori_tui.core.trace import BLOCK_TOKENS
+
+        target = entry.input_length
+        parts: list[str] = []
+        counted = 0.0
+        for hash_id in entry.hash_ids:
+            if counted >= target - 1:
+                break
+            # The last block may be cut: its text is then a prefix of the whole block's, as the trace means.
+            text, n = self._trace_block(hash_id, min(BLOCK_TOKENS, target - counted))
+            parts.append(text)
+            counted += n
+        if counted < target - 1:
+            # The rest is the request's own: a unique first line, as for any request on its own.
+            head = f"Request {self.run_tag}-{request_id}-{self.rng.getrandbits(32):08x}. Continue these lines:"
+            parts.append(head)
+            counted = self._compose(counted + (target - counted) / self.correction, self.rng.randrange(len(self.lines)),
+                                    parts, counted + (self.head_tokens or len(head) / CHARS_PER_TOKEN_GUESS))
+        text = "\n".join(parts)
+        return Prompt(text, target, max(1, round(counted)), self.count_source, entry.output_length,
+                      counted if not entry.hash_ids else 0.0)
+
     # --- conversations ---------------------------------------------------------------------------------------
 
     def _new_chat(self) -> _Chat:

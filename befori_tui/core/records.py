@@ -51,6 +51,8 @@ class RequestRecord:
     server_timing: dict[str, Any] | None = None
     # The turn's number in a conversation of several turns (1, 2, …); 0: a request on its own.
     turn: int = 0
+    # Trace replay (--trace): the trace file's line this request came from (1-based); 0: not from a trace.
+    trace_line: int = 0
     # The load process that sent it, {"host": …, "pid": …}, when the load ran in several (core/pool.py, or Ray
     # actors: core/raypool.py); None when the run carried the load itself. One dict shared by its records.
     worker: dict[str, Any] | None = None

@@ -98,7 +98,8 @@ class Session:
         self.prompt_count_source = prompts.count_source
         await self.writer.open()
         # The open loop runs in this process (config refuses load.rate with several load processes).
-        self.load_processes = 1 if ld.rate else ld.workers or auto_processes(max(ld.concurrency))
+        self.load_processes = 1 if ld.rate or self.cfg.workload.trace.path else \
+            ld.workers or auto_processes(max(ld.concurrency))
 
         def specs_for(n: int) -> list:
             from befori_tui.core.worker import WorkerSpec
@@ -138,6 +139,11 @@ class Session:
                                  honor_retry_after=ld.retry_after, on_decrease=ld.on_decrease)
         self.runner.burstiness, self.runner.max_in_flight = ld.burstiness, ld.max_in_flight
         self.runner.arrival_seed = self.cfg.workload.seed
+        if self.cfg.workload.trace.path:  # read (and checked) again here: the controller starts its replay
+            from befori_tui.core.trace import load_trace
+
+            self.runner.trace = load_trace(self.cfg.workload.trace.path)
+            self.runner.trace_speed = self.cfg.workload.trace.speed
         return self.runner
 
     def start_telemetry(self, on_sample=None, interval_s: float = 1.0) -> str | None:
@@ -239,6 +245,14 @@ class Session:
             data["slo"] = {t.key: t.limit_s for t in cfg.slo}  # seconds
         data["search"] = {**dataclasses.asdict(cfg.search), **self.search_info}
         data["optimum"] = optimum_for(data, cfg.slo, cfg.search)
+        trace = getattr(self.runner, "trace", None)
+        if trace is not None:
+            from befori_tui.core.trace import BLOCK_TOKENS, LATE_MS
+
+            data["trace"] = {"path": trace.path, "speed": self.runner.trace_speed, "lines": len(trace.entries),
+                             "span_s": trace.span_s, "sent": self.runner.trace_sent, "late": self.runner.trace_late,
+                             "late_after_ms": LATE_MS, "block_tokens": BLOCK_TOKENS,
+                             "completed": self.runner.trace_done.is_set()}
         if hasattr(self.runner, "cluster_summary"):  # several load processes: how many ran where
             data["cluster"] = self.runner.cluster_summary()
         data.update(self.extra)
