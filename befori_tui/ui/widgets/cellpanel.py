@@ -68,6 +68,17 @@ def changed_regions(old: list[Strip], new: list[Strip]) -> list[Region]:
     return regions
 
 
+def refresh_changed(widget: Widget, old: list[Strip], new: list[Strip], whole: bool = False) -> None:
+    """Mark dirty only the cells where `new` differs from `old` (what the terminal shows); the whole widget when
+    `whole`, or when the lines' shape changed."""
+    if whole or not old or len(old) != len(new) or old[0].cell_length != new[0].cell_length:
+        widget.refresh()
+        return
+    regions = changed_regions(old, new)
+    if regions:
+        widget.refresh(*regions)
+
+
 class CellPanel(Widget):
     """Like `Static` for a Rich renderable (`update(renderable)`), but a repaint covers only changed cells.
 
@@ -97,15 +108,10 @@ class CellPanel(Widget):
             return
         key = (width, height, self.rich_style)
         new = render_strips(self, self._renderable, width, height)
-        if not partial or key != self._drawn_for or len(self._lines) != height:
-            self._lines, self._drawn_for = new, key
-            if announce:
-                self.refresh()
-            return
-        regions = changed_regions(self._lines, new)
-        self._lines = new
-        if regions:
-            self.refresh(*regions)
+        old, whole = self._lines, not partial or key != self._drawn_for
+        self._lines, self._drawn_for = new, key
+        if announce:
+            refresh_changed(self, old, new, whole)
 
     def on_resize(self) -> None:
         self._render_lines(partial=False)

@@ -11,7 +11,7 @@ from textual_plotext import PlotextPlot
 
 from befori_tui.core import format as fmt
 from befori_tui.core.optimum import load_key
-from befori_tui.ui.widgets.cellpanel import changed_regions, render_strips
+from befori_tui.ui.widgets.cellpanel import refresh_changed, render_strips
 
 # The $/M columns first: they are what the table is for. Columns that do not fit are left out, last first
 # (DROP_ORDER), rather than hidden behind a horizontal scroll bar.
@@ -155,17 +155,22 @@ class CostChart(PlotextPlot):
     _drawn: tuple | None = None
     _strips: list = []  # the chart as last sent, to send only the cells a new one changes
 
+    _built: tuple | None = None  # (size, the plot as text) last built: Textual's repaint draws it, not a rebuild
+
+    def render(self):
+        if self._built is not None and self._built[0] == self.size:
+            return self._built[1]
+        return super().render()
+
     def _refresh_changed(self) -> None:
-        """Repaint only the cells the new chart changes (a point moving, a tick label), not the whole chart."""
+        """Build the chart once, and repaint only the cells it changes (a point moving, a tick label)."""
         width, height = self.size.width, self.size.height
-        new = render_strips(self, self.render(), width, height) if width > 0 and height > 0 else []
+        self._built = None
+        plot = super().render()
+        self._built = (self.size, plot)
+        new = render_strips(self, plot, width, height) if width > 0 and height > 0 else []
         old, self._strips = self._strips, new
-        if len(old) != len(new) or not old or old[0].cell_length != width:
-            self.refresh()
-            return
-        regions = changed_regions(old, new)
-        if regions:
-            self.refresh(*regions)
+        refresh_changed(self, old, new, whole=not new)
 
     def on_mount(self) -> None:
         super().on_mount()
