@@ -109,10 +109,7 @@ def test_the_monitor_shows_the_wait_and_quits_at_once(silent_url, tmp_path):
     out = tmp_path / "m.toml"
     app = PtyApp(["--url", silent_url, "--telemetry", "none", "--server-metrics", "off", "--out", str(out)])
     try:
-        deadline = time.monotonic() + 20
-        while "waiting for the server" not in app.text:
-            assert time.monotonic() < deadline, app.text[-1500:]
-            time.sleep(0.1)
+        app.wait_for_text("waiting for the server")
         t0 = time.monotonic()
         app.type(b"q")
         code = app.wait(10)
@@ -194,10 +191,7 @@ def test_the_monitor_shows_the_first_requests_wait_and_quits_at_once(mute_url, t
     app = PtyApp(["--url", mute_url, "--concurrency", "2", "--telemetry", "none", "--server-metrics", "off",
                   "--out", str(out)])
     try:
-        deadline = time.monotonic() + 20
-        while "waiting for the first request" not in app.text:
-            assert time.monotonic() < deadline, app.text[-1500:]
-            time.sleep(0.1)
+        app.wait_for_text("waiting for the first request")
         t0 = time.monotonic()
         app.type(b"q")
         code = app.wait(10)

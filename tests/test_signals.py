@@ -146,6 +146,13 @@ class PtyApp:
         pyte.Stream(screen).feed(raw)
         return raw + "\n" + "\n".join(screen.display)
 
+    def wait_for_text(self, phrase: str, timeout_s: float = 20.0) -> None:
+        """Until `phrase` is on the screen (or in what was written)."""
+        deadline = time.monotonic() + timeout_s
+        while phrase not in self.text:
+            assert time.monotonic() < deadline, self.text[-1500:]
+            time.sleep(0.1)
+
     def close(self) -> None:
         try:
             os.close(self.master)
