@@ -290,10 +290,10 @@ async def run_bench(cfg: Config, out: Path, raw: Path | None, plan: RunPlan | No
             for kind, n in lv.get("error_groups", {}).items():
                 errors[kind] = errors.get(kind, 0) + n
         errors = dict(sorted(errors.items(), key=lambda kv: -kv[1]))
-        first = next((r for lv in session.runner.levels for r in lv.records if r.error_message), None) \
+        first = next((lv.records.first_error for lv in session.runner.levels if lv.records.first_error), None) \
             if session.runner is not None else None
         print(f"befori-tui bench: no request succeeded ({errors_text(errors) if errors else 'none ended'})"
-              + (f"; the first error: {first.error_message[:200]}" if first else ""), file=sys.stderr)
+              + (f"; the first error: {first[:200]}" if first else ""), file=sys.stderr)
         return EXIT_NOTHING_SUCCEEDED
     return code
 

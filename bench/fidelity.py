@@ -113,12 +113,12 @@ async def _headless(url: str, c: int, seconds: float, out: Path, workers: int = 
     runner.start(c)
     await asyncio.sleep(seconds)
     cpu_s = time.process_time() - cpu0_s
-    done = sum(1 for r in session.all_records() if r.t_end_ns is not None)
+    done = session.finished_count()
     await session.close()
     health = _health(session)
     if done:
         health["cpu_s_per_1k"] = cpu_s / done * 1000
-    return _from_records(session.all_records()), health
+    return _from_records(session.raw_records()), health
 
 
 TRANSPORTS = ("lean", "httpx", "aiohttp")

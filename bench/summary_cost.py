@@ -24,45 +24,59 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from befori_tui.ui.fixed import FixedRun, fixed_config, fixed_model  # noqa: E402
+from befori_tui.core.ledger import OccupancyLedger  # noqa: E402
+from befori_tui.core.levelstats import LevelRecords  # noqa: E402
+from befori_tui.ui import model as model_module  # noqa: E402
 from befori_tui.ui.model import SummaryCache  # noqa: E402
 
 
 def measure(seconds: float, repeats: int) -> dict:
     cfg = fixed_config()
+    model_module.RECENT_MAX = 10**8  # keep every fixed record, to feed the levels below
     model = fixed_model(FixedRun(levels=((64, seconds),), error_every=10**9), cfg)
-    levels, records, samples = model.snapshot()
+    _levels, _occupancy, samples = model.snapshot()
+    records = list(model.records)
     now_ns = model.clock()
-    level = levels[-1]
-    # The live case: the cache has seen the level up to half a second ago; this summary adds what finished since.
-    per_half_s = max(1, int(len(level.records) / seconds / 2))
-    earlier = copy.copy(level)
-    earlier.records = level.records[:-per_half_s]
-    earlier_all = records[:-per_half_s]
+    level = model.levels[-1]
+    # The live case: the level has absorbed its requests up to half a second ago; this summary adds what
+    # finished since.
+    per_half_s = max(1, int(len(records) / seconds / 2))
+
+    def fed(upto: int):
+        lv = copy.copy(level)
+        lv.records = LevelRecords()
+        lv.records.extend(records[:upto])
+        return lv, OccupancyLedger.of(records[:upto])
 
     def cold() -> None:
-        SummaryCache().compute(levels, records, samples, cfg.pricing, now_ns, 60.0)
+        lv, ledger = fed(len(records))
+        SummaryCache().compute([lv], (ledger, []), samples, cfg.pricing, now_ns, 60.0)
 
-    def warm_cache() -> SummaryCache:
+    def warm_cache():
+        lv, ledger = fed(len(records) - per_half_s)
         cache = SummaryCache()
-        cache.compute([earlier], earlier_all, samples, cfg.pricing, now_ns - 500_000_000, 60.0)
-        return cache
+        cache.compute([lv], (ledger, []), samples, cfg.pricing, now_ns - 500_000_000, 60.0)
+        for r in records[-per_half_s:]:
+            lv.records.append(r)
+            ledger.append(r)
+        return cache, lv, ledger
 
     cold_s, warm_s = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         cold()
         cold_s.append(time.perf_counter() - t0)
-        cache = warm_cache()
+        cache, lv, ledger = warm_cache()
         t0 = time.perf_counter()
-        cache.compute(levels, records, samples, cfg.pricing, now_ns, 60.0)
+        cache.compute([lv], (ledger, []), samples, cfg.pricing, now_ns, 60.0)
         warm_s.append(time.perf_counter() - t0)
+    cache, lv, ledger = warm_cache()
     tracemalloc.start()
-    cache = warm_cache()
     tracemalloc.reset_peak()
-    cache.compute(levels, records, samples, cfg.pricing, now_ns, 60.0)
+    cache.compute([lv], (ledger, []), samples, cfg.pricing, now_ns, 60.0)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"seconds": seconds, "records": len(level.records), "new": per_half_s,
+    return {"seconds": seconds, "records": len(records), "new": per_half_s,
             "cold_ms": 1000 * statistics.median(cold_s), "warm_ms": 1000 * statistics.median(warm_s),
             "peak_mib": peak / 2**20}
 

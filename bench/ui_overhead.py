@@ -38,7 +38,7 @@ def frame_cost(frames: int, slots: int = 512) -> dict:
     build_s = time.perf_counter() - t0
     app = MonitorApp(cfg, model, None)
     app.options.live = False
-    out: dict = {"records": len(model.records), "slots": model.slot_count, "build_s": build_s}
+    out: dict = {"records": model.finished_count, "slots": model.slot_count, "build_s": build_s}
 
     async def measure() -> None:
         async with app.run_test(size=(160, 48)) as pilot:

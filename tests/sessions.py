@@ -50,6 +50,7 @@ def make_session(path: Path, concurrencies=(1, 8, 32, 64), seconds_per_level: fl
         start, end = t, t + int(seconds_per_level * 1e9)
         lv = Level(i, c, start, c, "start" if i == 0 else "sweep", t_end_ns=end)
         levels.append(lv)
+        mine: list[RequestRecord] = []
         for slot in range(c):
             ts = max(start, free_at.get(slot, start)) + int(rnd.uniform(0, 0.02) * 1e9)
             while ts < end:
@@ -73,19 +74,20 @@ def make_session(path: Path, concurrencies=(1, 8, 32, 64), seconds_per_level: fl
                     r.finish_reason, r.http_status = "length", 200
                 r.outlived_level = r.t_end_ns > end
                 records.append(r)
-                lv.records.append(r)
+                mine.append(r)
                 lv.sent += 1
                 ts = r.t_end_ns + int(rnd.uniform(0.0005, 0.002) * 1e9)
             free_at[slot] = ts
-        for r in sorted(lv.records, key=lambda r: r.t_send_ns)[:c]:  # each slot's first request warms it up
+        for r in sorted(mine, key=lambda r: r.t_send_ns)[:c]:  # each slot's first request warms it up
             r.warmup = True
+        lv.records.extend(mine)
         t = end
     samples = _samples(levels, t, gpus, rnd) if gpus else []
     summaries = []
     for lv in levels:
         s = summarize_level(lv, pricing, records, lv.t_end_ns)
         if samples:
-            out_tokens = sum(r.output_tokens or 0 for r in lv.records if r.ok)
+            out_tokens = sum(r.output_tokens or 0 for r in records if r.ok and r.level == lv.index)
             s["gpu"] = summarize_gpus(samples, lv.t_start_ns, lv.t_end_ns, output_tokens=out_tokens)
         summaries.append(s)
     data = {

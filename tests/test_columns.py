@@ -1,4 +1,4 @@
-"""Summaries kept between calls (LevelView) give what a fresh summary gives; the large-n interval."""
+"""Figures absorbed as records arrive give what figures absorbed at once give; the large-n interval."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from befori_tui.core import metrics
-from befori_tui.core.metrics import LevelView, befori_interval_arrays, summarize_level
+from befori_tui.core.levelstats import LevelRecords
+from befori_tui.core.metrics import befori_interval_arrays, summarize_level
 from befori_tui.ui.fixed import FixedRun, fixed_config, fixed_model
 
 
@@ -19,35 +20,44 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def test_a_view_kept_while_records_arrive_gives_the_fresh_summary():
+def _run(run: FixedRun):
     cfg = fixed_config()
-    model = fixed_model(FixedRun(levels=((4, 20.0), (16, 30.0)), error_every=13), cfg)
-    levels, records, _ = model.snapshot()
+    model = fixed_model(run, cfg)
+    records = list(model.records)
+    assert len(records) == model.finished_count  # the model's recent records hold the whole fixed run
+    return cfg, model, records
+
+
+def test_figures_absorbed_as_records_arrive_equal_those_absorbed_at_once():
+    cfg, model, records = _run(FixedRun(levels=((4, 20.0), (16, 30.0)), error_every=13))
     now_ns = model.clock()
-    level = levels[-1]
-    view = LevelView(level)
-    # Feed the view the level in four growing steps, as the screen does between summaries.
-    for cut in np.linspace(len(level.records) // 4, len(level.records), 4, dtype=int):
-        part = copy.copy(level)
-        part.records = level.records[:cut]
-        upto = records.index(part.records[-1]) + 1
-        kept = summarize_level(part, cfg.pricing, records[:upto], now_ns, view)
-        fresh = summarize_level(part, cfg.pricing, records[:upto], now_ns)
-        a, b = _flat(kept), _flat(fresh)
-        assert a.keys() == b.keys()
-        for k in a:
-            assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), k
+    level = model.levels[-1]
+    mine = [r for r in records if r.level == level.index]
+    growing = copy.copy(level)
+    growing.records = LevelRecords()
+    # The level's records arrive in four steps, summarised between them, as the screen does.
+    for a, b in zip([0, *np.linspace(len(mine) // 4, len(mine), 4, dtype=int)[:-1]],
+                    np.linspace(len(mine) // 4, len(mine), 4, dtype=int)):
+        growing.records.extend(mine[a:b])
+        upto = records.index(mine[b - 1]) + 1
+        kept = summarize_level(growing, cfg.pricing, records[:upto], now_ns)
+        at_once = copy.copy(level)
+        at_once.records = LevelRecords()
+        at_once.records.extend(mine[:b])
+        fresh = summarize_level(at_once, cfg.pricing, records[:upto], now_ns)
+        x, y = _flat(kept), _flat(fresh)
+        assert x.keys() == y.keys()
+        for k in x:
+            assert x[k] == pytest.approx(y[k], rel=1e-9, abs=1e-12), k
     assert kept["requests_failed"] > 0 and kept["errors"]  # the failures were counted, by kind
     assert kept["requests_steady"] > 100
 
 
 def test_occupancy_reads_only_requests_that_share_the_level():
     """Requests that ended before a level began cannot share its server time: leaving them out changes nothing."""
-    cfg = fixed_config()
-    model = fixed_model(FixedRun(levels=((8, 30.0), (32, 20.0))), cfg)
-    levels, records, _ = model.snapshot()
+    cfg, model, records = _run(FixedRun(levels=((8, 30.0), (32, 20.0))))
     now_ns = model.clock()
-    level = levels[-1]
+    level = model.levels[-1]
     later = [r for r in records if r.t_end_ns >= level.t_start_ns]
     assert len(later) < len(records)
     a = summarize_level(level, cfg.pricing, records, now_ns)["occupancy"]

@@ -155,7 +155,7 @@ async def test_server_metrics_move_by_what_we_sent(llama: LlamaCppServer, tmp_pa
         # drain_s: let every request end, so the server did exactly what we count.
         controller = RunController(cfg, tmp_path / "m.toml", telemetry="none", drain_s=30.0)
         assert await controller.run() == 0 and controller.ended_by == "completed"
-        records = controller.session.all_records()
+        records = controller.session.raw_records()
         assert records and all(r.ok for r in records), [r.error_message for r in records if not r.ok]
         sent_in = sum(r.input_tokens for r in records)
         sent_out = sum(r.output_tokens for r in records)

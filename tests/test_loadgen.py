@@ -46,7 +46,7 @@ async def test_closed_loop_keeps_exactly_n_in_flight(sim, tmp_path: Path):
         assert len(runner.in_flight) <= 6
     assert peak == 6
     await session.close()
-    slots = {r.slot for r in session.all_records()}
+    slots = {r.slot for r in session.raw_records()}
     assert slots == set(range(6))
 
 
@@ -69,12 +69,12 @@ async def test_concurrency_changes_open_levels_and_removed_slots_stop(sim, tmp_p
     assert obs.levels == [(None, 0, 2), (0, 1, 8), (1, 2, 3), (2, 3, 3)]
     levels = runner.levels
     # Warm-up: the first request of each slot in a level; outlived: still running when the level changed.
-    assert sum(r.warmup for r in levels[1].records) == 8
-    assert any(r.outlived_level for r in levels[0].records)
-    assert all(r.level == lv.index for lv in levels for r in lv.records)
+    assert levels[1].records.absorb().cols.warmup.sum() == 8
+    assert levels[0].records.absorb().cols.outlived.any()
+    assert all((lv.records.absorb().cols.level == lv.index).all() for lv in levels)
     assert obs.first >= sum(lv.measured_done for lv in levels)
     # Every request sent is recorded once, with an outcome.
-    ids = [r.request_id for r in session.all_records()]
+    ids = [r.request_id for r in session.raw_records()]
     assert sorted(ids) == sorted(obs.started) and len(ids) == len(set(ids))
 
 

@@ -94,7 +94,7 @@ def _level_with(records, concurrency=2, warmup=2, t_end=None):
     from befori_tui.core.loadgen import Level
 
     lv = Level(0, concurrency, 0, warmup, t_end_ns=t_end if t_end is not None else 10**9)
-    lv.records = records
+    lv.records.extend(records)
     lv.sent = len(records)
     return lv
 

@@ -61,7 +61,7 @@ def test_level_figures():
     recs = [_record(i, 100 if i % 4 else 300, [10] * 10) for i in range(1, 41)]  # every 4th: TTFT 300 ms
     recs.append(_record(99, 100, [10] * 10, error="timeout"))
     level = Level(0, 1, 0, 0)
-    level.records = recs
+    level.records.extend(recs)
     level.t_end_ns = max(r.t_end_ns for r in recs)
     s = summarize_level(level, PricingConfig(usd_per_hour=3.6), recs, slo=[SloTarget("ttft", 50, 0.2)])
     assert s["requests_met_slo"] == 30

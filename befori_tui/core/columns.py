@@ -20,6 +20,11 @@ CANCELLED = KIND_CODE["cancelled"]
 NONE_NS = -1  # a timestamp that was never taken
 
 
+def _cached_tokens(r: RequestRecord) -> float:
+    cached = r.server_timing.get("cached_tokens") if r.server_timing else None
+    return float(cached) if isinstance(cached, int) else np.nan
+
+
 class _Growing:
     """A numpy array with amortised appends."""
 
@@ -58,13 +63,21 @@ class RecordColumns:
             ("send", np.int64), ("first", np.int64), ("end", np.int64), ("level", np.int64), ("slot", np.int64),
             ("kind", np.int8), ("status", np.int16), ("warmup", bool), ("outlived", bool),
             ("n_in", np.float64), ("n_out", np.float64), ("itl_n", np.int64), ("itl", np.int64),
+            # For the per-turn figures: the turn (0: no conversation), whether the input count is known, and
+            # the simulator's cached prompt tokens (NaN: not reported).
+            ("turn", np.int32), ("in_known", bool), ("cached", np.float64),
         )}
 
     def update(self, records: Sequence[RequestRecord]) -> RecordColumns:
+        """Add the records of a list that only grows: those added to it since the last call."""
         new = records[self.seen:]
         self.seen = len(records)
         if self.keep is not None:
             new = [r for r in new if self.keep(r)]
+        return self.add(new)
+
+    def add(self, new: Sequence[RequestRecord]) -> RecordColumns:
+        """Append these records as rows."""
         if not new:
             return self
         c = self._cols
@@ -85,7 +98,20 @@ class RecordColumns:
         parts = [np.asarray(g, dtype=np.int64) for g in gaps if len(g)]
         if parts:
             c["itl"].extend(np.concatenate(parts))
+        c["turn"].extend([r.turn for r in new])
+        c["in_known"].extend([r.input_tokens is not None for r in new])
+        c["cached"].extend([_cached_tokens(r) for r in new])
         return self
+
+    def compress(self, keep: np.ndarray) -> RecordColumns:
+        """Only the rows where `keep` is true, in the same order (a new object)."""
+        out = RecordColumns()
+        for name, col in self._cols.items():
+            if name == "itl":
+                out._cols[name].extend(self.itl[np.repeat(keep, self.itl_n)])
+            else:
+                out._cols[name].extend(col.values[keep])
+        return out
 
     def __len__(self) -> int:
         return self._cols["send"].n

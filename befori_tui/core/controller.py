@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import msgspec
+
 from befori_tui.core import events as ev
 from befori_tui.core.client import ClientSetupError, wire_note
 from befori_tui.core.config import Config, redact_url
 from befori_tui.core.loadgen import Level
-from befori_tui.core.metrics import SETTLED_REL, befori_interval
+from befori_tui.core.levelstats import LevelRecords
+from befori_tui.core.metrics import SETTLED_REL, AggregateFigures
 from befori_tui.core.observer import NullObserver
 from befori_tui.core.records import RequestRecord
 from befori_tui.core.session import Session
@@ -43,6 +46,7 @@ def exit_code_for(ended_by: str) -> int:
         EXIT_BAD_INPUT if ended_by == "setup" else EXIT_OK
 
 FIRST_REQUEST_WAIT = "the first request's first byte"
+SETTLE_EVERY_S = 1.0
 
 
 @dataclass
@@ -92,33 +96,26 @@ def search_plan(cfg: Config, start: float, max_requests: int = 0, then: str = "s
                    search=search, max_requests=max_requests, rates=[float(start)] if open_loop else [])
 
 
-def level_settled(records: list[RequestRecord], concurrency: int, usd_per_hour: float, min_requests: int) -> bool:
+def level_settled(records: LevelRecords, concurrency: int, usd_per_hour: float, min_requests: int) -> bool:
     """Both befori $/M 95% intervals within ±SETTLED_REL of the point estimate (as in metrics).
 
-    The delta method's interval, at any size: this test runs every half second in the load's own process,
-    and a bootstrap (300 resamplings, milliseconds of numpy holding the GIL) delayed its token reads: in the
-    demo at c=1 the loop lag p99 was 9.4 ms; with this and a 0.5 ms switch interval, 1.3–2.5 ms."""
-    steady = [r for r in records if r.steady]
-    if len(steady) < max(min_requests, concurrency, 5) or usd_per_hour <= 0:
+    The delta method's interval, from the level's running co-moments (core/levelstats.py), at any size: this
+    test runs every half second in the load's own process, and a bootstrap (300 resamplings, milliseconds of
+    numpy holding the GIL) delayed its token reads: in the demo at c=1 the loop lag p99 was 9.4 ms; with the
+    delta method and a 0.5 ms switch interval, 1.3–2.5 ms."""
+    agg = records.absorb().agg
+    if agg.counts["steady"] < max(min_requests, concurrency, 5) or usd_per_hour <= 0:
         return False
-    iv = befori_interval(steady, concurrency, usd_per_hour, bootstrap_max_n=0)
+    iv = AggregateFigures(agg, None).interval(concurrency, usd_per_hour)
     rate = usd_per_hour / 3600.0 * 1e6
-    for name in ("input", "output"):
+    for name, m in (("input", agg.moments_in), ("output", agg.moments_out)):
         lo, hi = iv.get(f"usd_per_million_{name}_lo"), iv.get(f"usd_per_million_{name}_hi")
         if lo is None or hi is None:
             return False
-        if name == "input":
-            mid = rate * _mean([r.ttft_s for r in steady]) / (concurrency * _mean([r.input_tokens or 0 for r in steady]))
-        else:
-            mid = rate * _mean([r.e2e_s - r.ttft_s for r in steady]) / (
-                concurrency * _mean([r.output_tokens or 0 for r in steady]))
+        mid = rate * m.mean_t / (concurrency * m.mean_n)
         if not mid > 0 or max(hi - mid, mid - lo) > SETTLED_REL * mid:
             return False
     return True
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
 
 
 class _EventObserver(NullObserver):
@@ -267,6 +264,7 @@ class RunController:
         plan = self.plan
         plan_task = None
         watch = None
+        settler = None
         if not self._stop.is_set():  # stopped while connecting: send nothing
             if getattr(runner, "trace", None) is not None:
                 runner.start_trace(runner.trace, runner.trace_speed)
@@ -276,6 +274,7 @@ class RunController:
                 runner.start(plan.concurrencies[0])
             plan_task = asyncio.create_task(self._drive_plans())
             watch = asyncio.create_task(self._watch_first_request(runner, url))
+            settler = asyncio.create_task(self._settle_records())
         stopper = asyncio.create_task(self._stop.wait())
         waiting = {stopper} | ({plan_task} if plan_task else set())
         max_s = self.cfg.load.max_seconds
@@ -289,6 +288,8 @@ class RunController:
             self.ended_by = "max_seconds"
             self.emit(ev.Note(f"stopped after load.max_seconds ({max_s:g} s); the session is saved", "warning"))
         stopper.cancel()
+        if settler is not None:
+            settler.cancel()
         if watch is not None and not watch.done():
             watch.cancel()
         if plan_task is not None and not plan_task.done():
@@ -299,6 +300,14 @@ class RunController:
             for hook in self.level_done:  # the plan's last level ends with the run
                 hook(runner.level, results["levels"][-1])
         return exit_code_for(self.ended_by)
+
+    async def _settle_records(self) -> None:
+        """Every second, off the load loop: the records handed over become figures, and what is no longer
+        needed is let go (core/levelstats.py, core/ledger.py) — so memory stays flat between saves too."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SETTLE_EVERY_S)
+            await loop.run_in_executor(None, self.session.settle_records)
 
     async def _watch_first_request(self, runner, url: str) -> None:
         """The first request is a setup call too: a server that lists its models and then never answers a
@@ -392,8 +401,11 @@ class RunController:
         """The finished level's figures, as the session will save them, computed off the load loop."""
         from befori_tui.core.metrics import summarize_level
 
-        records = self.session.all_records()
-        return await asyncio.to_thread(summarize_level, level, self.cfg.pricing, records, None, None, self.cfg.slo)
+        def summarize() -> dict:
+            self.session.settle_records()
+            return summarize_level(level, self.cfg.pricing, self.session.runner.occupancy, slo=self.cfg.slo)
+
+        return await asyncio.to_thread(summarize)
 
     async def _next_of_search(self, plan: RunPlan, level: Level) -> list[int]:
         summary = await self._level_summary(level)
@@ -497,8 +509,8 @@ class RunController:
                 return True
             if level.measured_done != checked and not runner.paused:
                 checked = level.measured_done
-                # The bootstrap is numpy work: off the load loop, on a copy of the finished records.
-                records = list(level.records)
+                # Numpy work (the records handed over become columns and moments): off the load loop.
+                records = level.records
                 # Open loop: R only scales the $/M, not the interval's relative width; 1 keeps the minimum count low.
                 r = 1 if level.rate_per_s else level.concurrency
                 if await loop.run_in_executor(None, level_settled, records, r,
@@ -605,7 +617,7 @@ class RunController:
 
     def _saved(self, path: Path) -> Path:
         s = self.session
-        recorded = sum(len(lv.records) for lv in s.runner.levels) if s.runner else 0
+        recorded = sum(len(lv.records) for lv in list(s.runner.levels)) if s.runner else 0
         self.last_saved = ev.Saved(str(path), str(s.raw_path), recorded)
         self.emit(self.last_saved)
         return path
@@ -613,8 +625,8 @@ class RunController:
     # --- for a viewer that attaches ----------------------------------------------------------------------
 
     def snapshot(self) -> tuple[int, list]:
-        """Call on the run's loop: (the last event number it covers, events that rebuild the run so far).
-        Finished records are never touched again, so the caller may encode them on another thread."""
+        """Call on the run's loop: (the last event number it covers, events that rebuild the run so far): each
+        level as the run holds it (columns, aggregates, sketches), not every request since the start."""
         with self._seq_lock:
             seq = self.seq
         out: list[Any] = []
@@ -626,7 +638,9 @@ class RunController:
         if runner is not None:
             for lv in runner.levels:
                 out.append(level_opened(lv))
-                out.extend(("record", r) for r in list(lv.records))
+                out.append(ev.LevelState(lv.index, lv.sent, lv.measured_done,
+                                         msgspec.msgpack.encode(lv.records.to_state())))
+            out.append(ev.LedgerState(msgspec.msgpack.encode(runner.occupancy.to_state())))
             last = runner.levels[-1] if runner.levels else None
             if last is not None and not last.drained:
                 out.append(level_draining(last))

@@ -28,7 +28,7 @@ from befori_tui.core.config import PricingConfig
 from befori_tui.core.records import RequestRecord
 from befori_tui.core.telemetry.readings import TelemetrySample
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a viewer that attaches gets levels as LevelState, not one RequestEnded per request
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a bigger length prefix means a broken or hostile peer
 
 
@@ -196,6 +196,22 @@ class Health(_Message, tag="health"):
     workers: list[WorkerHealth] = msgspec.field(default_factory=list)
 
 
+class LevelState(_Message, tag="level_state"):
+    """For a viewer that attaches: a level's finished requests as the run holds them (core/levelstats.py:
+    columns, aggregates and sketches; msgpack), instead of one RequestEnded per request since the start."""
+
+    index: int
+    sent: int
+    measured_done: int
+    state: bytes
+
+
+class LedgerState(_Message, tag="ledger_state"):
+    """For a viewer that attaches: the run's occupancy ledger as it stands (core/ledger.py; msgpack)."""
+
+    state: bytes
+
+
 class Saved(_Message, tag="saved"):
     path: str
     raw_path: str
@@ -237,7 +253,8 @@ class LagSamples(_Message, tag="lag"):
 
 
 Event = Union[Hello, Connecting, Ready, RequestStarted, FirstToken, RequestEnded, LevelOpened, LevelEnded,
-              Draining, Paused, Resumed, Sample, Health, Saved, SweepNote, Note, Failed, Finished, LagSamples]
+              Draining, Paused, Resumed, Sample, Health, Saved, SweepNote, Note, Failed, Finished, LagSamples,
+              LevelState, LedgerState]
 
 
 class Batch(msgspec.Struct, frozen=True, array_like=True):

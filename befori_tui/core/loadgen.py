@@ -26,6 +26,8 @@ from befori_tui.core.client import StreamClient
 from befori_tui.core.observer import NullObserver, RunObserver
 from befori_tui.core.health import LoopLagMonitor
 from befori_tui.core.prompts import PromptSource
+from befori_tui.core.ledger import OccupancyLedger
+from befori_tui.core.levelstats import LevelRecords
 from befori_tui.core.records import RequestRecord
 
 # A slot whose requests cannot connect (the server is down or restarting) waits before its next try, so the
@@ -48,13 +50,19 @@ class Level:
     reason: str = "start"  # start | sweep | user | new
     t_end_ns: int | None = None
     sent: int = 0
-    records: list[RequestRecord] = field(default_factory=list)  # finished requests sent in this level
+    # Finished requests sent in this level: columns, aggregates and sketches in bounded memory (core/levelstats.py).
+    records: LevelRecords = field(default_factory=LevelRecords)
     measured_done: int = 0  # finished, not warm-up, finished before the level ended (any outcome)
     # The drain after a decrease: requests of removed slots still in flight, and when the last of them ended
     # (the level's start when there were none). Until then the server still carries the old load.
     draining: int = 0
     t_drained_ns: int | None = None
     sent_draining: int = 0  # requests sent during the drain: warm-up, and not counted in warmup_target
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.records, LevelRecords):  # a list of fixed records (tests, screenshots)
+            records, self.records = self.records, LevelRecords()
+            self.records.extend(records)
 
     @property
     def drained(self) -> bool:
@@ -88,8 +96,12 @@ class LoadRunner:
         id_start: int = 0,
         id_step: int = 1,
         on_decrease: str = "finish",
+        keep_records: bool = True,
     ) -> None:
         self.client = client
+        # The run's figures come from the records kept here; a load process of several only sends them on.
+        self.keep_records = keep_records
+        self.occupancy = OccupancyLedger()  # every finished request of the run, for the occupancy method
         self.on_decrease = on_decrease  # finish | cancel: what becomes of removed slots' requests
         self.honor_retry_after = honor_retry_after  # else a 429's Retry-After is only recorded
         self.prompts = prompts
@@ -142,7 +154,8 @@ class LoadRunner:
             old.t_end_ns = now
         warmup = warmup_target if warmup_target is not None else \
             concurrency if self.warmup_requests < 0 else self.warmup_requests
-        new = Level(len(self.levels), concurrency, now, warmup, reason, rate_per_s=rate_per_s)
+        new = Level(len(self.levels), concurrency, now, warmup, reason, rate_per_s=rate_per_s,
+                    records=LevelRecords(keep=self.keep_records))
         self.levels.append(new)
         self.observer.on_level_change(old, new)
         over = self._old_load(new)
@@ -424,6 +437,8 @@ class LoadRunner:
             self.prompts.observe_usage(prompt, record.input_tokens)
         self.prompts.ended(record.slot, prompt, record.ok)
         level.records.append(record)
+        if self.keep_records:
+            self.occupancy.append(record)
         if not record.warmup and not record.outlived_level:
             level.measured_done += 1
         self.observer.on_record(record)

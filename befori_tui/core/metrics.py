@@ -8,7 +8,9 @@ import numpy as np
 
 from befori_tui.core.columns import CANCELLED, NONE_NS, RecordColumns
 from befori_tui.core.config import PricingConfig
-from befori_tui.core.cost import befori_cost, blended_usd_per_million, occupancy, occupancy_window
+from befori_tui.core.cost import befori_cost, blended_usd_per_million
+from befori_tui.core.ledger import OccupancyLedger
+from befori_tui.core.levelstats import LevelAggregates
 from befori_tui.core.records import RequestRecord
 
 PERCENTILES = (50, 90, 99)
@@ -103,75 +105,65 @@ def befori_interval_arrays(
     return out
 
 
-class LevelView:
-    """What summarize_level keeps between calls on one level, so that a call costs only the requests that
-    finished since the last: the level's own records, and every record of the run that ended after the
-    level began (the only ones that share the server with it, for the occupancy method)."""
-
-    def __init__(self, level) -> None:
-        t0 = level.t_start_ns
-        self.own = RecordColumns()
-        self.overlap = RecordColumns(keep=lambda r: r.t_end_ns is not None and r.t_end_ns >= t0)
-
-
 def summarize_level(
     level,
     pricing: PricingConfig,
-    all_records: Sequence[RequestRecord],
+    ledger: OccupancyLedger | Sequence[RequestRecord] | None = None,
     now_ns: int | None = None,
-    view: LevelView | None = None,
     slo: Sequence | None = None,
 ) -> dict:
     """The flat per-level table of docs/results.md, plus sub-tables `occupancy`, `errors` and `api_compare`.
 
-    `all_records` is every finished request of the run: the occupancy method shares the server among all
-    requests in flight, whichever level they were sent in. `view`, kept by the caller between calls on the
-    same level, saves re-reading the records seen before (both lists must only have grown since).
-    `slo`: latency targets (core.slo.SloTarget); with them, the level's SLO figures (slo_figures).
+    `level.records` (core/levelstats.py): the level's requests — every one as columns up to a size, and past
+    it aggregates and sketches (`figures_from` says which). `ledger`: the run's occupancy bill (core/ledger.py;
+    the occupancy method shares the server among all requests in flight, whichever level sent them).
+    (Fixed data may pass the run's records instead.) `slo`: latency targets (core.slo.SloTarget); with them,
+    the level's SLO figures (slo_figures).
     """
-    view = view or LevelView(level)
-    cols = view.own.update(level.records)
-    ok, steady = cols.ok(), cols.steady()
+    if ledger is not None and not isinstance(ledger, OccupancyLedger):
+        ledger = OccupancyLedger.of(ledger)
+    lr = level.records
+    if slo:
+        lr.watch_slo(slo)
+    lr.absorb()
     t_end = level.t_end_ns if level.t_end_ns is not None else now_ns
+    f = ColumnFigures(lr.cols) if lr.exact else AggregateFigures(lr.agg, slo)
     out: dict = {
         "level": level.index,
         "concurrency": level.concurrency,
         "reason": level.reason,
         "duration_s": level.duration_s(now_ns),
         "requests_sent": level.sent,
-        "requests_ok": int(ok.sum()),
-        "requests_failed": int(((cols.kind != 0) & (cols.kind != CANCELLED)).sum()),
-        "requests_cancelled": int((cols.kind == CANCELLED).sum()),
+        **f.counts(),
         "requests_in_flight": level.in_flight,
-        "requests_steady": int(steady.sum()),
-        "requests_warmup": int(cols.warmup.sum()),
-        "requests_outlived": int(cols.outlived.sum()),
     }
+    if not lr.exact:
+        out["figures_from"] = "sketches"  # percentiles within sketch.RELATIVE_ERROR; counts and means exact
     t_drained = getattr(level, "t_drained_ns", None)
     if t_drained is not None and t_drained > level.t_start_ns:
         # After a decrease: how long the old load took to leave; steady requests were all sent after it.
         out["drain_s"] = (t_drained - level.t_start_ns) / 1e9
     elif t_drained is None and getattr(level, "draining", 0):
         out["draining"] = level.draining
-    out.update(column_latency_stats(cols, steady))
+    out.update(f.latency_stats())
     # R, the requests in flight: the slots in a closed loop; in the open loop (docs/results.md) the mean number in
     # flight by Little's law, L = λ·W: the measured arrival rate times the mean E2E of the steady requests.
     r = level.concurrency
     if getattr(level, "rate_per_s", 0.0) > 0:
         out["rate_per_s"] = level.rate_per_s
         out["requests_delayed_by_cap"] = level.delayed
-        sends = np.sort(cols.send[cols.send > 0])
-        if len(sends) >= 2 and sends[-1] > sends[0]:
-            out["arrival_rate_per_s"] = (len(sends) - 1) / ((sends[-1] - sends[0]) / 1e9)
+        rate = f.arrival_rate_per_s()
+        if rate is not None:
+            out["arrival_rate_per_s"] = rate
         if "arrival_rate_per_s" in out and out.get("e2e_s_mean", 0) > 0:
             out["mean_in_flight"] = out["arrival_rate_per_s"] * out["e2e_s_mean"]
         r = out.get("mean_in_flight", 0.0)
-    if steady.any() and out.get("e2e_s_mean", 0) > 0 and r > 0:
+    if out["requests_steady"] and out.get("e2e_s_mean", 0) > 0 and r > 0:
         # Closed loop: every slot is always busy with one request, so the level's rates are R requests per
         # mean E2E. (Dividing the steady requests' tokens by their span would miss the tokens that warm-up
         # and outlived requests made in the same time.) Slots busy with failures, or backing off after
         # them, serve nothing: only the ok share of the slot time counts.
-        share = cols.ok_slot_time_share()
+        share = f.ok_slot_time_share()
         out["slot_time_ok_share"] = share
         per_s = r * share / out["e2e_s_mean"]
         out["requests_per_s"] = per_s
@@ -183,10 +175,7 @@ def summarize_level(
             out["input_tokens_mean"], out["ttft_s_mean"], out["output_tokens_mean"], out["e2e_s_mean"],
         )
         out.update(c.as_dict())
-        m = steady & (cols.first != NONE_NS)
-        ttft = (cols.first[m] - cols.send[m]) / 1e9
-        out.update(befori_interval_arrays(cols.n_in[m], cols.n_out[m], ttft, (cols.end[m] - cols.send[m]) / 1e9 - ttft,
-                                          r, pricing.usd_per_hour))
+        out.update(f.interval(r, pricing.usd_per_hour))
         for name in ("input", "output"):
             lo, hi = out.get(f"usd_per_million_{name}_lo"), out.get(f"usd_per_million_{name}_hi")
             mid = out[f"usd_per_million_{name}"]
@@ -196,13 +185,128 @@ def summarize_level(
             c.usd_per_million_input, c.usd_per_million_output, pricing.blend_input_per_output
         )
     if slo:
-        out.update(slo_figures(out, cols, steady, list(slo)))
-    if t_end is not None:
-        out["occupancy"] = occupancy_summary(level, view.overlap.update(all_records), pricing, t_end)
-    out["errors"] = cols.error_counts()
-    out["error_groups"] = cols.error_groups()  # by status and kind: http_500, http_429, timeout, …
+        out.update(slo_figures(out, f, list(slo)))
+    if t_end is not None and ledger is not None:
+        out["occupancy"] = occupancy_summary(level, ledger, pricing, t_end)
+    out["errors"] = f.error_counts()
+    out["error_groups"] = f.error_groups()  # by status and kind: http_500, http_429, timeout, …
     out.update(missing_reasons(out))
     return out
+
+
+class ColumnFigures:
+    """A level's figures from every one of its requests (numpy columns): exact."""
+
+    def __init__(self, cols: RecordColumns) -> None:
+        self.cols = cols
+        self.steady = cols.steady()
+
+    def counts(self) -> dict[str, int]:
+        cols = self.cols
+        return {
+            "requests_ok": int(cols.ok().sum()),
+            "requests_failed": int(((cols.kind != 0) & (cols.kind != CANCELLED)).sum()),
+            "requests_cancelled": int((cols.kind == CANCELLED).sum()),
+            "requests_steady": int(self.steady.sum()),
+            "requests_warmup": int(cols.warmup.sum()),
+            "requests_outlived": int(cols.outlived.sum()),
+        }
+
+    def latency_stats(self) -> dict[str, float]:
+        return column_latency_stats(self.cols, self.steady)
+
+    def arrival_rate_per_s(self) -> float | None:
+        sends = np.sort(self.cols.send[self.cols.send > 0])
+        if len(sends) >= 2 and sends[-1] > sends[0]:
+            return (len(sends) - 1) / ((sends[-1] - sends[0]) / 1e9)
+        return None
+
+    def ok_slot_time_share(self) -> float:
+        return self.cols.ok_slot_time_share()
+
+    def interval(self, r: float, usd_per_hour: float) -> dict[str, float]:
+        cols = self.cols
+        m = self.steady & (cols.first != NONE_NS)
+        ttft = (cols.first[m] - cols.send[m]) / 1e9
+        return befori_interval_arrays(cols.n_in[m], cols.n_out[m], ttft, (cols.end[m] - cols.send[m]) / 1e9 - ttft,
+                                      r, usd_per_hour)
+
+    def slo_counts(self, targets: list) -> tuple[int, int, float, float, float, float]:
+        """(met, measured, met input tokens, met output tokens, steady input tokens, steady output tokens)."""
+        from befori_tui.core.slo import requests_meeting
+
+        cols, steady = self.cols, self.steady
+        # Measured: ended in the level, not warm-up, not cancelled at a stop — ok or failed. A failure meets nothing.
+        measured = (cols.end != NONE_NS) & ~cols.warmup & ~cols.outlived & (cols.kind != CANCELLED)
+        meets = requests_meeting(cols, steady, targets)
+        return (int(meets.sum()), int(measured.sum()), float(cols.n_in[meets].sum()), float(cols.n_out[meets].sum()),
+                float(cols.n_in[steady].sum()), float(cols.n_out[steady].sum()))
+
+    def error_counts(self) -> dict[str, int]:
+        return self.cols.error_counts()
+
+    def error_groups(self) -> dict[str, int]:
+        return self.cols.error_groups()
+
+
+class AggregateFigures:
+    """A level's figures from its aggregates (core/levelstats.py): counts, sums and means exact, percentiles
+    from sketches (within sketch.RELATIVE_ERROR), the interval by the delta method."""
+
+    def __init__(self, agg: LevelAggregates, slo: Sequence | None) -> None:
+        self.agg = agg
+
+    def counts(self) -> dict[str, int]:
+        c = self.agg.counts
+        return {"requests_ok": c["ok"], "requests_failed": c["failed"], "requests_cancelled": c["cancelled"],
+                "requests_steady": c["steady"], "requests_warmup": c["warmup"], "requests_outlived": c["outlived"]}
+
+    def latency_stats(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for prefix, sk in self.agg.sketches.items():
+            if not sk.count:
+                continue
+            out[f"{prefix}_mean"] = sk.mean
+            for p in PERCENTILES:
+                out[f"{prefix}_p{p}"] = sk.quantile(p / 100)
+        return out
+
+    def arrival_rate_per_s(self) -> float | None:
+        a = self.agg
+        if a.counts["sent_known"] >= 2 and a.send_max_ns > a.send_min_ns:
+            return (a.counts["sent_known"] - 1) / ((a.send_max_ns - a.send_min_ns) / 1e9)
+        return None
+
+    def ok_slot_time_share(self) -> float:
+        return self.agg.ok_slot_time_share()
+
+    def interval(self, r: float, usd_per_hour: float) -> dict[str, float]:
+        out = {}
+        scale = usd_per_hour / 3600.0 / r * 1e6
+        for name, m in (("input", self.agg.moments_in), ("output", self.agg.moments_out)):
+            if m.n < 5 or m.mean_n <= 0:
+                continue
+            ratio = m.mean_t / m.mean_n
+            sd = m.residual_sd() / (np.sqrt(m.n) * m.mean_n)
+            out[f"usd_per_million_{name}_lo"] = float(scale * (ratio - Z_95 * sd))
+            out[f"usd_per_million_{name}_hi"] = float(scale * (ratio + Z_95 * sd))
+        return out
+
+    def slo_counts(self, targets: list) -> tuple[int, int, float, float, float, float] | None:
+        from befori_tui.core.levelstats import slo_key
+
+        counts = self.agg.slo.get(slo_key(targets))
+        if counts is None or counts.since:
+            return None  # the targets came after requests were let go: not counted over the whole level
+        a = self.agg
+        return (counts.met, a.counts["measured"], counts.met_in, counts.met_out, a.sums["steady_in"],
+                a.sums["steady_out"])
+
+    def error_counts(self) -> dict[str, int]:
+        return self.agg.error_counts()
+
+    def error_groups(self) -> dict[str, int]:
+        return self.agg.error_groups()
 
 
 def missing_reasons(s: dict) -> dict[str, str]:
@@ -238,54 +342,55 @@ def missing_reasons(s: dict) -> dict[str, str]:
     return out
 
 
-def slo_figures(out: dict, cols: RecordColumns, steady: np.ndarray, targets: list) -> dict:
+def slo_figures(out: dict, figures, targets: list) -> dict:
     """Per level (core/slo.py has what "meets" means): whether the level's percentiles meet the SLO, the share of
     measured requests that met it, goodput, and the befori $/M charged to the tokens of those requests only —
     the same bill, over the tokens that were worth having."""
-    from befori_tui.core.slo import level_failures, level_meets, requests_meeting, slo_text
+    from befori_tui.core.slo import level_failures, level_meets, slo_text
 
     res: dict = {"slo": slo_text(targets)}
-    # Measured: ended in the level, not warm-up, not cancelled at a stop — ok or failed. A failure meets nothing.
-    measured = (cols.end != NONE_NS) & ~cols.warmup & ~cols.outlived & (cols.kind != CANCELLED)
-    meets = requests_meeting(cols, steady, targets)
-    n_met, n_measured, n_steady = int(meets.sum()), int(measured.sum()), int(steady.sum())
-    res["requests_met_slo"] = n_met
-    if n_measured:
-        res["slo_share_met"] = n_met / n_measured
     met = level_meets(out, targets)
     if met is not None:
         res["slo_met"] = met
         missed = level_failures(out, targets)
         if missed:
             res["slo_missed"] = missed
+    counts = figures.slo_counts(targets)
+    if counts is None:
+        res["slo_counts_missing"] = "the SLO was set after the level's first requests were let go"
+        return res
+    n_met, n_measured, met_in, met_out, steady_in, steady_out = counts
+    n_steady = out["requests_steady"]
+    res["requests_met_slo"] = n_met
+    if n_measured:
+        res["slo_share_met"] = n_met / n_measured
     if n_steady and "requests_per_s" in out:
         good = out["requests_per_s"] * n_met / n_steady
         res["goodput_requests_per_s"] = good
-        res["goodput_input_tok_per_s"] = out["requests_per_s"] * float(cols.n_in[meets].sum()) / n_steady
-        res["goodput_output_tok_per_s"] = out["requests_per_s"] * float(cols.n_out[meets].sum()) / n_steady
+        res["goodput_input_tok_per_s"] = out["requests_per_s"] * met_in / n_steady
+        res["goodput_output_tok_per_s"] = out["requests_per_s"] * met_out / n_steady
     if n_met:
-        for name, n in (("input", cols.n_in), ("output", cols.n_out)):
-            plain, all_tokens, met_tokens = out.get(f"usd_per_million_{name}"), float(n[steady].sum()), float(n[meets].sum())
+        for name, all_tokens, met_tokens in (("input", steady_in, met_in), ("output", steady_out, met_out)):
+            plain = out.get(f"usd_per_million_{name}")
             if plain is not None and met_tokens > 0:
                 res[f"usd_per_million_{name}_slo"] = plain * all_tokens / met_tokens
     return res
 
 
-def occupancy_summary(level, cols: RecordColumns, pricing: PricingConfig, t_end_ns: int) -> dict:
-    """`cols`: the run's requests that ended after the level began (the others never share its server time)."""
-    send, end = cols.send, cols.end
-    first = np.where(cols.first != NONE_NS, cols.first, end)
-    failed = ~cols.ok()
-    occ = occupancy(send, first, end, pricing.usd_per_hour)
-    out = occupancy_window(occ, send, first, end, failed, level.t_start_ns, t_end_ns)
-    mine = cols.steady() & (cols.level == level.index)
-    n_in = float(cols.n_in[mine].sum())
-    n_out = float(cols.n_out[mine].sum())
-    if mine.any() and n_in and n_out:
-        usd_in = float(occ.usd_input[mine].sum())
-        usd_out = float(occ.usd_output[mine].sum())
-        out["usd_per_million_input"] = usd_in / n_in * 1e6
-        out["usd_per_million_output"] = usd_out / n_out * 1e6
+def occupancy_summary(level, ledger: OccupancyLedger, pricing: PricingConfig, t_end_ns: int) -> dict:
+    """The level's bill split into input, output, failed requests and idle (they sum to the bill), and the
+    occupancy $/M of its own steady requests."""
+    rate = pricing.usd_per_hour / 3600.0
+    window, mine = ledger.level_bill(level, t_end_ns)
+    bill = rate * (t_end_ns - level.t_start_ns) / 1e9
+    idle = bill - rate * window["busy_s"]
+    if abs(idle) <= 1e-9 * bill:
+        idle = 0.0  # a difference of two sums: round-off (-5.5e-17 read as money is noise), not idle time
+    out = {"usd_bill": bill, "usd_input": rate * window["input_s"], "usd_output": rate * window["output_s"],
+           "usd_failed": rate * window["failed_s"], "usd_idle": idle}
+    if mine["n_in"] and mine["n_out"]:
+        out["usd_per_million_input"] = rate * mine["input_s"] / mine["n_in"] * 1e6
+        out["usd_per_million_output"] = rate * mine["output_s"] / mine["n_out"] * 1e6
         out["usd_per_million_blended"] = blended_usd_per_million(
             out["usd_per_million_input"], out["usd_per_million_output"], pricing.blend_input_per_output
         )
@@ -306,26 +411,36 @@ def api_comparison(pricing: PricingConfig) -> list[dict]:
     ]
 
 
-def turn_stats(records: Sequence[RequestRecord]) -> list[dict]:
+def turn_stats(lr) -> list[dict]:
     """Per turn of a conversation (1, 2, …), over the steady requests: how TTFT and the prompt grow as each
     turn re-sends the history — what a server's prefix cache does shows here. Empty when no request was a
-    conversation's turn."""
-    by_turn: dict[int, list[RequestRecord]] = {}
-    for r in records:
-        if r.turn and r.steady and r.t_first_token_ns is not None:
-            by_turn.setdefault(r.turn, []).append(r)
+    conversation's turn. `lr`: a level's LevelRecords (exact from columns, or from its per-turn aggregates)."""
+    lr.absorb()
     out = []
-    for turn in sorted(by_turn):
-        rs = by_turn[turn]
-        row: dict = {"turn": turn, "requests": len(rs)}
-        _stats("ttft_s", np.array([r.ttft_s for r in rs], dtype=float), row)
-        n_in = [r.input_tokens for r in rs if r.input_tokens is not None]
-        if n_in:
-            row["input_tokens_mean"] = float(np.mean(n_in))
-        cached = [r.server_timing["cached_tokens"] for r in rs
-                  if r.server_timing and isinstance(r.server_timing.get("cached_tokens"), int)]
-        if cached:
-            row["cached_tokens_mean"] = float(np.mean(cached))  # the simulator's ground truth
+    if lr.exact:
+        cols = lr.cols
+        m = cols.steady() & (cols.first != NONE_NS) & (cols.turn > 0)
+        for turn in np.unique(cols.turn[m]).tolist():
+            rows = m & (cols.turn == turn)
+            row: dict = {"turn": int(turn), "requests": int(rows.sum())}
+            _stats("ttft_s", (cols.first[rows] - cols.send[rows]) / 1e9, row)
+            known = rows & cols.in_known
+            if known.any():
+                row["input_tokens_mean"] = float(cols.n_in[known].mean())
+            cached = cols.cached[rows]
+            cached = cached[~np.isnan(cached)]
+            if len(cached):
+                row["cached_tokens_mean"] = float(cached.mean())  # the simulator's ground truth
+            out.append(row)
+        return out
+    for turn in sorted(lr.agg.turns):
+        a = lr.agg.turns[turn]
+        row = {"turn": turn, "requests": a.requests, "ttft_s_mean": a.ttft_s.mean}
+        for p in PERCENTILES:
+            row[f"ttft_s_p{p}"] = a.ttft_s.quantile(p / 100)
+        if a.in_n:
+            row["input_tokens_mean"] = a.in_sum / a.in_n
+        if a.cached_n:
+            row["cached_tokens_mean"] = a.cached_sum / a.cached_n
         out.append(row)
     return out
-

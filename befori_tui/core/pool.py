@@ -19,6 +19,7 @@ import pickle
 import socket
 import subprocess
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ from befori_tui.core import events as ev
 from befori_tui.core.childproc import child_env, module_command
 from befori_tui.core.client import ClientSetupError
 from befori_tui.core.health import LoopLagMonitor
+from befori_tui.core.ledger import OccupancyLedger
 from befori_tui.core.loadgen import Level, removed_in_flight, wait_level
 from befori_tui.core.observer import NullObserver, RunObserver
 from befori_tui.core.records import RequestRecord
@@ -81,8 +83,8 @@ class _Process:
     worker: dict | None = None
     where: dict = field(default_factory=dict)  # more about its place (a Ray node), for the TOML
     # Its own health, on this process's clock: loop-lag samples, and (time, CPU time so far) pairs.
-    lag_t_ns: list = field(default_factory=list)
-    lag_ns: list = field(default_factory=list)
+    lag_t_ns: array = field(default_factory=lambda: array("q"))
+    lag_ns: array = field(default_factory=lambda: array("q"))
     cpu: list = field(default_factory=list)
     requests_lost: int = 0
     lost: bool = False
@@ -125,6 +127,7 @@ class LoadPool:
         self.log_dir = log_dir
         self.levels: list[Level] = []
         self.in_flight: dict[int, RequestRecord] = {}
+        self.occupancy = OccupancyLedger()  # every finished request of the run, for the occupancy method
         self.concurrency = 0
         self.paused = False
         self.stopping = False
@@ -259,6 +262,7 @@ class LoadPool:
             # drain; the run sees all of it): warm-up.
             r.warmup = True
         level.records.append(r)
+        self.occupancy.append(r)
         if not r.warmup and not r.outlived_level:
             level.measured_done += 1
         self.observer.on_record(r)

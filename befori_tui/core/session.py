@@ -24,6 +24,7 @@ from befori_tui.core.client import (
     wire_facts,
 )
 from befori_tui.core.config import Config, redact_url
+from befori_tui.core.ledger import watermark_ns
 from befori_tui.core.loadgen import LoadRunner
 from befori_tui.core.pool import auto_processes
 from befori_tui.core.metrics import api_comparison, summarize_level, turn_stats
@@ -166,7 +167,7 @@ class Session:
 
         pad_ns = 2 * 10**9  # samples just outside the level let the counters be read at its edges
         around = self.sampler.samples_between(level.t_start_ns - pad_ns, t_end_ns + pad_ns)
-        output_tokens = sum(r.output_tokens or 0 for r in level.records if r.ok)
+        output_tokens = level.records.ok_output_tokens()
         kwh = self.cfg.pricing.usd_per_kwh or None
         out = {}
         gpu = summarize_gpus(around, level.t_start_ns, t_end_ns, output_tokens=output_tokens, usd_per_kwh=kwh)
@@ -177,17 +178,39 @@ class Session:
             out["server"] = server
         return out
 
-    def all_records(self):
-        return [r for lv in self.runner.levels for r in lv.records] if self.runner else []
+    def finished_count(self) -> int:
+        """Requests finished so far, every level."""
+        return sum(len(lv.records) for lv in list(self.runner.levels)) if self.runner else 0
+
+    def raw_records(self) -> list:
+        """Every request of the run as a record, read back from the raw JSONL (the run keeps figures, not
+        records: docs/results.md, "Bounded memory"). Complete once the session is closed."""
+        from befori_tui.core.results import read_records
+
+        return read_records(self.raw_path) if self.raw_path.exists() else []
+
+    def settle_records(self, now_ns: int | None = None) -> None:
+        """Turn the records handed over by the load loop into figures and let go of what is no longer needed
+        (core/levelstats.py, core/ledger.py): off the load loop, every second or so, and before a summary."""
+        runner = self.runner
+        if runner is None:
+            return
+        levels = list(runner.levels)
+        for lv in levels:
+            if self.cfg.slo:
+                lv.records.watch_slo(self.cfg.slo)
+            lv.records.absorb()
+        sends = [r.t_send_ns for r in list(runner.in_flight.values())]
+        runner.occupancy.settle(levels, watermark_ns(sends, now_ns or time.perf_counter_ns()))
 
     def level_summaries(self, now_ns: int | None = None) -> list[dict]:
         if self.runner is None:
             return []
         now_ns = now_ns or time.perf_counter_ns()
-        records = self.all_records()
+        self.settle_records(now_ns)
         out = []
-        for lv in self.runner.levels:
-            summary = summarize_level(lv, self.cfg.pricing, records, now_ns, slo=self.cfg.slo)
+        for lv in list(self.runner.levels):
+            summary = summarize_level(lv, self.cfg.pricing, self.runner.occupancy, now_ns, slo=self.cfg.slo)
             summary.update(self.telemetry_summaries(lv, lv.t_end_ns or now_ns))
             if not summary.get("gpu", {}).get("samples"):
                 summary["gpu_missing"] = self.telemetry_note or (

@@ -89,7 +89,8 @@ async def serve(spec: WorkerSpec, sock: socket.socket) -> None:
     out: deque = deque()
     relay = _Relay(out)
     runner = LoadRunner(StreamClient(http, endpoint, cfg.workload.ignore_eos, ld.timeout_s), prompts, relay,
-                        honor_retry_after=ld.retry_after, id_start=spec.index, id_step=spec.id_step)
+                        honor_retry_after=ld.retry_after, id_start=spec.index, id_step=spec.id_step,
+                        keep_records=False)  # the run process keeps them
     runner.t_start_ns = time.perf_counter_ns()
     runner.health.start()
     # A socket pair from core/pool.py, or a TCP connection back to the run from a Ray actor (core/raypool.py).
@@ -108,8 +109,8 @@ async def serve(spec: WorkerSpec, sock: socket.socket) -> None:
         h = runner.health
         n = min(len(h.t_ns), len(h.lag_ns))
         if n > lag_sent:
-            items.append(ev.LagSamples(h.t_ns[lag_sent:n], h.lag_ns[lag_sent:n], time.perf_counter_ns(),
-                                       time.process_time_ns()))
+            items.append(ev.LagSamples(h.t_ns[lag_sent:n].tolist(), h.lag_ns[lag_sent:n].tolist(),
+                                       time.perf_counter_ns(), time.process_time_ns()))
             lag_sent = n
         items += final or []
         if items:

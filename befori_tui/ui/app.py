@@ -341,8 +341,8 @@ class MonitorApp(App[int]):
     # --- summaries, off the UI thread ------------------------------------------------------------------
 
     def _compute_summaries(self) -> Summaries:
-        levels, records, samples = self.model.snapshot()
-        return self._cache.compute(levels, records, samples, self.cfg.pricing, self.model.now(),
+        levels, occupancy, samples = self.model.snapshot()
+        return self._cache.compute(levels, occupancy, samples, self.cfg.pricing, self.model.now(),
                                    self.timeline.window_s, self.cfg.slo)
 
     def _request_summaries(self) -> None:
@@ -356,8 +356,8 @@ class MonitorApp(App[int]):
     # session, twice a second on the UI thread (a quarter of its CPU at 512 slots, growing with the session).
     @work(thread=True, exclusive=True, group="summaries", description="summaries")
     def _summaries_worker(self, snapshot, now_ns: int, window_s: float) -> None:
-        levels, records, samples = snapshot
-        summaries = self._cache.compute(levels, records, samples, self.cfg.pricing, now_ns, window_s, self.cfg.slo)
+        levels, occupancy, samples = snapshot
+        summaries = self._cache.compute(levels, occupancy, samples, self.cfg.pricing, now_ns, window_s, self.cfg.slo)
         self.post_message(SummariesReady(summaries))
 
     def on_summaries_ready(self, message: SummariesReady) -> None:

@@ -13,15 +13,20 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import msgspec
+import numpy as np
+
 from befori_tui.core.config import PricingConfig
 from befori_tui.core.loadgen import Level
 from befori_tui.core.columns import CANCELLED, NONE_NS, RecordColumns
-from befori_tui.core.metrics import LevelView, column_latency_stats, summarize_level
+from befori_tui.core.ledger import OccupancyLedger, watermark_ns
+from befori_tui.core.metrics import column_latency_stats, summarize_level
 from befori_tui.core.records import RequestRecord
 from befori_tui.core import events as ev
 from befori_tui.core.runlink import LinkClosed
 
 KEEP_S = 130.0  # the longest timeline window plus a margin; older bars are dropped
+RECENT_MAX = 4096  # finished requests kept as records (the rest are columns and aggregates in each level)
 
 
 @dataclass(slots=True)
@@ -55,7 +60,11 @@ class LiveModel:
         self.pricing = pricing
         self.clock = clock
         self.levels: list[Level] = []
-        self.records: list[RequestRecord] = []
+        # The last finished requests as records (for tests and diagnostics), bounded; every request is in its
+        # level's columns and aggregates (core/levelstats.py) and in the occupancy ledger.
+        self.records: deque[RequestRecord] = deque(maxlen=RECENT_MAX)
+        self.finished_count = 0
+        self.occupancy = OccupancyLedger()
         self.slots: dict[int, deque[Bar]] = {}
         self.in_flight: dict[int, tuple[int, Bar]] = {}  # request_id -> (slot, bar)
         self.samples: deque = deque(maxlen=900)
@@ -167,6 +176,10 @@ class LiveModel:
             self.ended_ns = self.clock()  # the timeline stops here: nothing after it will come
             self.ended_by = event.ended_by
             self.exit_code = event.exit_code
+        elif t is ev.LevelState:
+            self._load_level(event)
+        elif t is ev.LedgerState:
+            self.occupancy.load_state(msgspec.msgpack.decode(event.state))
         elif t is ev.Hello:
             self.hello = event
         elif t is LinkClosed:
@@ -193,6 +206,8 @@ class LiveModel:
         bar.failed = r.error_kind is not None and r.error_kind != "cancelled"
         bar.cancelled = r.error_kind == "cancelled"
         self.records.append(r)
+        self.finished_count += 1
+        self.occupancy.append(r)
         for lv in reversed(self.levels):
             if lv.index == r.level:
                 lv.records.append(r)
@@ -201,6 +216,29 @@ class LiveModel:
                 if not r.warmup and not r.outlived_level:
                     lv.measured_done += 1
                 break
+
+    def _load_level(self, event: ev.LevelState) -> None:
+        """A level's history as the run holds it (a viewer that attaches); its recent requests become bars."""
+        for lv in self.levels:
+            if lv.index == event.index:
+                break
+        else:
+            return
+        lv.sent, lv.measured_done = event.sent, event.measured_done
+        lv.records.load_state(msgspec.msgpack.decode(event.state))
+        self.finished_count += len(lv.records)
+        cols = lv.records.cols
+        cutoff = self.clock() - int(KEEP_S * 1e9)
+        recent = (cols.end != NONE_NS) & (cols.end >= cutoff)
+        for i in np.flatnonzero(recent).tolist():
+            bar = Bar(int(cols.send[i]), None if cols.first[i] == NONE_NS else int(cols.first[i]), int(cols.end[i]),
+                      failed=bool(cols.kind[i] != 0 and cols.kind[i] != CANCELLED), cancelled=bool(cols.kind[i] == CANCELLED))
+            self.slots.setdefault(int(cols.slot[i]), deque()).append(bar)
+        for bars in self.slots.values():
+            if len(bars) > 1 and any(bars[k].t_send_ns > bars[k + 1].t_send_ns for k in range(len(bars) - 1)):
+                ordered = sorted(bars, key=lambda b: b.t_send_ns)
+                bars.clear()
+                bars.extend(ordered)
 
     # --- views ---------------------------------------------------------------------------------------
 
@@ -243,27 +281,30 @@ class LiveModel:
             while bars and bars[0].t_end_ns is not None and bars[0].t_end_ns < cutoff:
                 bars.popleft()
 
-    def snapshot(self) -> tuple[list[Level], list[RequestRecord], list]:
-        """Copies the summary worker can read while events keep arriving on the UI thread."""
-        levels = []
-        for lv in self.levels:
-            c = copy.copy(lv)
-            c.records = list(lv.records)
-            levels.append(c)
-        return levels, list(self.records), list(self.samples)
+    def snapshot(self) -> tuple[list[Level], tuple[OccupancyLedger, list[int]], list]:
+        """What the summary worker reads while events keep arriving on the UI thread: copies of the levels
+        (sharing their LevelRecords, which take records from this thread and give figures to that one), the
+        occupancy ledger with the send times of the requests in flight, and the telemetry samples."""
+        levels = [copy.copy(lv) for lv in self.levels]
+        sends = [bar.t_send_ns for _slot, bar in list(self.in_flight.values())]
+        return levels, (self.occupancy, sends), list(self.samples)
 
 
 class SummaryCache:
-    """Closed levels whose requests have all finished do not change: summarise them once. Open ones keep a
-    LevelView, so each summary reads only the requests that finished since the last."""
+    """Closed levels whose requests have all finished do not change: summarise them once."""
 
     def __init__(self) -> None:
         self._done: dict[int, tuple[int, dict]] = {}
-        self._views: dict[int, LevelView] = {}
 
-    def compute(self, levels: list[Level], records: list[RequestRecord], samples: list, pricing: PricingConfig,
-                now_ns: int, window_s: float, slo: list | None = None) -> Summaries:
+    def compute(self, levels: list[Level], occupancy: tuple[OccupancyLedger, list[int]], samples: list,
+                pricing: PricingConfig, now_ns: int, window_s: float, slo: list | None = None) -> Summaries:
         out = Summaries(window_s=window_s, computed_ns=now_ns)
+        ledger, in_flight_sends = occupancy
+        for lv in levels:
+            if slo:
+                lv.records.watch_slo(slo)
+            lv.records.absorb()
+        ledger.settle(levels, watermark_ns(in_flight_sends, now_ns))
         settled_before = True
         for lv in levels:
             final = settled_before and lv.t_end_ns is not None and lv.in_flight <= 0
@@ -271,25 +312,22 @@ class SummaryCache:
             if final and cached is not None and cached[0] == len(lv.records):
                 out.levels.append(cached[1])
                 continue
-            view = self._views.setdefault(lv.index, LevelView(lv))
-            s = summarize_level(lv, pricing, records, now_ns, view, slo=slo)
+            s = summarize_level(lv, pricing, ledger, now_ns, slo=slo)
             if final:
                 self._done[lv.index] = (len(lv.records), s)
             out.levels.append(s)
             settled_before = final
         if levels:
-            last = levels[-1]
-            for index in [i for i in self._views if i in self._done and i != last.index]:
-                del self._views[index]  # done with: its summary is cached
-            cols = self._views.setdefault(last.index, LevelView(last)).own.update(last.records)
+            cols = levels[-1].records.cols
             out.window = window_stats(levels[-1], cols, now_ns, window_s)
-            out.gpu = gpu_stats(samples, levels[-1], cols, now_ns, pricing)
+            out.gpu = gpu_stats(samples, levels[-1], now_ns, pricing)
         return out
 
 
 def window_stats(level: Level, cols: RecordColumns, now_ns: int, window_s: float) -> dict:
     """The current level's requests that ended in the last `window_s` (warm-up included: it is 'now').
-    `cols`: the level's records as columns, up to date."""
+    `cols`: the level's records as columns, up to date (past its size a level keeps the last
+    levelstats.RECENT_KEEP_S of them, longer than any window)."""
     t0 = max(level.t_start_ns, now_ns - int(window_s * 1e9))
     recent = (cols.end != NONE_NS) & (cols.end >= t0)
     ok = recent & cols.ok()
@@ -307,12 +345,12 @@ def window_stats(level: Level, cols: RecordColumns, now_ns: int, window_s: float
     return out
 
 
-def gpu_stats(samples: list, level: Level, cols: RecordColumns, now_ns: int, pricing: PricingConfig) -> dict | None:
+def gpu_stats(samples: list, level: Level, now_ns: int, pricing: PricingConfig) -> dict | None:
     """Energy over the current level, for joules per output token (None without samples)."""
     if not samples:
         return None
     from befori_tui.core.telemetry import summarize_gpus
 
     t1 = level.t_end_ns or now_ns
-    out_tokens = int(cols.n_out[cols.ok() & (cols.end <= t1)].sum())
+    out_tokens = int(level.records.ok_output_tokens())
     return summarize_gpus(samples, level.t_start_ns, t1, out_tokens or None, pricing.usd_per_kwh or None)
