@@ -25,7 +25,12 @@ EXPECTED = {
     # No usage: output from timings.predicted_n; input stays the client's own count (prompt_n leaves out cache).
     "llamacpp-timings-only.http": ("completions", 3, "length", (3, "timings"), (5, "estimate")),
     "ollama.http": ("chat", 4, "length", (4, "usage"), (26, "usage")),
-    "litellm.http": ("chat", 3, "length", (3, "usage"), (18, "usage")),
+    "constructed-spaced-crlf.http": ("chat", 3, "length", (3, "usage"), (18, "usage")),
+    "litellm-captured-chat.http": ("chat", 5, "length", (5, "usage"), (18, "usage")),
+    "litellm-captured-completions.http": ("completions", 5, "length", (5, "usage"), (11, "usage")),
+    "litellm-1.55-captured-chat.http": ("chat", 5, "length", (5, "usage"), (18, "usage")),
+    # Zero usage on every chunk and never the real one: the counts are the client's own.
+    "litellm-1.55-captured-completions.http": ("completions", 5, "length", (5, "estimate"), (5, "estimate")),
 }
 
 

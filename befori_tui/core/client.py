@@ -424,11 +424,16 @@ class StreamClient:
                         done = True
             record.t_end_ns = end
             if usage:
-                if isinstance(usage.get("completion_tokens"), int):
-                    record.output_tokens = usage["completion_tokens"]
+                # A gateway can put a placeholder usage of zeros on every chunk and never send the real one
+                # (LiteLLM 1.55's proxy on /v1/completions). 0 output tokens beside text that arrived, or 0 prompt
+                # tokens, is no count: the record keeps its own then, rather than dividing dollars by zero.
+                out_n = usage.get("completion_tokens")
+                if isinstance(out_n, int) and (out_n > 0 or record.content_chunks == 0):
+                    record.output_tokens = out_n
                     record.output_tokens_source = "usage"
-                if isinstance(usage.get("prompt_tokens"), int):
-                    record.input_tokens = usage["prompt_tokens"]
+                in_n = usage.get("prompt_tokens")
+                if isinstance(in_n, int) and in_n > 0:
+                    record.input_tokens = in_n
                     record.input_tokens_source = "usage"
             if record.output_tokens is None and isinstance(timings, dict) and isinstance(timings.get("predicted_n"), int):
                 # llama.cpp without usage: predicted_n is the tokens it generated. (Its prompt_n leaves out the
