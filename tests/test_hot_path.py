@@ -272,14 +272,21 @@ def test_record_json_dict_is_what_asdict_made():
 
 async def test_an_idle_loops_lag_is_far_below_the_client_bound_threshold():
     """Nothing runs on the loop: the probe must not report lag of its own making (an asyncio timer as the
-    probe adds up to ~2 ms of rounding to some samples; see bench/README.md, Client health)."""
-    mon = LoopLagMonitor()  # every 100 ms, as in a run
-    mon.start()
-    await asyncio.sleep(2.05)
-    mon.stop()
-    lags_ms = sorted(x / 1e6 for x in mon.lag_ns)
-    assert len(lags_ms) >= 19
-    assert lags_ms[int(0.9 * len(lags_ms))] < CLIENT_BOUND_LAG_MS / 3, lags_ms
-    n = len(mon.lag_ns)
-    await asyncio.sleep(0.15)
-    assert len(mon.lag_ns) == n  # stopped: no probe thread, no reader left behind
+    probe adds up to ~2 ms of rounding to some samples; see bench/README.md, Client health). A probe that
+    adds its own lag does so in every try; a box busy with other work (the suite's own servers) only now and
+    then — so the best of three 2 s tries is held to the bound."""
+    tries = []
+    for _ in range(3):
+        mon = LoopLagMonitor()  # every 100 ms, as in a run
+        mon.start()
+        await asyncio.sleep(2.05)
+        mon.stop()
+        lags_ms = sorted(x / 1e6 for x in mon.lag_ns)
+        assert len(lags_ms) >= 19
+        n = len(mon.lag_ns)
+        await asyncio.sleep(0.15)
+        assert len(mon.lag_ns) == n  # stopped: no probe thread, no reader left behind
+        tries.append(lags_ms[int(0.9 * len(lags_ms))])
+        if tries[-1] < CLIENT_BOUND_LAG_MS / 3:
+            break
+    assert min(tries) < CLIENT_BOUND_LAG_MS / 3, tries
