@@ -288,6 +288,7 @@ class LevelRecords:
         self.cols = RecordColumns()
         self.agg = LevelAggregates()
         self.absorbed = 0
+        self._kept = 0  # rows kept at the last let-go
         self.exact = True  # the columns hold every request absorbed; False once the oldest were let go
         self.slo_targets: dict[str, list] = {}
         self.first_error: str | None = None
@@ -346,7 +347,8 @@ class LevelRecords:
                 self.cols.add(batch)
                 self.agg.add(self.cols, start, self.slo_targets)
                 self.absorbed += len(batch)
-                if self.absorbed > self.exact_max and len(self.cols) > self.exact_max // 2 * 3:
+                # Let go in steps (each one copies what it keeps): when half as many again have come.
+                if self.absorbed > self.exact_max and len(self.cols) > 3 * max(self.exact_max, self._kept) // 2:
                     self._let_go()
         return self
 
@@ -357,6 +359,7 @@ class LevelRecords:
         newest = int(end.max()) if len(end) else 0
         keep = end >= newest - int(self.recent_keep_s * 1e9)
         self.cols = self.cols.compress(keep)
+        self._kept = len(self.cols)
         self.exact = False
 
     def ok_output_tokens(self) -> float:

@@ -25,9 +25,30 @@ class Sketch:
         self.dd = DDSketch(relative_accuracy=RELATIVE_ERROR)
 
     def add_many(self, values: np.ndarray) -> None:
-        add = self.dd.add
-        for v in np.asarray(values, dtype=float).tolist():
-            add(v)
+        """As DDSketch.add for each value, with the bucket keys computed by numpy and one store update per
+        distinct key: a second of a run at 512 streams is ~30,000 gaps between tokens, 14 ms of CPU one by one
+        (0.47 µs each, beside the load loop), ~1 ms this way."""
+        v = np.asarray(values, dtype=float)
+        if not len(v):
+            return
+        d = self.dd
+        tiny = d._mapping.min_possible
+        pos, neg = v > tiny, v < -tiny
+        for store, mask, sign in ((d._store, pos, 1.0), (d._negative_store, neg, -1.0)):
+            if mask.any():
+                keys, counts = np.unique(self._keys(sign * v[mask]), return_counts=True)
+                for k, c in zip(keys.tolist(), counts.tolist()):
+                    store.add(k, float(c))
+        d._zero_count += float(len(v) - pos.sum() - neg.sum())
+        d._count += float(len(v))
+        d._sum += float(v.sum())
+        d._min = min(d._min, float(v.min()))
+        d._max = max(d._max, float(v.max()))
+
+    def _keys(self, v: np.ndarray) -> np.ndarray:
+        """LogarithmicMapping.key, vectorised: ceil(log2(v) · multiplier) + offset."""
+        m = self.dd._mapping
+        return (np.ceil(np.log2(v) * m._multiplier) + m._offset).astype(np.int64)
 
     def merge(self, other: Sketch) -> None:
         self.dd.merge(other.dd)
@@ -46,8 +67,9 @@ class Sketch:
 
     # --- as plain data, for a viewer that attaches to a run (core/events.py) --------------------------------
     # The package has no serialisation without protobuf; its stores are plain lists with an offset. A test
-    # (tests/test_sketch.py) rebuilds sketches through this and compares every quantile, so a change in the
-    # package's layout fails there, not on a user's screen.
+    # (tests/test_bounded.py) rebuilds sketches through this and compares every quantile, and another checks
+    # add_many's keys against the package's own add, so a change in the package's layout fails there, not on
+    # a user's screen.
 
     def to_state(self) -> list:
         d = self.dd
