@@ -106,7 +106,7 @@ def level_settled(records: LevelRecords, concurrency: int, usd_per_hour: float, 
     agg = records.absorb().agg
     if agg.counts["steady"] < max(min_requests, concurrency, 5) or usd_per_hour <= 0:
         return False
-    iv = AggregateFigures(agg, None).interval(concurrency, usd_per_hour)
+    iv = AggregateFigures(agg).interval(concurrency, usd_per_hour)
     rate = usd_per_hour / 3600.0 * 1e6
     for name, m in (("input", agg.moments_in), ("output", agg.moments_out)):
         lo, hi = iv.get(f"usd_per_million_{name}_lo"), iv.get(f"usd_per_million_{name}_hi")

@@ -17,8 +17,6 @@ from collections import deque
 
 import numpy as np
 
-from befori_tui.core.columns import NONE_NS
-
 MAX_ROWS = 20_000
 WATERMARK_MARGIN_S = 10.0
 _FIELDS = ("send", "first", "end", "failed", "level", "steady", "n_in", "n_out")

@@ -127,7 +127,7 @@ def summarize_level(
         lr.watch_slo(slo)
     lr.absorb()
     t_end = level.t_end_ns if level.t_end_ns is not None else now_ns
-    f = ColumnFigures(lr.cols) if lr.exact else AggregateFigures(lr.agg, slo)
+    f = ColumnFigures(lr.cols) if lr.exact else AggregateFigures(lr.agg)
     out: dict = {
         "level": level.index,
         "concurrency": level.concurrency,
@@ -253,7 +253,7 @@ class AggregateFigures:
     """A level's figures from its aggregates (core/levelstats.py): counts, sums and means exact, percentiles
     from sketches (within sketch.RELATIVE_ERROR), the interval by the delta method."""
 
-    def __init__(self, agg: LevelAggregates, slo: Sequence | None) -> None:
+    def __init__(self, agg: LevelAggregates) -> None:
         self.agg = agg
 
     def counts(self) -> dict[str, int]:
