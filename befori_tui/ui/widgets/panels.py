@@ -217,11 +217,11 @@ class MetricsPanel(CellPanel):
         for key, name in (("ttft_s", "TTFT"), ("itl_s", "ITL"), ("tpot_s", "TPOT"), ("e2e_s", "E2E")):
             left.add_row(name, *[fmt.dur(w.get(f"{key}_p{p}")) for p in (50, 90, 99)])
             right.add_row(*[fmt.dur(lv.get(f"{key}_p{p}")) for p in (50, 90, 99)])
-        left.add_row("tok/s", f"in {fmt.rate(w.get('input_tok_per_s_total'))}",
-                     f"out {fmt.rate(w.get('output_tok_per_s_total'))}", "")
-        right.add_row(f"in {fmt.rate(lv.get('input_tok_per_s_total'))}", f"out {fmt.rate(lv.get('output_tok_per_s_total'))}", "")
-        left.add_row("req/s", fmt.rate(w.get("requests_per_s")), "", "")
-        right.add_row(fmt.rate(lv.get("requests_per_s")), "", "")
+        # One figure a cell, as the latencies: "in 106.2k" in a p50 column made the tables wider than the
+        # panel at 512 streams, and Rich then cut the p99s ("25.6…").
+        for key, name in (("input_tok_per_s_total", "in tok/s"), ("output_tok_per_s_total", "out tok/s")):
+            left.add_row(name, fmt.rate(w.get(key)), "", "")
+            right.add_row(fmt.rate(lv.get(key)), "", "")
         t = Table.grid(padding=(0, 3))
         t.add_row(left, right)
         width = self.content_region.width or 80
@@ -233,9 +233,13 @@ class MetricsPanel(CellPanel):
 
 
 def requests_line(label: str, summary: dict, width: int) -> Text:
-    """`requests this level: 868 ok · 10 failed`."""
+    """`requests this level: 868 ok · 10 failed · 20.5/s` (the rate: ok requests a second)."""
     ok, failed = summary.get("requests_ok", 0), summary.get("requests_failed", 0)
-    line = Text(f"{label}: {ok:,} ok · {failed:,} failed", no_wrap=True)
+    rate = summary.get("requests_per_s")
+    text = f"{label}: {ok:,} ok · {failed:,} failed"
+    if rate is not None and len(text) + len(f" · {fmt.rate(rate)}/s") <= width:
+        text += f" · {fmt.rate(rate)}/s"  # left out whole when it does not fit, never cut
+    line = Text(text, no_wrap=True)
     line.truncate(width, overflow="ellipsis")
     return line
 
