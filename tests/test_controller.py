@@ -154,7 +154,11 @@ def test_a_load_process_that_dies_is_said_its_requests_are_lost_once_and_the_oth
     data, raw = check_accounting(out)
     assert data["load"]["load_processes"] == 2 and data["load"]["load_processes_lost"] == 1
     lost = [r for r in raw if r["error_kind"] == "lost"]
-    assert {r["request_id"] for r in lost} == doomed  # exactly those in flight there, each once
+    # Those in flight there when it died, each once. (Not exactly `doomed`: on a busy box a request of it may
+    # end, and the slot's next start, between that look and the kill.)
+    lost_ids = [r["request_id"] for r in lost]
+    assert lost_ids and len(lost_ids) == len(set(lost_ids)) == victim.requests_lost
+    assert all(rid % 2 == 1 and rid >= min(doomed) for rid in lost_ids), (lost_ids, doomed)
     assert [(lv["concurrency"], lv["reason"]) for lv in data["levels"]] == [(4, "start"), (4, "lost-process")]
     after = [r for r in raw if r["level"] == 1 and r["error_kind"] is None]
     assert after and all(r["request_id"] % 2 == 0 for r in after)  # the survivor carried the new level
