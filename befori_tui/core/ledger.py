@@ -17,6 +17,8 @@ from collections import deque
 
 import numpy as np
 
+from befori_tui.core.levelstats import take_all
+
 MAX_ROWS = 20_000
 WATERMARK_MARGIN_S = 10.0
 _FIELDS = ("send", "first", "end", "failed", "level", "steady", "n_in", "n_out")
@@ -71,14 +73,7 @@ class OccupancyLedger:
             self._absorb()
 
     def _absorb(self) -> None:
-        batch = []
-        pop = self._pending.popleft
-        while True:
-            try:
-                batch.append(pop())
-            except IndexError:
-                break
-        batch = [r for r in batch if r.t_end_ns is not None]
+        batch = [r for r in take_all(self._pending) if r.t_end_ns is not None]
         if not batch:
             return
         end = np.array([r.t_end_ns for r in batch], dtype=np.int64)

@@ -335,13 +335,7 @@ class LevelRecords:
     def absorb(self) -> LevelRecords:
         """Turn the records handed over since the last call into columns and aggregates (any thread)."""
         with self._lock:
-            batch = []
-            pop = self._pending.popleft
-            while True:
-                try:
-                    batch.append(pop())
-                except IndexError:
-                    break
+            batch = take_all(self._pending)
             if batch:
                 start = len(self.cols)
                 self.cols.add(batch)
@@ -393,6 +387,17 @@ class LevelRecords:
             self.cols = cols
             self.agg = LevelAggregates.from_state(d["agg"])
             self.slo_targets = {k: [SloTarget(*t) for t in v] for k, v in d["slo"].items()}
+
+
+def take_all(pending: deque) -> list:
+    """Everything in a deque another thread appends to (popleft and append are atomic; a lock-free hand-over)."""
+    out = []
+    pop = pending.popleft
+    while True:
+        try:
+            out.append(pop())
+        except IndexError:
+            return out
 
 
 def slo_key(targets) -> str:
