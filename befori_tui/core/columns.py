@@ -38,7 +38,7 @@ class _Growing:
         values = np.asarray(values, dtype=self.buf.dtype)
         need = self.n + len(values)
         if need > len(self.buf):
-            bigger = np.empty(max(need, 2 * len(self.buf)), dtype=self.buf.dtype)
+            bigger = np.empty(max(need, len(self.buf) * 3 // 2), dtype=self.buf.dtype)  # 1.5: smaller steps of memory
             bigger[: self.n] = self.buf[: self.n]
             self.buf = bigger
         self.buf[self.n: need] = values
@@ -101,6 +101,12 @@ class RecordColumns:
         c["turn"].extend([r.turn for r in new])
         c["in_known"].extend([r.input_tokens is not None for r in new])
         c["cached"].extend([_cached_tokens(r) for r in new])
+        return self
+
+    def append(self, other: RecordColumns) -> RecordColumns:
+        """Append another's rows after these."""
+        for name, col in self._cols.items():
+            col.extend(other._cols[name].values)
         return self
 
     def compress(self, keep: np.ndarray) -> RecordColumns:

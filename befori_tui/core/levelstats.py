@@ -112,14 +112,12 @@ class LevelAggregates:
         self.slo: dict[str, SloCounts] = {}
         self.turns: dict[int, TurnAggregate] = {}
 
-    def add(self, cols: RecordColumns, start: int, slo_targets: dict[str, list]) -> None:
-        """Add rows start… of `cols`."""
-        sel = np.zeros(len(cols), dtype=bool)
-        sel[start:] = True
-        kind, end = cols.kind[start:], cols.end[start:]
-        ok = cols.ok()[start:]
-        steady = cols.steady()[start:]
-        warm, outl = cols.warmup[start:], cols.outlived[start:]
+    def add(self, new: RecordColumns, before: int, slo_targets: dict[str, list]) -> None:
+        """Add these requests (the level had `before` already). O(the new requests): this runs every second
+        in the run process, beside its load loop."""
+        kind, end, send = new.kind, new.end, new.send
+        ok, steady = new.ok(), new.steady()
+        warm, outl = new.warmup, new.outlived
         c = self.counts
         c["ok"] += int(ok.sum())
         c["failed"] += int(((kind != 0) & (kind != CANCELLED)).sum())
@@ -127,34 +125,31 @@ class LevelAggregates:
         c["steady"] += int(steady.sum())
         c["warmup"] += int(warm.sum())
         c["outlived"] += int(outl.sum())
-        c["measured"] += int(((end != NONE_NS) & ~warm & ~outl & (kind != CANCELLED)).sum())
+        measured = (end != NONE_NS) & ~warm & ~outl & (kind != CANCELLED)
+        c["measured"] += int(measured.sum())
         self.kinds += np.bincount(kind.astype(np.int64), minlength=len(self.kinds))[: len(self.kinds)]
-        http = (kind == KIND_CODE["http_status"])
-        self.http_status.update(int(s) for s in cols.status[start:][http])
-        n_in, n_out = cols.n_in[start:], cols.n_out[start:]
+        self.http_status.update(int(s) for s in new.status[kind == KIND_CODE["http_status"]])
+        n_in, n_out = new.n_in, new.n_out
         self.sums["steady_in"] += float(n_in[steady].sum())
         self.sums["steady_out"] += float(n_out[steady].sum())
         self.sums["ok_out_in_level"] += float(n_out[ok & ~outl].sum())
-        send = cols.send[start:]
         sent = send[send > 0]
         if len(sent):
             c["sent_known"] += len(sent)
             lo, hi = int(sent.min()), int(sent.max())
             self.send_min_ns = lo if self.send_min_ns is None else min(self.send_min_ns, lo)
             self.send_max_ns = hi if self.send_max_ns is None else max(self.send_max_ns, hi)
-        self._add_spans(cols.slot[start:], send, end, (end != NONE_NS) & ~warm & ~outl & (kind != CANCELLED), ok)
+        self._add_spans(new.slot, send, end, measured, ok)
         # Latencies of the steady requests that received a token (as metrics.column_latency_stats).
-        m = steady & (cols.first[start:] != NONE_NS)
+        m = steady & (new.first != NONE_NS)
         if m.any():
-            first = cols.first[start:][m]
+            first = new.first[m]
             s, e = send[m], end[m]
             ttft_s, e2e_s = (first - s) / 1e9, (e - s) / 1e9
             sk = self.sketches
             sk["ttft_s"].add_many(ttft_s)
             sk["e2e_s"].add_many(e2e_s)
-            rows = sel.copy()
-            rows[start:] = m
-            sk["itl_s"].add_many(cols.itl_of(rows) / 1e9)
+            sk["itl_s"].add_many(new.itl_of(m) / 1e9)
             no = n_out[m]
             many = no >= 2
             sk["tpot_s"].add_many((e[many] - first[many]) / 1e9 / (no[many] - 1))
@@ -162,19 +157,18 @@ class LevelAggregates:
             sk["output_tokens"].add_many(no)
             self.moments_in.add(ttft_s, n_in[m])
             self.moments_out.add(e2e_s - ttft_s, no)
-            self._add_turns(cols, start, m, ttft_s)
+            self._add_turns(new, m, ttft_s)
         if slo_targets:
             from befori_tui.core.slo import requests_meeting
 
-            rows = sel & cols.steady()
             for key, targets in slo_targets.items():
                 counts = self.slo.get(key)
                 if counts is None:
-                    counts = self.slo[key] = SloCounts(start)
-                meets = requests_meeting(cols, rows, targets)
+                    counts = self.slo[key] = SloCounts(before)
+                meets = requests_meeting(new, steady, targets)
                 counts.met += int(meets.sum())
-                counts.met_in += float(cols.n_in[meets].sum())
-                counts.met_out += float(cols.n_out[meets].sum())
+                counts.met_in += float(n_in[meets].sum())
+                counts.met_out += float(n_out[meets].sum())
 
     def _add_spans(self, slot, send, end, counted, ok) -> None:
         last = self.last_on_slot
@@ -203,11 +197,11 @@ class LevelAggregates:
             return 0.0
         return ok / counted if counted > 0 else 0.0
 
-    def _add_turns(self, cols: RecordColumns, start: int, m: np.ndarray, ttft_s: np.ndarray) -> None:
-        turn = cols.turn[start:][m]
+    def _add_turns(self, new: RecordColumns, m: np.ndarray, ttft_s: np.ndarray) -> None:
+        turn = new.turn[m]
         if not turn.any():
             return
-        known, n_in, cached = cols.in_known[start:][m], cols.n_in[start:][m], cols.cached[start:][m]
+        known, n_in, cached = new.in_known[m], new.n_in[m], new.cached[m]
         for t in np.unique(turn[turn > 0]).tolist():
             rows = turn == t
             agg = self.turns.setdefault(int(t), TurnAggregate())
@@ -337,12 +331,12 @@ class LevelRecords:
         with self._lock:
             batch = take_all(self._pending)
             if batch:
-                start = len(self.cols)
-                self.cols.add(batch)
-                self.agg.add(self.cols, start, self.slo_targets)
+                new = RecordColumns().add(batch)
+                self.agg.add(new, self.absorbed, self.slo_targets)
+                self.cols.append(new)
                 self.absorbed += len(batch)
-                # Let go in steps (each one copies what it keeps): when half as many again have come.
-                if self.absorbed > self.exact_max and len(self.cols) > 3 * max(self.exact_max, self._kept) // 2:
+                # Let go in steps (each one copies what it keeps): when a quarter as many again have come.
+                if self.absorbed > self.exact_max and len(self.cols) > self._kept + max(1_000, self._kept // 4):
                     self._let_go()
         return self
 

@@ -37,6 +37,11 @@ CONNECT_BACKOFF_MAX_S = 2.0
 RETRY_AFTER_CAP_S = 30.0  # a Retry-After honoured (load.retry_after) is never waited longer than this
 
 
+# Past its size a level's figures come from its aggregates (core/levelstats.py). The run process draws no live
+# window, so it keeps no columns past the size: each let-go of columns is a copy made beside the load loop.
+RUN_RECENT_KEEP_S = 0.0
+
+
 def next_backoff_s(previous_s: float) -> float:
     return min(CONNECT_BACKOFF_MAX_S, max(CONNECT_BACKOFF_MIN_S, 2 * previous_s))
 
@@ -155,7 +160,7 @@ class LoadRunner:
         warmup = warmup_target if warmup_target is not None else \
             concurrency if self.warmup_requests < 0 else self.warmup_requests
         new = Level(len(self.levels), concurrency, now, warmup, reason, rate_per_s=rate_per_s,
-                    records=LevelRecords(keep=self.keep_records))
+                    records=LevelRecords(keep=self.keep_records, recent_keep_s=RUN_RECENT_KEEP_S))
         self.levels.append(new)
         self.observer.on_level_change(old, new)
         over = self._old_load(new)

@@ -29,7 +29,8 @@ from befori_tui.core.childproc import child_env, module_command
 from befori_tui.core.client import ClientSetupError
 from befori_tui.core.health import LoopLagMonitor
 from befori_tui.core.ledger import OccupancyLedger
-from befori_tui.core.loadgen import Level, removed_in_flight, wait_level
+from befori_tui.core.levelstats import LevelRecords
+from befori_tui.core.loadgen import RUN_RECENT_KEEP_S, Level, removed_in_flight, wait_level
 from befori_tui.core.observer import NullObserver, RunObserver
 from befori_tui.core.records import RequestRecord
 from befori_tui.core.worker import WorkerSpec
@@ -363,7 +364,8 @@ class LoadPool:
         if old is not None and old.t_end_ns is None:
             old.t_end_ns = now
         warmup = concurrency if self.warmup_requests < 0 else self.warmup_requests
-        new = Level(len(self.levels), concurrency, now, warmup, reason)
+        new = Level(len(self.levels), concurrency, now, warmup, reason,
+                    records=LevelRecords(recent_keep_s=RUN_RECENT_KEEP_S))
         self.levels.append(new)
         self.observer.on_level_change(old, new)
         if removed_in_flight(self.in_flight.values(), concurrency):
