@@ -283,6 +283,7 @@ class LevelRecords:
         self.agg = LevelAggregates()
         self.absorbed = 0
         self._kept = 0  # rows kept at the last let-go
+        self.kept_since_ns: int | None = None  # None: the columns hold every request (exact)
         self.exact = True  # the columns hold every request absorbed; False once the oldest were let go
         self.slo_targets: dict[str, list] = {}
         self.first_error: str | None = None
@@ -345,8 +346,10 @@ class LevelRecords:
         from the aggregates; the columns serve the live window)."""
         end = self.cols.end
         newest = int(end.max()) if len(end) else 0
-        keep = end >= newest - int(self.recent_keep_s * 1e9)
+        cutoff = newest - int(self.recent_keep_s * 1e9)
+        keep = end >= cutoff
         self.cols = self.cols.compress(keep)
+        self.kept_since_ns = cutoff  # the columns hold every request that ended after this
         self._kept = len(self.cols)
         self.exact = False
 
@@ -364,8 +367,9 @@ class LevelRecords:
         self.absorb()
         with self._lock:
             cols = {name: [str(col.values.dtype), col.values.tobytes()] for name, col in self.cols._cols.items()}
+            slo = {k: [[t.metric, t.percentile, t.limit_s] for t in v] for k, v in self.slo_targets.items()}
             return {"count": self.count, "absorbed": self.absorbed, "exact": self.exact, "cols": cols,
-                    "agg": self.agg.to_state(), "slo": {k: [[t.metric, t.percentile, t.limit_s] for t in v] for k, v in self.slo_targets.items()}}
+                    "kept_since": self.kept_since_ns, "agg": self.agg.to_state(), "slo": slo}
 
     def load_state(self, d: dict) -> None:
         """Take a run's level as it stands (the records still pending in the run are sent after this)."""
@@ -375,6 +379,7 @@ class LevelRecords:
             self.count += d["absorbed"]
             self.absorbed = d["absorbed"]
             self.exact = d["exact"]
+            self.kept_since_ns = d["kept_since"]
             cols = RecordColumns()
             for name, (dtype, data) in d["cols"].items():
                 cols._cols[name].extend(np.frombuffer(data, dtype=np.dtype(dtype)).copy())

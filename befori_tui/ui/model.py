@@ -26,6 +26,7 @@ from befori_tui.core import events as ev
 from befori_tui.core.runlink import LinkClosed
 
 KEEP_S = 130.0  # the longest timeline window plus a margin; older bars are dropped
+WINDOW_MARGIN_S = 10.0
 RECENT_MAX = 4096  # finished requests kept as records (the rest are columns and aggregates in each level)
 
 
@@ -303,6 +304,8 @@ class SummaryCache:
         for lv in levels:
             if slo:
                 lv.records.watch_slo(slo)
+            # Past its size a level keeps columns only for the window shown (and a margin).
+            lv.records.recent_keep_s = window_s + WINDOW_MARGIN_S
             lv.records.absorb()
         ledger.settle(levels, watermark_ns(in_flight_sends, now_ns))
         settled_before = True
@@ -329,6 +332,9 @@ def window_stats(level: Level, cols: RecordColumns, now_ns: int, window_s: float
     `cols`: the level's records as columns, up to date (past its size a level keeps the last
     levelstats.RECENT_KEEP_S of them, longer than any window)."""
     t0 = max(level.t_start_ns, now_ns - int(window_s * 1e9))
+    kept_since = level.records.kept_since_ns
+    if kept_since is not None and kept_since > t0:
+        t0 = kept_since  # a longer window than the level kept (just widened, or just attached): what it holds
     recent = (cols.end != NONE_NS) & (cols.end >= t0)
     ok = recent & cols.ok()
     out: dict = dict(column_latency_stats(cols, ok))
