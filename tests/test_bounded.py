@@ -233,3 +233,19 @@ def test_a_level_and_the_ledger_handed_to_a_viewer_give_the_same_figures():
         b = _flat(summarize_level(theirs, PRICING, viewer_ledger, slo=SLO))
         assert a == b
     assert not levels[1].records.exact
+
+
+def test_a_window_longer_than_what_a_long_level_kept_starts_where_it_kept():
+    """Past its size a viewer's level keeps the window's columns only; widened (w) or just attached, the
+    window counts over what it holds — not 60 s of time over 20 s of requests (rates a third of the truth)."""
+    from befori_tui.ui.model import window_stats
+
+    records = _closed_loop(16, 60.0, 0, 0, seed=7, turns=False)
+    level = Level(0, 16, 0, 16, sent=len(records), records=LevelRecords(exact_max=500, recent_keep_s=20.0))
+    level.records.extend(records)
+    lr = level.records.absorb()
+    assert not lr.exact and lr.kept_since_ns is not None
+    now = max(r.t_end_ns for r in records)
+    w = window_stats(level, lr.cols, now, 60.0)
+    assert w["span_s"] == pytest.approx((now - lr.kept_since_ns) / 1e9) and w["span_s"] < 25
+    assert w["requests_ok"] == sum(1 for r in records if r.ok and r.t_end_ns >= lr.kept_since_ns)
