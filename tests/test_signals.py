@@ -292,3 +292,26 @@ def test_a_monitor_whose_run_has_ended_sends_nothing_more_to_its_terminal(sim, t
         app.close()
     assert code == 0, app.text[-2000:]
     assert written < 200, f"{written} bytes drawn in 3 s with nothing happening"
+
+
+def test_the_viewer_lowers_every_thread_it_has_not_only_its_own():
+    """On Linux a priority is a thread's: the link's reader, started before the viewer yields, must yield too."""
+    code = """
+import os, threading
+from befori_tui.ui.monitor import VIEWER_NICENESS, yield_to_the_load
+ready, done = threading.Event(), threading.Event()
+tid = []
+def reader():
+    tid.append(threading.get_native_id()); ready.set(); done.wait(5)
+t = threading.Thread(target=reader); t.start(); ready.wait(5)
+before = os.getpriority(os.PRIO_PROCESS, tid[0])
+yield_to_the_load()
+after_reader, after_main = os.getpriority(os.PRIO_PROCESS, tid[0]), os.getpriority(os.PRIO_PROCESS, 0)
+later = []
+t2 = threading.Thread(target=lambda: later.append(os.getpriority(os.PRIO_PROCESS, 0))); t2.start(); t2.join()
+done.set(); t.join()
+print(before, after_reader, after_main, later[0], VIEWER_NICENESS)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    before, reader, main, later, step = map(int, out.stdout.split())
+    assert reader == main == later == min(19, before + step), out.stdout

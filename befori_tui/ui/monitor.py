@@ -180,11 +180,21 @@ VIEWER_NICENESS = 10  # added to the viewer's own: on a busy box the screen wait
 def yield_to_the_load() -> None:
     """Lower this process's CPU priority, after the run process has been started (it keeps its own). A viewer
     only draws; where it shares a box with the load (and often the server), a frame or the first paint must
-    not take the CPU a token read needs: the load's figures matter, the screen can be a frame late."""
+    not take the CPU a token read needs: the load's figures matter, the screen can be a frame late.
+
+    Every thread, not only this one: on Linux a priority is a thread's, and the link's reader (which decodes
+    every event) was started before this and kept its full priority. Threads started later inherit it.
+    (SCHED_IDLE was tried as well, at 512 streams with the viewer on the load's core: no better than nice, and
+    it can starve the screen on a busy box; bench/README.md, UI.)"""
     try:
-        os.nice(VIEWER_NICENESS)
-    except (OSError, AttributeError):  # not permitted, or no nice on this platform: draw as we are
-        pass
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + VIEWER_NICENESS)
+        except (OSError, AttributeError):  # not permitted, or no priorities on this platform: draw as we are
+            pass
 
 
 def watch(cfg, link: RunLink, model, ui_options, run_proc=None) -> int:
