@@ -249,3 +249,37 @@ def test_a_window_longer_than_what_a_long_level_kept_starts_where_it_kept():
     w = window_stats(level, lr.cols, now, 60.0)
     assert w["span_s"] == pytest.approx((now - lr.kept_since_ns) / 1e9) and w["span_s"] < 25
     assert w["requests_ok"] == sum(1 for r in records if r.ok and r.t_end_ns >= lr.kept_since_ns)
+
+
+def test_a_viewer_that_attaches_past_the_size_shows_the_runs_figures():
+    """The events a run sends a viewer that attaches (core/controller.py's snapshot) rebuild, in the viewer's
+    model, the figures the run itself computes — for levels past their size, whose requests it no longer holds."""
+    from befori_tui.core import events as ev
+    from befori_tui.core.controller import level_opened
+    from befori_tui.ui.model import LiveModel, SummaryCache
+
+    levels, records = _levels_and_records()
+    ledger = OccupancyLedger(max_rows=300)
+    for lv in levels:
+        lv.records.exact_max, lv.records.recent_keep_s = 1_000, 0.0  # as the run process keeps them
+    for r in records:
+        ledger.append(r)
+    now = records[-1].t_end_ns
+    ledger.settle(levels, now - 10 * S)
+    events = []
+    for lv in levels:
+        events.append(level_opened(lv))
+        events.append(ev.LevelState(lv.index, lv.sent, lv.measured_done, msgspec.msgpack.encode(lv.records.to_state())))
+    events.append(ev.LedgerState(msgspec.msgpack.encode(ledger.to_state())))
+    events.append(ev.LevelEnded(levels[-1].index, levels[-1].t_end_ns))  # the others end as the next opens
+    wire = msgspec.msgpack.decode(ev.encode_batch(0, events)[4:], type=ev.Batch).events  # as the socket carries them
+    model = LiveModel(PRICING, clock=lambda: now)
+    for e in wire:
+        model.apply(e)
+    assert model.finished_count == len(records)
+    shown = SummaryCache().compute(*model.snapshot()[:1], model.snapshot()[1], [], PRICING, now, 60.0)
+    for lv, mine in zip(levels, shown.levels):
+        theirs = summarize_level(lv, PRICING, ledger, now)
+        assert _flat(mine) == _flat(theirs), lv.index
+        assert (mine.get("figures_from") == "sketches") == (len(lv.records) > 1_000)
+    assert sum(len(lv.records) > 1_000 for lv in levels) >= 2
