@@ -55,9 +55,25 @@ def check_saved(out: Path, complete: bool = True) -> tuple[dict, list[dict]]:
 
 # --- bench ---------------------------------------------------------------------------------------------------
 
+def _default_hangup() -> None:
+    # A suite started under nohup hands its children SIGHUP ignored, and bench rightly keeps it so (nohup's
+    # meaning): these tests are about a terminal that goes away, so the child starts as a terminal's would.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def start_bench(sim, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "befori_tui", "bench", *long_run_args(sim.base_url, out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_hangup)
+
+
+def communicate_or_kill(proc: subprocess.Popen, timeout_s: float) -> tuple[str, str]:
+    """communicate(); on a timeout, kill the child first (a bench left running loads the suite's shared sim)."""
+    try:
+        return proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
@@ -67,7 +83,7 @@ def test_bench_stops_and_saves_on(sim, tmp_path, sig):
     wait_for_records(out.with_suffix(".jsonl"))
     t0 = time.monotonic()
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=20)
+    _, err = communicate_or_kill(proc, 20)
     assert time.monotonic() - t0 < STOP_WITHIN_S
     assert proc.returncode == 130, err
     assert "Traceback" not in err
@@ -83,7 +99,7 @@ def test_bench_second_ctrl_c_exits_at_once_with_valid_files(sim, tmp_path):
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=20)
+    _, err = communicate_or_kill(proc, 20)
     assert time.monotonic() - t0 < 2.0
     assert proc.returncode == 130, err
     assert "Traceback" not in err
