@@ -283,3 +283,29 @@ def test_a_viewer_that_attaches_past_the_size_shows_the_runs_figures():
         assert _flat(mine) == _flat(theirs), lv.index
         assert (mine.get("figures_from") == "sketches") == (len(lv.records) > 1_000)
     assert sum(len(lv.records) > 1_000 for lv in levels) >= 2
+
+
+def test_a_viewer_that_attached_late_counts_its_window_over_what_it_holds():
+    """The run keeps no columns past the size; a viewer that attaches then holds only what ends after: its
+    window must count over that, even after its own let-go (which keeps more time than it has)."""
+    from befori_tui.ui.model import window_stats
+
+    records = _closed_loop(16, 90.0, 0, 0, seed=8, turns=False)
+    cut = len(records) // 2  # then more than 1,000 end after the attach: the viewer lets go of columns too
+    run = LevelRecords(exact_max=500, recent_keep_s=0.0)
+    run.extend(records[:cut])
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(run.to_state()))
+    level = Level(0, 16, 0, 16, sent=len(records), records=LevelRecords(exact_max=500, recent_keep_s=70.0))
+    level.records.load_state(state)
+    attached = level.records.kept_since_ns
+    assert attached >= records[cut - 1].t_end_ns - 1
+    for r in records[cut:]:  # what ends after the attach, in batches, with the viewer's own let-go
+        level.records.append(r)
+        if r.request_id % 50 == 0:
+            level.records.absorb()
+    lr = level.records.absorb()
+    now = records[-1].t_end_ns
+    w = window_stats(level, lr.cols, now, 60.0)
+    assert lr.kept_since_ns == attached and w["span_cut_by"] == "kept"
+    assert w["span_s"] == pytest.approx((now - attached) / 1e9)
+    assert w["requests_ok"] == sum(1 for r in records if r.ok and r.t_end_ns >= attached)

@@ -349,7 +349,9 @@ class LevelRecords:
         cutoff = newest - int(self.recent_keep_s * 1e9)
         keep = end >= cutoff
         self.cols = self.cols.compress(keep)
-        self.kept_since_ns = cutoff  # the columns hold every request that ended after this
+        # The columns hold every request that ended after this (a state taken from a run that kept less may
+        # already say a later time: the later of the two).
+        self.kept_since_ns = cutoff if self.kept_since_ns is None else max(self.kept_since_ns, cutoff)
         self._kept = len(self.cols)
         self.exact = False
 

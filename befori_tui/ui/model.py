@@ -332,14 +332,17 @@ def window_stats(level: Level, cols: RecordColumns, now_ns: int, window_s: float
     `cols`: the level's records as columns, up to date (past its size a level keeps the last
     levelstats.RECENT_KEEP_S of them, longer than any window)."""
     t0 = max(level.t_start_ns, now_ns - int(window_s * 1e9))
+    cut_by = "level" if t0 == level.t_start_ns else "window"
     kept_since = level.records.kept_since_ns
     if kept_since is not None and kept_since > t0:
         t0 = kept_since  # a longer window than the level kept (just widened, or just attached): what it holds
+        cut_by = "kept"
     recent = (cols.end != NONE_NS) & (cols.end >= t0)
     ok = recent & cols.ok()
     out: dict = dict(column_latency_stats(cols, ok))
     span_s = (now_ns - t0) / 1e9
     out["span_s"] = span_s
+    out["span_cut_by"] = cut_by  # level: the level began within the window; kept: the level kept less
     out["requests_ok"] = int(ok.sum())
     out["requests_failed"] = int((recent & (cols.kind != 0) & (cols.kind != CANCELLED)).sum())
     if span_s > 0:

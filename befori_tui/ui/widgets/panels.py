@@ -203,7 +203,8 @@ class MetricsPanel(CellPanel):
         span_s = w.get("span_s")
         # The window is the current level's: after a change of level it restarts, and says so.
         if span_s is not None and span_s < s.window_s - 0.5:
-            recent = f"this level's {span_s:.0f} s"
+            # Cut by the level's start, or by what a long level kept (a viewer that attached late).
+            recent = f"this level's {span_s:.0f} s" if w.get("span_cut_by", "level") == "level" else f"last {span_s:.0f} s"
         else:
             recent = f"last {s.window_s:g} s"
         c = lv.get("concurrency")
