@@ -2,8 +2,8 @@
 
 The live screen summarises the current level twice a second. Pulling every field out of every record each
 time is Python work that grows with the level (0.44 s per summary at 25,000 requests, in a thread that shares
-the GIL with the load loop). Record lists only ever grow, so `RecordColumns.update` appends just the records
-added since its last call, and the summaries become numpy work on ready arrays.
+the GIL with the load loop). A level (core/levelstats.py) appends the records that finished since it last
+looked (`RecordColumns.add`), and the summaries become numpy work on ready arrays.
 """
 
 from __future__ import annotations
@@ -56,9 +56,7 @@ class RecordColumns:
     live model append a record to a level when it ends.
     """
 
-    def __init__(self, keep=None) -> None:
-        self.keep = keep  # None, or a predicate: add only the records it accepts (seen ones are still skipped)
-        self.seen = 0  # how many records of the source list have been looked at
+    def __init__(self) -> None:
         self._cols = {name: _Growing(dtype) for name, dtype in (
             ("send", np.int64), ("first", np.int64), ("end", np.int64), ("level", np.int64), ("slot", np.int64),
             ("kind", np.int8), ("status", np.int16), ("warmup", bool), ("outlived", bool),
@@ -67,14 +65,6 @@ class RecordColumns:
             # the simulator's cached prompt tokens (NaN: not reported).
             ("turn", np.int32), ("in_known", bool), ("cached", np.float64),
         )}
-
-    def update(self, records: Sequence[RequestRecord]) -> RecordColumns:
-        """Add the records of a list that only grows: those added to it since the last call."""
-        new = records[self.seen:]
-        self.seen = len(records)
-        if self.keep is not None:
-            new = [r for r in new if self.keep(r)]
-        return self.add(new)
 
     def add(self, new: Sequence[RequestRecord]) -> RecordColumns:
         """Append these records as rows."""

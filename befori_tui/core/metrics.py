@@ -27,14 +27,8 @@ def _stats(prefix: str, values: np.ndarray, out: dict, scale: float = 1.0) -> No
         out[f"{prefix}_p{p}"] = float(v) * scale
 
 
-def latency_stats(records: Sequence[RequestRecord]) -> dict[str, float]:
-    """TTFT, ITL, TPOT, E2E and token statistics over ok requests."""
-    cols = RecordColumns().update(list(records))
-    return column_latency_stats(cols, cols.ok())
-
-
 def column_latency_stats(cols: RecordColumns, mask: np.ndarray) -> dict[str, float]:
-    """latency_stats over the ok requests in `mask` that have a first token."""
+    """TTFT, ITL, TPOT, E2E and token statistics over the ok requests in `mask` that have a first token."""
     out: dict[str, float] = {}
     mask = mask & cols.ok() & (cols.first != NONE_NS)
     if not mask.any():
@@ -56,19 +50,6 @@ def column_latency_stats(cols: RecordColumns, mask: np.ndarray) -> dict[str, flo
 # O(300·n) time and memory (at 25,000 requests the bootstrap took 0.35 s and ~240 MB twice a second).
 BOOTSTRAP_MAX_N = 2000
 Z_95 = 1.959964
-
-
-def befori_interval(
-    records: Sequence[RequestRecord], concurrency: int, usd_per_hour: float, rounds: int = 300, seed: int = 0,
-    bootstrap_max_n: int = BOOTSTRAP_MAX_N,
-) -> dict[str, float]:
-    """95% interval of the befori $/M over the level's requests (see befori_interval_arrays)."""
-    cols = RecordColumns().update(list(records))
-    mask = cols.ok() & (cols.first != NONE_NS)
-    ttft = (cols.first[mask] - cols.send[mask]) / 1e9
-    e2e = (cols.end[mask] - cols.send[mask]) / 1e9
-    return befori_interval_arrays(cols.n_in[mask], cols.n_out[mask], ttft, e2e - ttft, concurrency, usd_per_hour,
-                                  rounds, seed, bootstrap_max_n)
 
 
 def befori_interval_arrays(
