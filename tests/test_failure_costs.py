@@ -26,7 +26,7 @@ def test_error_groups_split_http_statuses_and_leave_out_cancelled():
     records = ([_record(i, "http_status", 500) for i in range(20)] + [_record(20 + i, "timeout", None) for i in range(4)]
                + [_record(30 + i, "http_status", 429) for i in range(3)] + [_record(40, "cancelled", None)]
                + [_record(41, None, 200)])
-    groups = RecordColumns().update(records).error_groups()
+    groups = RecordColumns().add(records).error_groups()
     assert groups == {"http_500": 20, "timeout": 4, "http_429": 3}
     assert list(groups) == ["http_500", "timeout", "http_429"]  # the most first
     assert fmt.errors_text(groups) == "HTTP 500 ×20, timeout ×4, HTTP 429 ×3"

@@ -49,7 +49,7 @@ def test_a_request_meets_when_its_own_figures_do():
     # ITL p90 of a request is its own 90th percentile gap: [10]*9 + [100] → p90 = 19 ms (numpy's linear).
     recs = [_record(1, 100, [10] * 10), _record(2, 300, [10] * 10), _record(3, 100, [10] * 9 + [100]),
             _record(4, 100, [10] * 10, error="http_status")]
-    cols = RecordColumns().update(recs)
+    cols = RecordColumns().add(recs)
     every = cols.ok() | ~cols.ok()
     assert requests_meeting(cols, every, [SloTarget("ttft", 99, 0.2)]).tolist() == [True, False, True, False]
     assert requests_meeting(cols, every, [SloTarget("itl", 90, 0.018)]).tolist() == [True, True, False, False]

@@ -76,6 +76,26 @@ class Occupancy:
         return np.interp(np.asarray(t_ns, dtype=float), self.knots_ns, cum)
 
 
+def share_function(t_send_ns: np.ndarray, t_end_ns: np.ndarray, t_from_ns: int | None = None,
+                   base: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Knots (ns) and, at each, the cumulative share ∫ 1/n(t) dt and busy time ∫ [n(t) > 0] dt in seconds, n being
+    the requests in flight ([send, end)). From `t_from_ns` on when given (a send before it counts from it), the
+    integrals starting at `base`; between knots both are linear, so np.interp reads them exactly."""
+    s = np.asarray(t_send_ns, dtype=np.int64)
+    e = np.asarray(t_end_ns, dtype=np.int64)
+    if t_from_ns is not None:
+        s = np.maximum(s, t_from_ns)
+    knots = np.unique(np.concatenate([s, e] + ([[t_from_ns]] if t_from_ns is not None else [])))
+    # n on each segment [knots[i], knots[i+1]): starts minus ends at or before knots[i].
+    starts = np.searchsorted(np.sort(s), knots, side="right")
+    ends = np.searchsorted(np.sort(e), knots, side="right")
+    n = (starts - ends)[:-1].astype(float)
+    seg_s = np.diff(knots).astype(float) / 1e9
+    share = base[0] + np.concatenate([[0.0], np.cumsum(np.where(n > 0, seg_s / np.maximum(n, 1), 0.0))])
+    busy = base[1] + np.concatenate([[0.0], np.cumsum(np.where(n > 0, seg_s, 0.0))])
+    return knots.astype(float), share, busy
+
+
 def occupancy(
     t_send_ns: np.ndarray, t_first_ns: np.ndarray, t_end_ns: np.ndarray, usd_per_hour: float
 ) -> Occupancy:
@@ -88,17 +108,7 @@ def occupancy(
     if len(s) == 0:
         empty = np.zeros(0)
         return Occupancy(empty, empty, empty, empty, empty, usd_per_hour)
-    knots = np.unique(np.concatenate([s, e]))
-    # n on each segment [knots[i], knots[i+1]): starts minus ends at or before knots[i].
-    starts = np.searchsorted(np.sort(s), knots, side="right")
-    ends = np.searchsorted(np.sort(e), knots, side="right")
-    n = (starts - ends)[:-1].astype(float)
-    seg_s = np.diff(knots).astype(float) / 1e9
-    share = np.where(n > 0, seg_s / np.maximum(n, 1), 0.0)
-    busy = np.where(n > 0, seg_s, 0.0)
-    share_cum = np.concatenate([[0.0], np.cumsum(share)])
-    busy_cum = np.concatenate([[0.0], np.cumsum(busy)])
-    knots_f = knots.astype(float)
+    knots_f, share_cum, busy_cum = share_function(s, e)
     c_s, c_f, c_e = (np.interp(x.astype(float), knots_f, share_cum) for x in (s, f, e))
     return Occupancy(rate * (c_f - c_s), rate * (c_e - c_f), knots_f, share_cum, busy_cum, usd_per_hour)
 

@@ -17,6 +17,7 @@ from collections import deque
 
 import numpy as np
 
+from befori_tui.core.cost import share_function
 from befori_tui.core.levelstats import take_all
 
 MAX_ROWS = 20_000
@@ -97,22 +98,11 @@ class OccupancyLedger:
 
     def _function(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Knots and cumulative share and busy time over the kept knots and every row held."""
-        s, e = self.rows["send"], self.rows["end"]
-        t0 = self.t_final_ns
-        if t0 is not None:
-            s = np.maximum(s, t0)  # before t_final the kept knots hold the function
-        if not len(s):
+        if not len(self.rows["send"]):
             return self.knots, self.share_cum, self.busy_cum
-        knots = np.unique(np.concatenate([s, e] + ([[t0]] if t0 is not None else [])))
-        starts = np.searchsorted(np.sort(s), knots, side="right")
-        ends = np.searchsorted(np.sort(e), knots, side="right")
-        n = (starts - ends)[:-1].astype(float)
-        seg_s = np.diff(knots).astype(float) / 1e9
-        base_share = self.share_cum[-1] if len(self.share_cum) else 0.0
-        base_busy = self.busy_cum[-1] if len(self.busy_cum) else 0.0
-        share = base_share + np.concatenate([[0.0], np.cumsum(np.where(n > 0, seg_s / np.maximum(n, 1), 0.0))])
-        busy = base_busy + np.concatenate([[0.0], np.cumsum(np.where(n > 0, seg_s, 0.0))])
-        knots = knots.astype(float)
+        base = (self.share_cum[-1], self.busy_cum[-1]) if len(self.share_cum) else (0.0, 0.0)
+        # Before t_final the kept knots hold the function; the rows held give it from there.
+        knots, share, busy = share_function(self.rows["send"], self.rows["end"], self.t_final_ns, base)
         if len(self.knots):
             return (np.concatenate([self.knots, knots]), np.concatenate([self.share_cum, share]),
                     np.concatenate([self.busy_cum, busy]))
