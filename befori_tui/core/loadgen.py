@@ -287,14 +287,9 @@ class LoadRunner:
                 due_ns += time.perf_counter_ns() - t_pause
             if self.stopping:
                 return
-            if not self._free_slots:
-                self.level.delayed += 1
-                while not self._free_slots and not self.stopping:
-                    self._slot_freed.clear()
-                    await self._slot_freed.wait()
-                if self.stopping:
-                    return
-            slot = heapq.heappop(self._free_slots)
+            slot = await self._free_slot()
+            if slot is None:
+                return
             self.trace_sent += 1
             if (time.perf_counter_ns() - due_ns) / 1e6 > LATE_MS:
                 self.trace_late += 1
@@ -329,18 +324,24 @@ class LoadRunner:
                 await asyncio.sleep(delay)
             if self.stopping or self.paused or self.rate_per_s != rate:
                 continue
-            level = self.level
-            if not self._free_slots:
-                level.delayed += 1
-                while not self._free_slots and not self.stopping:
-                    self._slot_freed.clear()
-                    await self._slot_freed.wait()
-                if self.stopping:
-                    break
-            slot = heapq.heappop(self._free_slots)
+            slot = await self._free_slot()
+            if slot is None:
+                break
             task = asyncio.create_task(self._open_request(slot, self.level), name=f"request-{slot}")
             self._open_tasks.add(task)
             task.add_done_callback(self._open_tasks.discard)
+
+    async def _free_slot(self) -> int | None:
+        """The lowest free slot, waiting (and counting the arrival as delayed by the cap) while none is; None
+        once the run stops."""
+        if not self._free_slots:
+            self.level.delayed += 1
+            while not self._free_slots and not self.stopping:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            if self.stopping:
+                return None
+        return heapq.heappop(self._free_slots)
 
     async def _open_request(self, slot: int, level: Level, entry=None) -> None:
         rid = next(self._ids)

@@ -153,16 +153,20 @@ class LoadPool:
         """Start every load process and wait until each has its client; ClientSetupError otherwise."""
         for spec in self.specs:
             self.processes.append(await self._spawn(spec))
+        await self._wait_ready("a load process")
+
+    async def _wait_ready(self, what: str) -> None:
+        """Every process has its client, or the pool closes and the setup fails, naming `what` did not start."""
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 await asyncio.gather(*(p.ready.wait() for p in self.processes))
         except TimeoutError:
             await self.close()
-            raise ClientSetupError(f"a load process did not start within {START_TIMEOUT_S:g} s") from None
+            raise ClientSetupError(f"{what} did not start within {START_TIMEOUT_S:g} s") from None
         failed = [p.error or "it ended" for p in self.processes if p.error or not p.alive]
         if failed:
             await self.close()
-            raise ClientSetupError(f"a load process failed to start: {failed[0]}")
+            raise ClientSetupError(f"{what} failed to start: {failed[0]}")
 
     async def _spawn(self, spec: WorkerSpec) -> _Process:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -37,7 +37,7 @@ import befori_tui
 from befori_tui.core import events as ev
 from befori_tui.core.client import ClientSetupError, api_key_from_env
 from befori_tui.core.config import ClusterConfig
-from befori_tui.core.pool import START_TIMEOUT_S, LoadPool, _Process
+from befori_tui.core.pool import LoadPool, _Process
 from befori_tui.core.worker import WorkerSpec
 
 RAY_MISSING = "--ray needs Ray, which is not installed here: pip install 'befori-tui[ray]'"
@@ -321,16 +321,7 @@ class RayLoadPool(LoadPool):
         except BaseException:
             await self._abandon(started)
             raise
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                await asyncio.gather(*(p.ready.wait() for p in self.processes))
-        except TimeoutError:
-            await self.close()
-            raise ClientSetupError(f"a Ray load actor did not start within {START_TIMEOUT_S:g} s") from None
-        failed = [p.error or "it ended" for p in self.processes if p.error or not p.alive]
-        if failed:
-            await self.close()
-            raise ClientSetupError(f"a Ray load actor failed to start: {failed[0]}")
+        await self._wait_ready("a Ray load actor")
 
     async def _abandon(self, started: list) -> None:
         for _spec, actor, _ref, done, waiting in started:
