@@ -31,6 +31,16 @@ def watermark_ns(in_flight_send_ns, now_ns: int) -> int:
     return min(oldest, now_ns - int(WATERMARK_MARGIN_S * 1e9))
 
 
+def settle_run(levels, ledger: OccupancyLedger, in_flight_send_ns, now_ns: int, slo=None) -> None:
+    """Turn the records handed over by the load loop into figures, and let go of what is no longer needed:
+    each level's (core/levelstats.py, counting the SLO's targets) and the ledger's, up to the watermark."""
+    for lv in levels:
+        if slo:
+            lv.records.watch_slo(slo)
+        lv.records.absorb()
+    ledger.settle(levels, watermark_ns(in_flight_send_ns, now_ns))
+
+
 class _Sums:
     __slots__ = ("input_s", "output_s", "failed_s", "mine_input_s", "mine_output_s", "mine_in", "mine_out")
 

@@ -24,7 +24,7 @@ from befori_tui.core.client import (
     wire_facts,
 )
 from befori_tui.core.config import Config, redact_url
-from befori_tui.core.ledger import watermark_ns
+from befori_tui.core.ledger import settle_run
 from befori_tui.core.loadgen import LoadRunner
 from befori_tui.core.pool import auto_processes
 from befori_tui.core.metrics import api_comparison, summarize_level, turn_stats
@@ -195,13 +195,8 @@ class Session:
         runner = self.runner
         if runner is None:
             return
-        levels = list(runner.levels)
-        for lv in levels:
-            if self.cfg.slo:
-                lv.records.watch_slo(self.cfg.slo)
-            lv.records.absorb()
         sends = [r.t_send_ns for r in list(runner.in_flight.values())]
-        runner.occupancy.settle(levels, watermark_ns(sends, now_ns or time.perf_counter_ns()))
+        settle_run(list(runner.levels), runner.occupancy, sends, now_ns or time.perf_counter_ns(), self.cfg.slo)
 
     def level_summaries(self, now_ns: int | None = None) -> list[dict]:
         if self.runner is None:

@@ -19,7 +19,7 @@ import numpy as np
 from befori_tui.core.config import PricingConfig
 from befori_tui.core.loadgen import Level
 from befori_tui.core.columns import CANCELLED, NONE_NS, RecordColumns
-from befori_tui.core.ledger import OccupancyLedger, watermark_ns
+from befori_tui.core.ledger import OccupancyLedger, settle_run
 from befori_tui.core.metrics import column_latency_stats, summarize_level
 from befori_tui.core.records import RequestRecord
 from befori_tui.core import events as ev
@@ -235,11 +235,8 @@ class LiveModel:
             bar = Bar(int(cols.send[i]), None if cols.first[i] == NONE_NS else int(cols.first[i]), int(cols.end[i]),
                       failed=bool(cols.kind[i] != 0 and cols.kind[i] != CANCELLED), cancelled=bool(cols.kind[i] == CANCELLED))
             self.slots.setdefault(int(cols.slot[i]), deque()).append(bar)
-        for bars in self.slots.values():
-            if len(bars) > 1 and any(bars[k].t_send_ns > bars[k + 1].t_send_ns for k in range(len(bars) - 1)):
-                ordered = sorted(bars, key=lambda b: b.t_send_ns)
-                bars.clear()
-                bars.extend(ordered)
+        for slot, bars in self.slots.items():  # levels come one after another: keep each row in send order
+            self.slots[slot] = deque(sorted(bars, key=lambda b: b.t_send_ns))
 
     # --- views ---------------------------------------------------------------------------------------
 
@@ -301,13 +298,9 @@ class SummaryCache:
                 pricing: PricingConfig, now_ns: int, window_s: float, slo: list | None = None) -> Summaries:
         out = Summaries(window_s=window_s, computed_ns=now_ns)
         ledger, in_flight_sends = occupancy
-        for lv in levels:
-            if slo:
-                lv.records.watch_slo(slo)
-            # Past its size a level keeps columns only for the window shown (and a margin).
+        for lv in levels:  # past its size a level keeps columns only for the window shown (and a margin)
             lv.records.recent_keep_s = window_s + WINDOW_MARGIN_S
-            lv.records.absorb()
-        ledger.settle(levels, watermark_ns(in_flight_sends, now_ns))
+        settle_run(levels, ledger, in_flight_sends, now_ns, slo)
         settled_before = True
         for lv in levels:
             final = settled_before and lv.t_end_ns is not None and lv.in_flight <= 0
