@@ -52,6 +52,14 @@ BOOTSTRAP_MAX_N = 2000
 Z_95 = 1.959964
 
 
+def delta_bounds(mean_t: float, mean_n: float, residual_sd: float, n: int, scale: float) -> tuple[float, float]:
+    """95% bounds of scale · mean_t / mean_n by the delta method: Var(mean_t / mean_n) ≈ Var(t − ratio·n) /
+    (n · mean_n²), the first-order expansion. `residual_sd`: the standard deviation (ddof 1) of t − ratio·n."""
+    ratio = mean_t / mean_n
+    sd = residual_sd / (np.sqrt(n) * mean_n)
+    return scale * (ratio - Z_95 * sd), scale * (ratio + Z_95 * sd)
+
+
 def befori_interval_arrays(
     n_in: np.ndarray, n_out: np.ndarray, ttft_s: np.ndarray, decode_s: np.ndarray, concurrency: int,
     usd_per_hour: float, rounds: int = 300, seed: int = 0, bootstrap_max_n: int = BOOTSTRAP_MAX_N,
@@ -76,11 +84,8 @@ def befori_interval_arrays(
             mean_t, mean_n = float(time_s.mean()), float(tokens.mean())
             if mean_n <= 0:
                 continue
-            ratio = mean_t / mean_n
-            # Var(mean_t / mean_n) ≈ Var(t − ratio·n) / (n · mean_n²), the first-order (delta) expansion.
-            sd = float(np.std(time_s - ratio * tokens, ddof=1)) / (np.sqrt(n) * mean_n)
-            scale = rate / concurrency * 1e6
-            lo, hi = scale * (ratio - Z_95 * sd), scale * (ratio + Z_95 * sd)
+            residual_sd = float(np.std(time_s - mean_t / mean_n * tokens, ddof=1))
+            lo, hi = delta_bounds(mean_t, mean_n, residual_sd, n, rate / concurrency * 1e6)
         out[f"usd_per_million_{name}_lo"] = float(lo)
         out[f"usd_per_million_{name}_hi"] = float(hi)
     return out
@@ -267,10 +272,9 @@ class AggregateFigures:
         for name, m in (("input", self.agg.moments_in), ("output", self.agg.moments_out)):
             if m.n < 5 or m.mean_n <= 0:
                 continue
-            ratio = m.mean_t / m.mean_n
-            sd = m.residual_sd() / (np.sqrt(m.n) * m.mean_n)
-            out[f"usd_per_million_{name}_lo"] = float(scale * (ratio - Z_95 * sd))
-            out[f"usd_per_million_{name}_hi"] = float(scale * (ratio + Z_95 * sd))
+            lo, hi = delta_bounds(m.mean_t, m.mean_n, m.residual_sd(), m.n, scale)
+            out[f"usd_per_million_{name}_lo"] = float(lo)
+            out[f"usd_per_million_{name}_hi"] = float(hi)
         return out
 
     def slo_counts(self, targets: list) -> tuple[int, int, float, float, float, float] | None:
