@@ -86,7 +86,7 @@ def bootstrap_intervals(records: list, concurrency: float, share: float | None) 
     resampled as a whole, so a request's inter-token gaps stay together (they are not independent)."""
     from befori_tui.core.columns import NONE_NS, RecordColumns
 
-    cols = RecordColumns().update(records)
+    cols = RecordColumns().add(records)
     mask = cols.steady() & (cols.first != NONE_NS)
     idx = np.flatnonzero(mask)
     if len(idx) < 5:  # as the session's own $/M intervals: fewer requests give none
