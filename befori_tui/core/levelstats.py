@@ -24,6 +24,7 @@ from collections import Counter, deque
 import numpy as np
 
 from befori_tui.core.columns import CANCELLED, KIND_CODE, NONE_NS, RecordColumns
+from befori_tui.core.gapcounts import GapCounts
 from befori_tui.core.sketch import Sketch
 
 EXACT_MAX_REQUESTS = 20_000
@@ -280,6 +281,7 @@ class LevelRecords:
         self._pending: deque = deque()  # appended by one thread, drained by another: deque ops are atomic
         self._lock = threading.Lock()
         self.cols = RecordColumns()
+        self.itl_counts: GapCounts | None = GapCounts()  # the steady gaps while the columns hold them all
         self.agg = LevelAggregates()
         self.absorbed = 0
         self._kept = 0  # rows kept at the last let-go
@@ -335,6 +337,8 @@ class LevelRecords:
                 new = RecordColumns().add(batch)
                 self.agg.add(new, self.absorbed, self.slo_targets)
                 self.cols.append(new)
+                if self.itl_counts is not None:
+                    self.itl_counts.add(new.itl_of(_with_gaps_counted(new)))
                 self.absorbed += len(batch)
                 # Let go in steps (each one copies what it keeps): when a quarter as many again have come.
                 if self.absorbed > self.exact_max and len(self.cols) > self._kept + max(1_000, self._kept // 4):
@@ -354,6 +358,7 @@ class LevelRecords:
         self.kept_since_ns = cutoff if self.kept_since_ns is None else max(self.kept_since_ns, cutoff)
         self._kept = len(self.cols)
         self.exact = False
+        self.itl_counts = None  # the level's ITL comes from its sketch now
 
     def ok_output_tokens(self) -> float:
         """Output tokens of the ok requests that ended within the level (energy per token)."""
@@ -386,8 +391,14 @@ class LevelRecords:
             for name, (dtype, data) in d["cols"].items():
                 cols._cols[name].extend(np.frombuffer(data, dtype=np.dtype(dtype)).copy())
             self.cols = cols
+            self.itl_counts = GapCounts.of(cols.itl_of(_with_gaps_counted(cols))) if self.exact else None
             self.agg = LevelAggregates.from_state(d["agg"])
             self.slo_targets = {k: [SloTarget(*t) for t in v] for k, v in d["slo"].items()}
+
+
+def _with_gaps_counted(cols: RecordColumns) -> np.ndarray:
+    """The rows whose gaps make the level's ITL (as metrics.column_latency_stats selects them)."""
+    return cols.steady() & (cols.first != NONE_NS)
 
 
 def take_all(pending: deque) -> list:

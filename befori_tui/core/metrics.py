@@ -9,6 +9,7 @@ import numpy as np
 from befori_tui.core.columns import CANCELLED, NONE_NS, RecordColumns
 from befori_tui.core.config import PricingConfig
 from befori_tui.core.cost import befori_cost, blended_usd_per_million
+from befori_tui.core.gapcounts import GapCounts
 from befori_tui.core.ledger import OccupancyLedger
 from befori_tui.core.levelstats import LevelAggregates
 from befori_tui.core.records import RequestRecord
@@ -27,8 +28,10 @@ def _stats(prefix: str, values: np.ndarray, out: dict, scale: float = 1.0) -> No
         out[f"{prefix}_p{p}"] = float(v) * scale
 
 
-def column_latency_stats(cols: RecordColumns, mask: np.ndarray) -> dict[str, float]:
-    """TTFT, ITL, TPOT, E2E and token statistics over the ok requests in `mask` that have a first token."""
+def column_latency_stats(cols: RecordColumns, mask: np.ndarray, itl_counts: GapCounts | None = None) -> dict[str, float]:
+    """TTFT, ITL, TPOT, E2E and token statistics over the ok requests in `mask` that have a first token.
+    `itl_counts`: those requests' gaps, already counted (core/gapcounts.py); else they are counted here. ITL
+    percentiles are to the microsecond (gapcounts), every other figure exact."""
     out: dict[str, float] = {}
     mask = mask & cols.ok() & (cols.first != NONE_NS)
     if not mask.any():
@@ -36,7 +39,10 @@ def column_latency_stats(cols: RecordColumns, mask: np.ndarray) -> dict[str, flo
     send, first, end = cols.send[mask], cols.first[mask], cols.end[mask]
     _stats("ttft_s", (first - send) / 1e9, out)
     _stats("e2e_s", (end - send) / 1e9, out)
-    _stats("itl_s", cols.itl_of(mask), out, scale=1e-9)
+    gaps = itl_counts if itl_counts is not None else GapCounts.of(cols.itl_of(mask))
+    if len(gaps):
+        out["itl_s_mean"] = gaps.mean_s()
+        out.update(zip((f"itl_s_p{p}" for p in PERCENTILES), gaps.percentiles_s(PERCENTILES)))
     n_out = cols.n_out[mask]
     many = n_out >= 2  # TPOT needs a second token
     _stats("tpot_s", (end[many] - first[many]) / 1e9 / (n_out[many] - 1), out)
@@ -113,7 +119,7 @@ def summarize_level(
         lr.watch_slo(slo)
     lr.absorb()
     t_end = level.t_end_ns if level.t_end_ns is not None else now_ns
-    f = ColumnFigures(lr.cols) if lr.exact else AggregateFigures(lr.agg)
+    f = ColumnFigures(lr.cols, lr.itl_counts) if lr.exact else AggregateFigures(lr.agg)
     out: dict = {
         "level": level.index,
         "concurrency": level.concurrency,
@@ -183,9 +189,10 @@ def summarize_level(
 class ColumnFigures:
     """A level's figures from every one of its requests (numpy columns): exact."""
 
-    def __init__(self, cols: RecordColumns) -> None:
+    def __init__(self, cols: RecordColumns, itl_counts: GapCounts | None = None) -> None:
         self.cols = cols
         self.steady = cols.steady()
+        self.itl_counts = itl_counts  # the gaps of the steady requests, counted as they came (LevelRecords)
 
     def counts(self) -> dict[str, int]:
         cols = self.cols
@@ -199,7 +206,7 @@ class ColumnFigures:
         }
 
     def latency_stats(self) -> dict[str, float]:
-        return column_latency_stats(self.cols, self.steady)
+        return column_latency_stats(self.cols, self.steady, self.itl_counts)
 
     def arrival_rate_per_s(self) -> float | None:
         sends = np.sort(self.cols.send[self.cols.send > 0])

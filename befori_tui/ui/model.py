@@ -19,6 +19,7 @@ import numpy as np
 from befori_tui.core.config import PricingConfig
 from befori_tui.core.loadgen import Level
 from befori_tui.core.columns import CANCELLED, NONE_NS, RecordColumns
+from befori_tui.core.gapcounts import WindowGaps
 from befori_tui.core.ledger import OccupancyLedger, settle_run
 from befori_tui.core.metrics import column_latency_stats, summarize_level
 from befori_tui.core.records import RequestRecord
@@ -293,6 +294,7 @@ class SummaryCache:
 
     def __init__(self) -> None:
         self._done: dict[int, tuple[int, dict]] = {}
+        self._window: tuple[int, WindowGaps] | None = None  # the current level's window's gaps, kept up to date
 
     def compute(self, levels: list[Level], occupancy: tuple[OccupancyLedger, list[int]], samples: list,
                 pricing: PricingConfig, now_ns: int, window_s: float, slo: list | None = None) -> Summaries:
@@ -314,16 +316,20 @@ class SummaryCache:
             out.levels.append(s)
             settled_before = final
         if levels:
-            cols = levels[-1].records.cols
-            out.window = window_stats(levels[-1], cols, now_ns, window_s)
+            current = levels[-1]
+            if self._window is None or self._window[0] != current.index:
+                self._window = (current.index, WindowGaps())
+            out.window = window_stats(current, current.records.cols, now_ns, window_s, self._window[1])
             out.gpu = gpu_stats(samples, levels[-1], now_ns, pricing)
         return out
 
 
-def window_stats(level: Level, cols: RecordColumns, now_ns: int, window_s: float) -> dict:
+def window_stats(level: Level, cols: RecordColumns, now_ns: int, window_s: float,
+                 gaps: WindowGaps | None = None) -> dict:
     """The current level's requests that ended in the last `window_s` (warm-up included: it is 'now').
     `cols`: the level's records as columns, up to date (past its size a level keeps the last
-    levelstats.RECENT_KEEP_S of them, longer than any window)."""
+    levelstats.RECENT_KEEP_S of them, longer than any window). `gaps`: the window's gaps as the last call left
+    them, brought up to date here (the same object each second: only the requests that came or left cost)."""
     t0 = max(level.t_start_ns, now_ns - int(window_s * 1e9))
     cut_by = "level" if t0 == level.t_start_ns else "window"
     kept_since = level.records.kept_since_ns
@@ -332,7 +338,8 @@ def window_stats(level: Level, cols: RecordColumns, now_ns: int, window_s: float
         cut_by = "kept"
     recent = (cols.end != NONE_NS) & (cols.end >= t0)
     ok = recent & cols.ok()
-    out: dict = dict(column_latency_stats(cols, ok))
+    counts = None if gaps is None else gaps.update(cols, ok & (cols.first != NONE_NS))
+    out: dict = dict(column_latency_stats(cols, ok, counts))
     span_s = (now_ns - t0) / 1e9
     out["span_s"] = span_s
     out["span_cut_by"] = cut_by  # level: the level began within the window; kept: the level kept less
