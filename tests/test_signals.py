@@ -265,6 +265,10 @@ def test_a_hangup_leaves_the_run_going_and_attach_finds_it(sim, tmp_path):
     app = PtyApp(long_run_args(sim.base_url, out))
     try:
         wait_for_records(out.with_suffix(".jsonl"), min_bytes=1)
+        peek = RunLink(resolve_target(str(out))[0]["socket"])
+        run_pid = peek.connect().pid
+        peek.close()  # a viewer that leaves changes nothing
+        assert_one_scheduling_group_two_process_groups(app.proc.pid, run_pid)
         t0 = time.monotonic()
         app.hang_up()
         app.wait(10)
@@ -288,6 +292,18 @@ def test_a_hangup_leaves_the_run_going_and_attach_finds_it(sim, tmp_path):
     records = [json.loads(line) for line in raw.read_text().splitlines()]
     assert len(records) == sum(lv["requests_sent"] for lv in data["levels"])
     assert not out.with_suffix(".sock").exists()  # the run took its socket with it
+
+
+def assert_one_scheduling_group_two_process_groups(viewer_pid: int, run_pid: int) -> None:
+    """The run process is out of the terminal's process group (its signals are not the run's) but in the viewer's
+    session: Linux schedules a session as one group (autogroup), and in a session of its own the run would
+    share the CPU with the viewer as an equal, whatever the viewer's lower priority."""
+    assert run_pid != viewer_pid
+    assert os.getpgid(run_pid) == run_pid != os.getpgid(viewer_pid)
+    assert os.getsid(run_pid) == os.getsid(viewer_pid)
+    groups = [Path(f"/proc/{pid}/autogroup") for pid in (viewer_pid, run_pid)]
+    if all(g.exists() for g in groups):  # a kernel built with autogroups
+        assert groups[0].read_text().split()[0] == groups[1].read_text().split()[0]
 
 
 def test_a_monitor_whose_run_has_ended_sends_nothing_more_to_its_terminal(sim, tmp_path):

@@ -2,8 +2,13 @@
 
 `serve_run` runs a controller with its event socket and the stop signals; `bench` calls it directly. The
 monitor calls `spawn_run`: a child process (`python -m befori_tui.core.runproc`, the RunSpec pickled on its
-stdin) in a session of its own, so that the terminal going away does not signal it — what happens then is
-`on_hangup`'s choice, carried out by the viewer. Its stdout and stderr go to a log in the runtime folder.
+stdin) in a process group of its own, so that the terminal's signals (a Ctrl-C before the screen is up, the
+hangup sent to the foreground group) do not reach it — what happens when the terminal goes away is
+`on_hangup`'s choice, carried out by the viewer; it ignores SIGHUP besides. It stays in the viewer's *session*:
+Linux schedules each session as a group (autogroup) and shares the CPU fairly between groups whatever the
+threads' priorities, so in a session of its own the run would compete with the viewer as an equal, and the
+viewer's lower priority (ui/monitor.py, `yield_to_the_load`) would give it nothing. Its stdout and stderr go to
+a log in the runtime folder.
 """
 
 from __future__ import annotations
@@ -114,7 +119,7 @@ def spawn_run(spec: RunSpec) -> tuple[subprocess.Popen, Path]:
     spec.log_path = log
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(module_command("befori_tui.core.runproc"), stdin=subprocess.PIPE,
-                                stdout=log_file, stderr=log_file, start_new_session=True, close_fds=True,
+                                stdout=log_file, stderr=log_file, process_group=0, close_fds=True,
                                 env=child_env())
     assert proc.stdin is not None
     proc.stdin.write(pickle.dumps(spec))

@@ -184,8 +184,12 @@ def yield_to_the_load() -> None:
 
     Every thread, not only this one: on Linux a priority is a thread's, and the link's reader (which decodes
     every event) was started before this and kept its full priority. Threads started later inherit it.
-    (SCHED_IDLE was tried as well, at 512 streams with the viewer on the load's core: no better than nice, and
-    it can starve the screen on a busy box; bench/README.md, UI.)"""
+
+    A priority counts only within a scheduling group, and Linux makes each session one (autogroup): the run
+    process the monitor starts stays in its session for that reason (core/runproc.py). A viewer that attaches
+    from another terminal is in another group than the run, and its priority gives the run nothing there: on a
+    box with no core to spare, `monitor` disturbs the load less than `attach` does (docs/architecture.md).
+    (SCHED_IDLE was tried while the run had a session of its own: no better, for the same reason.)"""
     try:
         tids = [int(t) for t in os.listdir("/proc/self/task")]
     except OSError:
