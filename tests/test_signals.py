@@ -146,9 +146,7 @@ class PtyApp:
         try:
             return self.proc.wait(timeout_s)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
+            self._kill_if_running()
             self._reader.join(2)
 
     @property
@@ -174,6 +172,27 @@ class PtyApp:
             os.close(self.master)
         except OSError:
             pass
+        self._kill_if_running()
+
+    def _kill_if_running(self) -> None:
+        """A viewer that did not leave (a failing test): kill it, and stop its run process, which would go on."""
+        if self.proc.poll() is not None:
+            return
+        runs = _children_of(self.proc.pid)
+        self.proc.kill()
+        self.proc.wait()
+        for pid in runs:
+            try:
+                os.kill(pid, signal.SIGTERM)  # it stops and saves
+            except ProcessLookupError:
+                pass
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
 
 
 def wait_for_end(out: Path, timeout_s: float) -> None:
@@ -292,6 +311,26 @@ def test_a_hangup_leaves_the_run_going_and_attach_finds_it(sim, tmp_path):
     records = [json.loads(line) for line in raw.read_text().splitlines()]
     assert len(records) == sum(lv["requests_sent"] for lv in data["levels"])
     assert not out.with_suffix(".sock").exists()  # the run took its socket with it
+
+
+def test_a_terminal_gone_without_a_sighup_ends_the_viewer_too(sim, tmp_path):
+    """The pseudo-terminal closes and no SIGHUP comes (it was not the viewer's controlling terminal, or the
+    signal was ignored): reads return nothing, and the viewer once spun on them at a whole core, forever. It
+    must leave as on a hangup — here with `--on-hangup stop`, so the run stops and saves."""
+    out = tmp_path / "gone.toml"
+    app = PtyApp([*long_run_args(sim.base_url, out), "--on-hangup", "stop"])
+    try:
+        wait_for_records(out.with_suffix(".jsonl"), min_bytes=1)
+        t0 = time.monotonic()
+        os.close(app.master)  # the terminal goes away; PtyApp's viewer has no controlling terminal: no SIGHUP
+        code = app.wait(10)
+        elapsed_s = time.monotonic() - t0
+    finally:
+        app.close()
+    assert code == 129 and elapsed_s < 2.0, (code, elapsed_s)
+    wait_for_end(out, STOP_WITHIN_S)
+    data, _records = check_saved(out)
+    assert data["ended_by"] == "signal"
 
 
 def assert_one_scheduling_group_two_process_groups(viewer_pid: int, run_pid: int) -> None:

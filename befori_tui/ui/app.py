@@ -9,6 +9,7 @@ become commands to the run, which every viewer of that run then sees as events.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import time
 from dataclasses import dataclass
@@ -298,6 +299,8 @@ class MonitorApp(App[int]):
     # --- the frame ---------------------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        if self._terminal_gone():
+            self._on_hangup(signal.SIGHUP, None)
         if self.link is not None:
             self.model.drain(self.link.events)
         self._handle_notes()
@@ -562,6 +565,22 @@ class MonitorApp(App[int]):
         finally:
             self._restore_terminal()
             os._exit(EXIT_INTERRUPTED)
+
+    _tty_poll = None
+
+    def _terminal_gone(self) -> bool:
+        """A terminal that hung up without a SIGHUP to say so — its SIGHUP ignored (nohup), or a pseudo-terminal
+        that is not this process's controlling terminal: reads then return nothing, and Textual's input thread
+        spins on them (a whole core) while the screen writes into nothing. poll() says POLLHUP."""
+        if self.is_headless or not self.options.live:
+            return False
+        if self._tty_poll is None:
+            fd = getattr(self._driver, "fileno", None)
+            if not isinstance(fd, int):
+                return False
+            self._tty_poll = select.poll()
+            self._tty_poll.register(fd, select.POLLIN)
+        return any(e & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _fd, e in self._tty_poll.poll(0))
 
     def _on_hangup(self, signum, frame) -> None:
         """The terminal is gone: tell the run what was chosen, exit without drawing (nothing can be written
