@@ -46,6 +46,7 @@ partial_writes.install()  # a partial repaint sends only its cells (see the modu
 LOWER_PANELS = ("metrics", "cost", "gpus", "levels", "chart")
 PANEL_TITLES = {"metrics": "Metrics", "cost": "Cost", "gpus": "GPUs", "levels": "Levels", "chart": "$/M chart"}
 EXIT_INTERRUPTED = 130  # as `bench`: stopped by Ctrl-C, SIGTERM or SIGHUP, everything measured saved
+MAX_FRAME_S = 0.5  # frames follow the timeline's cells, but never fewer than two a second
 EXIT_HANGUP = 129  # the terminal went away (128 + SIGHUP); nobody reads it, but a parent may
 NARROW_BELOW = (120, 36)  # below this many columns or rows: one lower panel at a time (v switches)
 
@@ -298,9 +299,19 @@ class MonitorApp(App[int]):
 
     # --- the frame ---------------------------------------------------------------------------------------
 
+    _next_frame = 0.0
+
     def _tick(self) -> None:
         if self._terminal_gone():
             self._on_hangup(signal.SIGHUP, None)
+        # Two frames a cell of the timeline (a 60 s window at 160 columns: ~4.6 a second), at most `fps`: between
+        # them only the slot counts would change, and a frame is CPU that the load may need on the same core
+        # (bench/README.md, UI).
+        now = time.monotonic()
+        if now < self._next_frame:
+            return
+        half_cell_s = min(MAX_FRAME_S, self.timeline.view._cell_ns() / 2e9)  # (no width yet: a huge "cell")
+        self._next_frame = now + half_cell_s - 0.5 / max(0.5, self.options.fps)
         if self.link is not None:
             self.model.drain(self.link.events)
         self._handle_notes()
