@@ -1,8 +1,9 @@
 """The live monitor: a Textual app that watches a run through its socket (a RunLink).
 
 The load runs in another process (core/controller.py, docs/architecture.md); this app only draws. It
-drains the link's event queue on a timer (`fps`, ≤ 10 Hz by default), redraws the timeline and status,
-and computes the numpy summaries in a thread worker at ~2 Hz; it never does work per token. Its keys
+drains the link's event queue on a timer — two frames a cell of the timeline (~4.6 Hz for a 60 s window at
+160 columns), at most `fps` (10 Hz by default) and at least 2 Hz — redraws the timeline and status, and computes
+the numpy summaries in a thread worker once a second; it never does work per token. Its keys
 become commands to the run, which every viewer of that run then sees as events.
 """
 
@@ -259,8 +260,8 @@ class MonitorApp(App[int]):
                     self.notify(f"if this terminal goes away, the run {what}", title="hangup", timeout=6)
         else:
             self._show_summaries(self._compute_summaries())
-        self._tick()
-        self.call_after_refresh(self._tick)  # again once the layout has sizes (the axis needs a width)
+        self._tick(force=True)
+        self.call_after_refresh(self._tick, True)  # again once the layout has sizes (the axis needs a width)
 
     def on_resize(self, event) -> None:
         self._layout_for(event.size.width, event.size.height)
@@ -301,14 +302,15 @@ class MonitorApp(App[int]):
 
     _next_frame = 0.0
 
-    def _tick(self) -> None:
+    def _tick(self, force: bool = False) -> None:
+        """A frame (`force`: now, as at start and once the layout has sizes; else when one is due)."""
         if self._terminal_gone():
             self._on_hangup(signal.SIGHUP, None)
         # Two frames a cell of the timeline (a 60 s window at 160 columns: ~4.6 a second), at most `fps`: between
         # them only the slot counts would change, and a frame is CPU that the load may need on the same core
         # (bench/README.md, UI).
         now = time.monotonic()
-        if now < self._next_frame:
+        if now < self._next_frame and not force:
             return
         half_cell_s = min(MAX_FRAME_S, self.timeline.view._cell_ns() / 2e9)  # (no width yet: a huge "cell")
         self._next_frame = now + half_cell_s - 0.5 / max(0.5, self.options.fps)
