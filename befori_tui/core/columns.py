@@ -125,6 +125,10 @@ class RecordColumns:
     def steady(self) -> np.ndarray:
         return self.ok() & ~self.warmup & ~self.outlived
 
+    def steady_with_token(self) -> np.ndarray:
+        """The requests a level's latencies are over: steady, and a first token came."""
+        return self.steady() & (self.first != NONE_NS)
+
     def ok_slot_time_share(self) -> float:
         """Of the slot time spent on measured requests (not warm-up, not outlived, not cancelled), the share
         that went to ok ones. A request's slot time runs from its send to the next send on its slot, so the

@@ -142,7 +142,7 @@ class LevelAggregates:
             self.send_max_ns = hi if self.send_max_ns is None else max(self.send_max_ns, hi)
         self._add_spans(new.slot, send, end, measured, ok)
         # Latencies of the steady requests that received a token (as metrics.column_latency_stats).
-        m = steady & (new.first != NONE_NS)
+        m = new.steady_with_token()
         if m.any():
             first = new.first[m]
             s, e = send[m], end[m]
@@ -338,7 +338,7 @@ class LevelRecords:
                 self.agg.add(new, self.absorbed, self.slo_targets)
                 self.cols.append(new)
                 if self.itl_counts is not None:
-                    self.itl_counts.add(new.itl_of(_with_gaps_counted(new)))
+                    self.itl_counts.add(new.itl_of(new.steady_with_token()))
                 self.absorbed += len(batch)
                 # Let go in steps (each one copies what it keeps): when a quarter as many again have come.
                 if self.absorbed > self.exact_max and len(self.cols) > self._kept + max(1_000, self._kept // 4):
@@ -391,14 +391,9 @@ class LevelRecords:
             for name, (dtype, data) in d["cols"].items():
                 cols._cols[name].extend(np.frombuffer(data, dtype=np.dtype(dtype)).copy())
             self.cols = cols
-            self.itl_counts = GapCounts.of(cols.itl_of(_with_gaps_counted(cols))) if self.exact else None
+            self.itl_counts = GapCounts.of(cols.itl_of(cols.steady_with_token())) if self.exact else None
             self.agg = LevelAggregates.from_state(d["agg"])
             self.slo_targets = {k: [SloTarget(*t) for t in v] for k, v in d["slo"].items()}
-
-
-def _with_gaps_counted(cols: RecordColumns) -> np.ndarray:
-    """The rows whose gaps make the level's ITL (as metrics.column_latency_stats selects them)."""
-    return cols.steady() & (cols.first != NONE_NS)
 
 
 def take_all(pending: deque) -> list:

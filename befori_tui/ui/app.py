@@ -312,7 +312,7 @@ class MonitorApp(App[int]):
         now = time.monotonic()
         if now < self._next_frame and not force:
             return
-        half_cell_s = min(MAX_FRAME_S, self.timeline.view._cell_ns() / 2e9)  # (no width yet: a huge "cell")
+        half_cell_s = min(MAX_FRAME_S, self.timeline.view.cell_s / 2)  # (no width yet: a huge "cell")
         self._next_frame = now + half_cell_s - 0.5 / max(0.5, self.options.fps)
         if self.link is not None:
             self.model.drain(self.link.events)

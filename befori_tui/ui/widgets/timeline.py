@@ -85,6 +85,11 @@ class TimelineView(ScrollView, can_focus=True):
         plot_w = max(1, self.scrollable_content_region.width - self.label_width)
         return self.window_s * 1e9 / plot_w
 
+    @property
+    def cell_s(self) -> float:
+        """The time one column of the timeline covers (before layout: the whole window)."""
+        return self._cell_ns() / 1e9
+
     def tick(self) -> None:
         """Called by the app at the frame rate: draw what has changed since the last frame — usually nothing.
 
