@@ -24,7 +24,11 @@ change, unchanged:
      /debug/engine's late_steps counts);
    - excess, as bench/fidelity.py defines it: per request, client TTFT − server TTFT, and client mean gap −
      server mean gap; p50/p99;
-   - from the TOML: the level's client_loop_lag_ms_p50/p99/max and client_bound.
+   - the same TTFT figures split in two: the *wave* (each slot's first steady request: the warm-up requests
+     all leave at once and, all the same length, end together, so the next c requests leave together too;
+     at c ≥ 256 the top 1% of a 30 s run are all in it) and the rest, *settled*;
+   - from the TOML: the level's client_loop_lag_ms_p50/p99/max and client_bound;
+   - the viewer's own CPU (its threads, not its run process) from the load's start to the q, % of a core.
 4. Bytes per second written to the terminal at `--bytes-concurrency` (64) for `--bytes-seconds` (20) at
    each `--bytes-size` (160x48 and 80x24), from the load's start to the `q` (the first paint, before the
    load, is left out), and over the last 5 s before the `q`: the rate rises while the timeline's window (60 s
@@ -357,6 +361,8 @@ def run_monitor(befori: list[str], url: str, c: int, seconds: float, out: Path, 
     t_q_ns: int | None = None
     t_exit_ns: int | None = None
     ended, status, ru = "q", 0, None
+    viewer_cpu0: tuple[int, float | None] | None = None  # (when, the viewer's own CPU then): at the load's start
+    viewer_cpu_pct: float | None = None
     next_poll = 0.0
     eof = False
     try:
@@ -385,10 +391,15 @@ def run_monitor(befori: list[str], url: str, c: int, seconds: float, out: Path, 
             if load_start_ns is None and now_ns / 1e9 >= next_poll:
                 next_poll = now_ns / 1e9 + 0.1
                 load_start_ns = _first_send_ns(jsonl)
+                if load_start_ns is not None:
+                    viewer_cpu0 = (time.perf_counter_ns(), _proc_cpu_s(pid))
             if t_q_ns is None and t_exit_ns is None:
                 due = (load_start_ns + seconds * 1e9 if load_start_ns is not None
                        else t_spawn_ns + (seconds + 30) * 1e9)  # the load never showed: quit anyway
                 if now_ns >= due:
+                    cpu1 = _proc_cpu_s(pid)
+                    if viewer_cpu0 is not None and viewer_cpu0[1] is not None and cpu1 is not None:
+                        viewer_cpu_pct = 100 * (cpu1 - viewer_cpu0[1]) / ((time.perf_counter_ns() - viewer_cpu0[0]) / 1e9)
                     os.write(fd, b"q")
                     t_q_ns = now_ns
             if t_exit_ns is None:
@@ -416,6 +427,9 @@ def run_monitor(befori: list[str], url: str, c: int, seconds: float, out: Path, 
         "load_start_after_spawn_s": None if load_start_ns is None else round((load_start_ns - t_spawn_ns) / 1e9, 3),
         "quit_s": None if t_q_ns is None or t_exit_ns is None else round((t_exit_ns - t_q_ns) / 1e9, 3),
         "bytes_total": total, "size": f"{cols}x{rows}",
+        # The viewer process alone (its run process and load processes are its children, not counted),
+        # from the load's start to the q: what drawing costs, in % of one core.
+        "viewer_cpu_pct": None if viewer_cpu_pct is None else round(viewer_cpu_pct, 2),
         "bytes_per_s_series": [],
         "output_tail": _printable_tail(bytes(tail)),
     }
@@ -429,6 +443,15 @@ def run_monitor(befori: list[str], url: str, c: int, seconds: float, out: Path, 
         last = min(50, b - a)
         res["bytes_per_s_last5"] = round(sum(v for k, v in bins.items() if b - last <= k < b) / (last / 10), 1)
     return res
+
+
+def _proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of one process so far (its own threads, not its children), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _printable_tail(data: bytes) -> str:
@@ -460,6 +483,11 @@ def _pcts(values, ps=(50, 99)) -> dict[str, float | None]:
 def figures(jsonl: Path) -> dict[str, Any]:
     """Client, truth and excess figures (ms) of the steady ok requests in one run's raw records."""
     client_ttft, true_ttft, ex_ttft, gaps, true_gap, ex_gap = [], [], [], [], [], []
+    # Each slot's first steady request: the wave that leaves together when the warm-up requests (all sent at
+    # once, all the same length) end together. Its TTFT measures how fast a client sends c requests at once,
+    # and at c ≥ 256 its top 1% is the run's p99; the rest ("settled") shows the steady state on its own.
+    first_of_slot: dict[int, tuple[int, float, float | None]] = {}  # slot -> (send, client TTFT, excess)
+    settled_ttft, settled_ex = [], []
     counts = {"records": 0, "steady": 0, "no_server_timing": 0}
     if not jsonl.is_file():
         return {"counts": counts, "missing": str(jsonl)}
@@ -479,10 +507,22 @@ def figures(jsonl: Path) -> dict[str, Any]:
             st = r.get("server_timing")
             if not st or st.get("t_first_token_ns") is None or st.get("t_received_ns") is None:
                 counts["no_server_timing"] += 1
+                excess = None
+            else:
+                truth = (st["t_first_token_ns"] - st["t_received_ns"]) / 1e6
+                excess = ttft - truth
+                true_ttft.append(truth)
+                ex_ttft.append(excess)
+            mine = (r["t_send_ns"], ttft, excess)
+            earlier = first_of_slot.get(r["slot"])
+            if earlier is None or mine[0] < earlier[0]:
+                first_of_slot[r["slot"]], mine = mine, earlier
+            if mine is not None:
+                settled_ttft.append(mine[1])
+                if mine[2] is not None:
+                    settled_ex.append(mine[2])
+            if excess is None:
                 continue
-            truth = (st["t_first_token_ns"] - st["t_received_ns"]) / 1e6
-            true_ttft.append(truth)
-            ex_ttft.append(ttft - truth)
             if len(itl) >= 1 and st.get("t_last_token_ns") is not None:
                 server_gap = (st["t_last_token_ns"] - st["t_first_token_ns"]) / len(itl) / 1e6
                 true_gap.append(server_gap)
@@ -493,6 +533,9 @@ def figures(jsonl: Path) -> dict[str, Any]:
         "ttft_ms": _pcts(client_ttft), "ttft_truth_ms": _pcts(true_ttft), "ttft_excess_ms": _pcts(ex_ttft),
         "itl_ms": _pcts(g), "itl_gaps": int(g.size), "itl_ms_max": round(float(g.max()), 3) if g.size else None,
         "gap_truth_ms": _pcts(true_gap), "gap_excess_ms": _pcts(ex_gap),
+        "wave_ttft_ms": _pcts([v[1] for v in first_of_slot.values()], (50, 99, 100)),
+        "wave_ttft_excess_ms": _pcts([v[2] for v in first_of_slot.values() if v[2] is not None], (50, 99, 100)),
+        "settled_ttft_ms": _pcts(settled_ttft), "settled_ttft_excess_ms": _pcts(settled_ex),
     }
 
 
@@ -565,6 +608,10 @@ METRICS = {
     "loop_lag_p99_ms": "toml.levels.client_loop_lag_ms_p99", "steady": "figures.counts.steady",
     "sim_late_steps": "sim.late_steps", "others_cpu_pct": "cpu_box.others_pct", "bytes_per_s": "bytes_per_s",
     "bytes_per_s_last5": "bytes_per_s_last5", "cpu_s": "cpu_s", "quit_s": "quit_s",
+    "viewer_cpu_pct": "viewer_cpu_pct",
+    "settled_ttft_p50_ms": "figures.settled_ttft_ms.p50", "settled_ttft_p99_ms": "figures.settled_ttft_ms.p99",
+    "settled_excess_p99_ms": "figures.settled_ttft_excess_ms.p99", "wave_ttft_p99_ms": "figures.wave_ttft_ms.p99",
+    "wave_excess_p50_ms": "figures.wave_ttft_excess_ms.p50", "wave_excess_max_ms": "figures.wave_ttft_excess_ms.p100",
 }
 
 
@@ -593,16 +640,32 @@ def _print_fidelity(summary: dict, size: str, runs: int) -> None:
     print("\nExcess over the truth per request (bench/fidelity.py's definition), and what else each run saw:")
     print("\n| c | TTFT excess p50 headless / monitor | TTFT excess p99 headless / monitor "
           "| mean-gap excess p99 headless / monitor | steady requests h / m | sim late steps h / m "
-          "| client CPU s h / m | others' CPU % of a core h / m | q → exit s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| client CPU s h / m | viewer's own CPU % of a core | others' CPU % of a core h / m | q → exit s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for c, s in summary.items():
         h, m = s["headless"], s["monitor"]
         print(f"| {c} | {_f(h['ttft_excess_p50_ms'], 2)} / {_f(m['ttft_excess_p50_ms'], 2)} "
               f"| {_f(h['ttft_excess_p99_ms'], 2)} / {_f(m['ttft_excess_p99_ms'], 2)} "
               f"| {_f(h['gap_excess_p99_ms'], 3)} / {_f(m['gap_excess_p99_ms'], 3)} "
               f"| {_f(h['steady'], 0)} / {_f(m['steady'], 0)} | {_f(h['sim_late_steps'], 0)} / "
-              f"{_f(m['sim_late_steps'], 0)} | {_f(h['cpu_s'])} / {_f(m['cpu_s'])} "
+              f"{_f(m['sim_late_steps'], 0)} | {_f(h['cpu_s'])} / {_f(m['cpu_s'])} | {_f(m['viewer_cpu_pct'])} "
               f"| {_f(h['others_cpu_pct'], 0)} / {_f(m['others_cpu_pct'], 0)} | {_f(m['quit_s'])} |")
+
+
+def _print_waves(summary: dict) -> None:
+    print("\nThe wave after the warm-up (each slot's first steady request: they leave together) and the rest "
+          "(settled), TTFT in ms; excess = client − the sim's truth, per request:\n")
+    print("| c | settled TTFT p50 headless / monitor | settled TTFT p99 headless / monitor "
+          "| settled excess p99 h / m | wave TTFT p99 h / m | wave excess p50 h / m | wave excess max h / m |")
+    print("|---|---|---|---|---|---|---|")
+    for c, s in summary.items():
+        h, m = s["headless"], s["monitor"]
+        print(f"| {c} | {_f(h['settled_ttft_p50_ms'])} / {_f(m['settled_ttft_p50_ms'])} "
+              f"| {_f(h['settled_ttft_p99_ms'])} / {_f(m['settled_ttft_p99_ms'])} "
+              f"| {_f(h['settled_excess_p99_ms'], 2)} / {_f(m['settled_excess_p99_ms'], 2)} "
+              f"| {_f(h['wave_ttft_p99_ms'])} / {_f(m['wave_ttft_p99_ms'])} "
+              f"| {_f(h['wave_excess_p50_ms'])} / {_f(m['wave_excess_p50_ms'])} "
+              f"| {_f(h['wave_excess_max_ms'])} / {_f(m['wave_excess_max_ms'])} |")
 
 
 def _print_bytes(bytes_summary: list[dict]) -> None:
@@ -621,6 +684,7 @@ def print_tables(summary: dict, bytes_summary: list[dict], size: str, runs: int,
                  busy: list[str]) -> None:
     if summary:
         _print_fidelity(summary, size, runs)
+        _print_waves(summary)
     if bytes_summary:
         _print_bytes(bytes_summary)
     if loaded:

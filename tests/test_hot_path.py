@@ -191,7 +191,41 @@ async def test_loop_lag_monitor_sees_a_blocked_loop():
     assert blocked["client_loop_lag_ms_max"] >= 30 + CLIENT_BOUND_LAG_MS - 10 - 1
     assert blocked["client_bound"] is True
     assert mon.summary(time.perf_counter_ns() + 10**9) == {}
-    assert mon.recent_p99_ms(60) is not None
+    assert mon.live_p99_ms(t0) is not None
+
+
+def test_the_live_warning_is_not_raised_by_one_late_wake_up_and_sees_only_the_current_level():
+    """The screen's client-bound warning: lag p99 over the current level (less its first second), at most the
+    last minute. A single late wake-up among 600 samples leaves it low (over the 10 s it once used, 100
+    samples, the p99 was that wake-up itself); a lagging stretch raises it; the level before does not count."""
+    mon = LoopLagMonitor()
+    now = time.perf_counter_ns()
+    start = now - 70 * 10**9  # the level began 70 s ago; before it, a level whose loop ran late throughout
+
+    def samples(t0_s: float, t1_s: float, lag_ms: float, every_s: float = 0.1) -> None:
+        t = t0_s
+        while t < t1_s:
+            mon.t_ns.append(now + int(t * 1e9))
+            mon.lag_ns.append(int(lag_ms * 1e6))
+            t += every_s
+
+    samples(-100, -70, 50.0)  # the previous level
+    samples(-70, 0, 0.5)
+    mon.lag_ns[-5] = int(6e6)  # one late wake-up, 0.5 s ago
+    assert mon.live_p99_ms(start) == 0.5
+    assert mon.summary(start)["client_bound"] is False  # and the level's own figure agrees
+    for k in range(2, 12):  # ten of them in the last minute: the loop is late, the warning shows
+        mon.lag_ns[-k * 50] = int(9e6)
+    assert mon.live_p99_ms(start) > CLIENT_BOUND_LAG_MS
+    # A level 1.5 s old is taken whole; one 3 s old without its first second (connections opening).
+    young = LoopLagMonitor()
+    young.t_ns.extend([now - 1_400_000_000, now - 100_000_000])
+    young.lag_ns.extend([int(20e6), int(1e6)])
+    assert young.live_p99_ms(now - 1_500_000_000) == 20.0
+    older = LoopLagMonitor()
+    older.t_ns.extend([now - 2_900_000_000, now - 100_000_000])
+    older.lag_ns.extend([int(20e6), int(1e6)])
+    assert older.live_p99_ms(now - 3_000_000_000) == 1.0
 
 
 def test_level_line_warns_when_the_client_is_the_bottleneck():

@@ -664,9 +664,12 @@ class RunController:
 
     def loop_lag_ms_p99(self) -> float | None:
         runner = self.session.runner
-        return runner.health.recent_p99_ms() if runner is not None else None
+        if runner is None:
+            return None
+        return runner.health.live_p99_ms(runner.level.t_start_ns if runner.levels else None)
 
     def worker_health(self) -> list:
-        """Each load process's lag and CPU over the last 10 s (several processes, or Ray actors); [] else."""
+        """Each load process's lag (as the live warning's) and CPU (the last 10 s), with several processes or Ray
+        actors; [] else."""
         runner = self.session.runner
         return runner.worker_health() if hasattr(runner, "worker_health") else []

@@ -180,7 +180,8 @@ class Sample(_Message, tag="sample"):
 
 
 class WorkerHealth(msgspec.Struct, frozen=True, array_like=True):
-    """One load process's health over the last 10 s: its loop's lag p99 and its CPU (100 = one core)."""
+    """One load process's health: its loop's lag p99 over the same span as Health's, its CPU (100 = one core)
+    over the last 10 s."""
 
     worker: str  # host:pid
     loop_lag_ms_p99: float | None
@@ -189,7 +190,8 @@ class WorkerHealth(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Health(_Message, tag="health"):
-    """The load loop's own lag (p99 over the last 10 s): whether the client, not the server, is the limit.
+    """The load loop's own lag: its p99 over the current level (less its first second) and at most the last
+    minute (core/health.py, LIVE_WINDOW_S) — whether the client, not the server, is the limit.
     With several load processes (local or on a Ray cluster), each one's lag and CPU too."""
 
     loop_lag_ms_p99: float | None

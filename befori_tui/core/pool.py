@@ -27,7 +27,7 @@ from typing import Callable
 from befori_tui.core import events as ev
 from befori_tui.core.childproc import child_env, module_command
 from befori_tui.core.client import ClientSetupError
-from befori_tui.core.health import LoopLagMonitor
+from befori_tui.core.health import LoopLagMonitor, live_window_start_ns
 from befori_tui.core.ledger import OccupancyLedger
 from befori_tui.core.levelstats import LevelRecords
 from befori_tui.core.loadgen import RUN_RECENT_KEEP_S, Level, removed_in_flight, wait_level
@@ -306,10 +306,13 @@ class LoadPool:
 
     # --- each load process: where it ran and how it kept up ------------------------------------------------
 
-    def worker_health(self, window_s: float = 10.0) -> list[ev.WorkerHealth]:
-        """Each process's loop-lag p99 and CPU over the last `window_s`, for the screen (`Health`)."""
-        t0 = time.perf_counter_ns() - int(window_s * 1e9)
-        return [ev.WorkerHealth(p.name, p.lag_p99_ms(t0, None), p.cpu_pct(t0, None), p.alive)
+    def worker_health(self, cpu_window_s: float = 10.0) -> list[ev.WorkerHealth]:
+        """Each process's loop-lag p99 over the same span as the run's live warning (health.live_window_start_ns)
+        and its CPU over the last `cpu_window_s`, for the screen (`Health`)."""
+        now = time.perf_counter_ns()
+        t_lag = live_window_start_ns(now, self.level.t_start_ns if self.levels else None)
+        t_cpu = now - int(cpu_window_s * 1e9)
+        return [ev.WorkerHealth(p.name, p.lag_p99_ms(t_lag, None), p.cpu_pct(t_cpu, None), p.alive)
                 for p in self.processes]
 
     def worker_summary(self, t0_ns: int, t1_ns: int | None) -> list[dict]:

@@ -83,7 +83,7 @@ class LiveModel:
         self.link_closed: str | None = None  # the run's socket closed: why
         self.connecting: str | None = None  # what the run is waiting for during setup
         self.connecting_since_ns = 0
-        self.loop_lag_ms_p99: float | None = None  # the run's load loop, over the last 10 s
+        self.loop_lag_ms_p99: float | None = None  # the run's load loop: its level, at most the last minute
         self.workers: list = []  # each load process's lag and CPU (ev.WorkerHealth), with several of them
         self.hello = None
         self.error: str | None = None
