@@ -191,7 +191,8 @@ class WorkerHealth(msgspec.Struct, frozen=True, array_like=True):
 
 class Health(_Message, tag="health"):
     """The load loop's own lag: its p99 over the current level (less its first second) and at most the last
-    minute (core/health.py, LIVE_WINDOW_S) — whether the client, not the server, is the limit.
+    minute, once it holds 200 samples (core/health.py, LIVE_WINDOW_S) — whether the client, not the server, is
+    the limit.
     With several load processes (local or on a Ray cluster), each one's lag and CPU too."""
 
     loop_lag_ms_p99: float | None

@@ -25,6 +25,9 @@ LEVEL_SETTLE_S = 1.0
 # largest one: in the demo at c=8 a single 6 ms wake-up put "client-bound" on screen for 10 s while the level's
 # p99 (its TOML's, its flag's) was 1.6 ms.
 LIVE_WINDOW_S = 60.0
+# ... and it says nothing before 200 samples (20 s): the p99 of fewer is their largest one or two, and each new
+# level's first seconds (its warm-up ending, every slot sending again at once) put one there.
+LIVE_MIN_SAMPLES = 200
 
 
 def _pct(sorted_values: list[float], p: float) -> float:
@@ -128,9 +131,9 @@ class LoopLagMonitor:
                 "client_loop_lag_ms_max": lags[-1], "client_bound": p99 > CLIENT_BOUND_LAG_MS}
 
     def live_p99_ms(self, level_start_ns: int | None) -> float | None:
-        """Lag p99 for the live warning (see live_window_start_ns); None before the first sample."""
+        """Lag p99 for the live warning (see live_window_start_ns); None before LIVE_MIN_SAMPLES samples."""
         lags = self._between(live_window_start_ns(time.perf_counter_ns(), level_start_ns), None)
-        return _pct(lags, 99) if lags else None
+        return _pct(lags, 99) if len(lags) >= LIVE_MIN_SAMPLES else None
 
 
 def live_window_start_ns(now_ns: int, level_start_ns: int | None, window_s: float = LIVE_WINDOW_S) -> int:
