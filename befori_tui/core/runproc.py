@@ -2,13 +2,12 @@
 
 `serve_run` runs a controller with its event socket and the stop signals; `bench` calls it directly. The
 monitor calls `spawn_run`: a child process (`python -m befori_tui.core.runproc`, the RunSpec pickled on its
-stdin) in a process group of its own, so that the terminal's signals (a Ctrl-C before the screen is up, the
-hangup sent to the foreground group) do not reach it — what happens when the terminal goes away is
-`on_hangup`'s choice, carried out by the viewer; it ignores SIGHUP besides. It stays in the viewer's *session*:
-Linux schedules each session as a group (autogroup) and shares the CPU fairly between groups whatever the
-threads' priorities, so in a session of its own the run would compete with the viewer as an equal, and the
-viewer's lower priority (ui/monitor.py, `yield_to_the_load`) would give it nothing. Its stdout and stderr go to
-a log in the runtime folder.
+stdin) in a session of its own, so that the terminal's signals (a Ctrl-C before the screen is up, the hangup)
+do not reach it — what happens when the terminal goes away is `on_hangup`'s choice, carried out by the viewer;
+it ignores SIGHUP besides. Its own session is also its own scheduling group (Linux autogroups) at the usual
+priority, while the viewer that started it draws in a session lowered as a whole (ui/monitor.py,
+`draw_in_a_session_of_its_own`): on a busy box the run's load goes first. Its stdout and stderr go to a log in
+the runtime folder.
 """
 
 from __future__ import annotations
@@ -119,7 +118,7 @@ def spawn_run(spec: RunSpec) -> tuple[subprocess.Popen, Path]:
     spec.log_path = log
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(module_command("befori_tui.core.runproc"), stdin=subprocess.PIPE,
-                                stdout=log_file, stderr=log_file, process_group=0, close_fds=True,
+                                stdout=log_file, stderr=log_file, start_new_session=True, close_fds=True,
                                 env=child_env())
     assert proc.stdin is not None
     proc.stdin.write(pickle.dumps(spec))

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
+from typing import Callable
 
 from befori_tui.cliargs import OneLineParser, add_run_flags, check_output_paths, config_from_args
 from befori_tui.core.config import ConfigError, parse_int_list, redact_url
@@ -141,6 +145,10 @@ def monitor_main(command: str, argv: list[str]) -> int:
                    telemetry=args.telemetry or cfg.telemetry or None, drain_s=args.drain,
                    sim_profile=None if cfg.endpoint.url else args.profile, sim_time_scale=args.time_scale,
                    on_hangup=args.on_hangup)
+    return draw_in_a_session_of_its_own(command, lambda: _start_and_watch(command, args, cfg, spec, ui_options))
+
+
+def _start_and_watch(command: str, args, cfg, spec: RunSpec, ui_options) -> int:
     if spec.sim_profile is not None:
         print(f"no --url: starting the built-in simulator (profile {args.profile}, simulated GPUs)…",
               file=sys.stderr, flush=True)
@@ -177,6 +185,76 @@ def connect_to_new_run(socket_path: Path, proc, log: Path, timeout_s: float = 60
 
 
 VIEWER_NICENESS = 10  # added to the viewer's own: on a busy box the screen waits, the load does not
+VIEWER_SESSION_NICE = 19  # the viewer's session (autogroup): the lowest, as it holds nothing but the viewer
+PASSED_ON = (signal.SIGWINCH, signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def draw_in_a_session_of_its_own(command: str, draw: Callable[[], int]) -> int:
+    """Run `draw` (start or find the run, then the viewer until it ends) in a child process in a session of its
+    own, at the lowest priority a session can have; this process waits for it, passing on the signals the
+    terminal sends (a resize, a hangup, a Ctrl-C before the screen is up, a kill), and returns its exit code.
+
+    Why: Linux with autogroups (on by default on most distributions) schedules each *session* as one group and
+    shares the CPU between groups as equals whatever the threads' priorities. In the terminal's session the
+    viewer would compete as an equal with the run process and with the server, each in a session of its own
+    (a user's server never shares the viewer's). In a session holding only the viewer, its whole session can be
+    lowered (/proc/self/autogroup): on a box with no core to spare a frame waits, and neither a token read nor
+    the server does (bench/README.md, UI). The terminal is the same for the child — the same descriptors, modes
+    and size — but no longer its controlling terminal: it gets the terminal's signals from here, and sees the
+    terminal close by itself (ui/app.py, `_terminal_gone`).
+
+    Without fork (or with threads already started, where forking is unsafe) it draws in this process."""
+    if not hasattr(os, "fork") or not hasattr(os, "setsid") or threading.active_count() > 1:
+        return draw()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the viewer
+        code = 1
+        try:
+            os.setsid()
+            _lower_this_session()
+            code = draw()
+        except ConfigError as exc:
+            print(f"befori-tui {command}: {exc}", file=sys.stderr)
+            code = 2
+        except KeyboardInterrupt:
+            code = 130
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 — a crash: say where, as the interpreter would
+            traceback.print_exc()
+            code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    for sig in PASSED_ON:
+        signal.signal(sig, lambda signum, _frame: _pass_on(pid, signum))
+    while True:
+        _, status = os.waitpid(pid, 0)  # a signal handled meanwhile does not end the wait (PEP 475)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            code = os.waitstatus_to_exitcode(status)
+            return code if code >= 0 else 128 - code
+
+
+def _pass_on(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _lower_this_session() -> None:
+    """The session's scheduling group to the lowest priority (a user may lower, never raise it); a kernel
+    without autogroups has no such file, and there the viewer's threads' nice (yield_to_the_load) counts."""
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(VIEWER_SESSION_NICE))
+    except OSError:
+        pass
 
 
 def yield_to_the_load() -> None:
@@ -187,11 +265,9 @@ def yield_to_the_load() -> None:
     Every thread, not only this one: on Linux a priority is a thread's, and the link's reader (which decodes
     every event) was started before this and kept its full priority. Threads started later inherit it.
 
-    A priority counts only within a scheduling group, and Linux makes each session one (autogroup): the run
-    process the monitor starts stays in its session for that reason (core/runproc.py). A viewer that attaches
-    from another terminal is in another group than the run, and its priority gives the run nothing there: on a
-    box with no core to spare, `monitor` disturbs the load less than `attach` does (docs/architecture.md).
-    (SCHED_IDLE was tried while the run had a session of its own: no better, for the same reason.)"""
+    A thread's priority counts only within its scheduling group, and Linux makes each session one (autogroup):
+    that is why the viewer draws in a session of its own whose priority is lowered as a whole
+    (draw_in_a_session_of_its_own). Where the kernel has no autogroups, this priority is the one that counts."""
     try:
         tids = [int(t) for t in os.listdir("/proc/self/task")]
     except OSError:
@@ -250,9 +326,6 @@ def _wait_for_end(link: RunLink, model, run_proc, timeout_s: float = 30.0) -> No
 
 def attach_main(argv: list[str]) -> int:
     """`befori-tui attach [SOCKET | RESULTS.toml | FOLDER]`: the monitor on a run that is already going."""
-    from befori_tui.core.config import Config
-    from befori_tui.ui.app import UiOptions
-
     p = OneLineParser(prog="befori-tui attach",
                       description="Watch a running run (a monitor's or a bench's): its history, then live. "
                                   "q stops the run (after asking), d detaches and leaves it going.")
@@ -273,6 +346,13 @@ def attach_main(argv: list[str]) -> int:
     run = runs[0] if len(runs) == 1 else choose_run(runs)
     if run is None:
         return 1
+    return draw_in_a_session_of_its_own("attach", lambda: _attach_and_watch(args, run))
+
+
+def _attach_and_watch(args, run: dict) -> int:
+    from befori_tui.core.config import Config
+    from befori_tui.ui.app import UiOptions
+
     link = RunLink(run["socket"])
     try:
         hello = link.connect()
