@@ -28,7 +28,8 @@ change, unchanged:
      all leave at once and, all the same length, end together, so the next c requests leave together too;
      at c ≥ 256 the top 1% of a 30 s run are all in it) and the rest, *settled*;
    - from the TOML: the level's client_loop_lag_ms_p50/p99/max and client_bound;
-   - the viewer's own CPU (its threads, not its run process) from the load's start to the q, % of a core.
+   - the viewer's own CPU (the monitor's processes, not the run process) from the load's start to the q, % of
+     a core.
 4. Bytes per second written to the terminal at `--bytes-concurrency` (64) for `--bytes-seconds` (20) at
    each `--bytes-size` (160x48 and 80x24), from the load's start to the `q` (the first paint, before the
    load, is left out), and over the last 5 s before the `q`: the rate rises while the timeline's window (60 s
@@ -392,12 +393,12 @@ def run_monitor(befori: list[str], url: str, c: int, seconds: float, out: Path, 
                 next_poll = now_ns / 1e9 + 0.1
                 load_start_ns = _first_send_ns(jsonl)
                 if load_start_ns is not None:
-                    viewer_cpu0 = (time.perf_counter_ns(), _proc_cpu_s(pid))
+                    viewer_cpu0 = (time.perf_counter_ns(), _viewer_cpu_s(pid))
             if t_q_ns is None and t_exit_ns is None:
                 due = (load_start_ns + seconds * 1e9 if load_start_ns is not None
                        else t_spawn_ns + (seconds + 30) * 1e9)  # the load never showed: quit anyway
                 if now_ns >= due:
-                    cpu1 = _proc_cpu_s(pid)
+                    cpu1 = _viewer_cpu_s(pid)
                     if viewer_cpu0 is not None and viewer_cpu0[1] is not None and cpu1 is not None:
                         viewer_cpu_pct = 100 * (cpu1 - viewer_cpu0[1]) / ((time.perf_counter_ns() - viewer_cpu0[0]) / 1e9)
                     os.write(fd, b"q")
@@ -427,7 +428,7 @@ def run_monitor(befori: list[str], url: str, c: int, seconds: float, out: Path, 
         "load_start_after_spawn_s": None if load_start_ns is None else round((load_start_ns - t_spawn_ns) / 1e9, 3),
         "quit_s": None if t_q_ns is None or t_exit_ns is None else round((t_exit_ns - t_q_ns) / 1e9, 3),
         "bytes_total": total, "size": f"{cols}x{rows}",
-        # The viewer process alone (its run process and load processes are its children, not counted),
+        # The viewer alone (the monitor process and its child that draws; not the run process nor its load processes),
         # from the load's start to the q: what drawing costs, in % of one core.
         "viewer_cpu_pct": None if viewer_cpu_pct is None else round(viewer_cpu_pct, 2),
         "bytes_per_s_series": [],
@@ -452,6 +453,25 @@ def _proc_cpu_s(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _viewer_cpu_s(pid: int) -> float | None:
+    """The viewer's CPU so far: the monitor process and its children (the viewer, where the monitor draws in a
+    child process), not the run process (`befori_tui.core.runproc`) nor anything under it."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            if b"core.runproc" in Path(f"/proc/{p}/cmdline").read_bytes():
+                continue
+            kids = [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
+        except OSError:
+            if p == pid:
+                return None
+            continue
+        total += _proc_cpu_s(p) or 0.0
+        todo.extend(kids)
+    return total
 
 
 def _printable_tail(data: bytes) -> str:
