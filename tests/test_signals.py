@@ -357,6 +357,35 @@ def assert_the_viewer_draws_in_a_lowered_session_of_its_own(launcher_pid: int, r
         assert v_group != r_group and (v_nice, r_nice) == ("19", "0")
 
 
+def test_the_terminal_s_signals_reach_the_viewer_in_its_own_session(sim, tmp_path):
+    """The viewer is not in the terminal's session: a resize (SIGWINCH, sent to the process the terminal
+    started) must reach it and redraw the screen at the new size; a SIGTERM must stop the run and save."""
+    import pyte
+
+    out = tmp_path / "winch.toml"
+    app = PtyApp(long_run_args(sim.base_url, out))
+    try:
+        app.wait_for_text("Slots")
+        fcntl.ioctl(app.master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        mark = len(app.output)
+        app.proc.send_signal(signal.SIGWINCH)
+        deadline = time.monotonic() + 10
+        while True:  # redrawn for 100 columns: the panels' right edges in column 100, not 120
+            screen = pyte.Screen(100, 30)
+            pyte.Stream(screen).feed(app.output[mark:].decode("utf-8", "replace"))
+            if any(line.endswith("╮") for line in screen.display):
+                break
+            assert time.monotonic() < deadline, "\n".join(screen.display)
+            time.sleep(0.1)
+        app.proc.send_signal(signal.SIGTERM)
+        code = app.wait(STOP_WITHIN_S + 5)
+    finally:
+        app.close()
+    assert code == 130, app.text[-1500:]
+    data, _records = check_saved(out)
+    assert data["ended_by"] == "signal"
+
+
 def test_a_monitor_whose_run_has_ended_sends_nothing_more_to_its_terminal(sim, tmp_path):
     """Over SSH every byte drawn crosses the link: once the run has ended the screen stands still (its clock,
     timeline and figures frozen at the end) and nothing is written until a key is pressed."""

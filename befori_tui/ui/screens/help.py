@@ -27,7 +27,8 @@ READING = "\n\n".join([
     "decode time (output): what it bills, not the tokens/s served (Metrics). occ: $/M by the occupancy method. "
     "blend 3:1: one price for a workload of 3 input tokens per output token (pricing.blend_input_per_output). "
     "meas/fail: requests in the figures (ok, not warm-up, not outlived) / failed requests. client-bound: the "
-    "load loop itself ran late (lag p99 over 5 ms), so the client may be adding time to what it measures.",
+    "load loop itself ran late (lag p99 over 5 ms, over this level's last minute, once it has 20 s of samples), so the "
+    "client may be adding time to what it measures.",
     "Ctrl+P opens the command palette: every key's action by name.",
 ])
 
