@@ -678,14 +678,11 @@ def _print_waves(summary: dict) -> None:
     print("| c | settled TTFT p50 headless / monitor | settled TTFT p99 headless / monitor "
           "| settled excess p99 h / m | wave TTFT p99 h / m | wave excess p50 h / m | wave excess max h / m |")
     print("|---|---|---|---|---|---|---|")
+    columns = (("settled_ttft_p50_ms", 1), ("settled_ttft_p99_ms", 1), ("settled_excess_p99_ms", 2),
+               ("wave_ttft_p99_ms", 1), ("wave_excess_p50_ms", 1), ("wave_excess_max_ms", 1))
     for c, s in summary.items():
         h, m = s["headless"], s["monitor"]
-        print(f"| {c} | {_f(h['settled_ttft_p50_ms'])} / {_f(m['settled_ttft_p50_ms'])} "
-              f"| {_f(h['settled_ttft_p99_ms'])} / {_f(m['settled_ttft_p99_ms'])} "
-              f"| {_f(h['settled_excess_p99_ms'], 2)} / {_f(m['settled_excess_p99_ms'], 2)} "
-              f"| {_f(h['wave_ttft_p99_ms'])} / {_f(m['wave_ttft_p99_ms'])} "
-              f"| {_f(h['wave_excess_p50_ms'])} / {_f(m['wave_excess_p50_ms'])} "
-              f"| {_f(h['wave_excess_max_ms'])} / {_f(m['wave_excess_max_ms'])} |")
+        print(f"| {c} | " + " | ".join(f"{_f(h[k], d)} / {_f(m[k], d)}" for k, d in columns) + " |")
 
 
 def _print_bytes(bytes_summary: list[dict]) -> None:
