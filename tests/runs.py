@@ -33,9 +33,10 @@ class Run:
 
 
 def start_run(cfg, out: Path, plan: RunPlan | None = None, telemetry: str | None = "none",
-              simulated: bool = True) -> Run:
+              simulated: bool = True, wait_for_screen_s: float = 0.0) -> Run:
     plan = plan or RunPlan(cfg.load.concurrency[:1], then="hold")
-    controller = RunController(cfg, out, None, plan, telemetry=telemetry, simulated=simulated)
+    controller = RunController(cfg, out, None, plan, telemetry=telemetry, simulated=simulated,
+                               wait_for_screen_s=wait_for_screen_s)
     run_id = new_run_id()
     socket_path = socket_path_for(out, run_id)
     hello = make_hello(run_id, out, controller.session.raw_path, cfg.pricing)

@@ -84,6 +84,31 @@ def test_a_settle_plan_with_a_cap_moves_on_and_says_the_level_did_not_settle(sim
     assert 1.0 <= levels[0].duration_s() < 3.0 and c.ended_by == "completed"
 
 
+def test_a_monitors_run_sends_nothing_until_its_screen_is_up_or_its_wait_is_over(sim, tmp_path):
+    """The monitor's run waits for its viewer's first screen (ScreenReady, over the socket) before its first
+    request, so that the viewer's start-up does not shape the warm-up; at most wait_for_screen_s."""
+    run = start_run(config(sim.base_url, 2), tmp_path / "w.toml", wait_for_screen_s=60)
+    c = run.controller
+    wait_for(lambda: c.session.runner is not None, what="the run's setup")
+    time.sleep(1.0)
+    assert not c.session.runner.levels, "it sent before the screen was up"
+    link = RunLink(run.socket_path)
+    link.connect()
+    assert link.send(ev.ScreenReady())
+    wait_for(lambda: c.session.runner.levels and c.session.runner.level.sent > 0, what="the first requests")
+    c.stop("quit")
+    assert run.join(15)
+    link.close()
+    # A screen that never says so: the run starts anyway when its wait is over.
+    t0 = time.monotonic()
+    run = start_run(config(sim.base_url, 2), tmp_path / "x.toml", wait_for_screen_s=1.0)
+    c = run.controller
+    wait_for(lambda: c.session.runner is not None and c.session.runner.levels, what="the first level")
+    assert time.monotonic() - t0 >= 1.0
+    c.stop("quit")
+    assert run.join(15)
+
+
 def test_a_sweep_that_pauses_when_done_waits_and_a_stop_ends_it(sim, tmp_path):
     run = start_run(config(sim.base_url), tmp_path / "s.toml", RunPlan([1, 2], requests=3, then="pause"))
     c = run.controller

@@ -362,9 +362,16 @@ def test_the_terminal_s_signals_reach_the_viewer_in_its_own_session(sim, tmp_pat
     started) must reach it and redraw the screen at the new size; a SIGTERM must stop the run and save."""
     import pyte
 
+    from befori_tui.ui.monitor import SCREEN_WAIT_S
+
     out = tmp_path / "winch.toml"
+    t0_ns = time.perf_counter_ns()  # CLOCK_MONOTONIC, as the records' times
     app = PtyApp(long_run_args(sim.base_url, out))
     try:
+        wait_for_records(out.with_suffix(".jsonl"), min_bytes=1)
+        # The run waits for the viewer's first screen, at most SCREEN_WAIT_S: the viewer said it was up sooner.
+        first = json.loads(out.with_suffix(".jsonl").read_text().splitlines()[0])
+        assert (first["t_send_ns"] - t0_ns) / 1e9 < SCREEN_WAIT_S
         app.wait_for_text("Slots")
         fcntl.ioctl(app.master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
         mark = len(app.output)

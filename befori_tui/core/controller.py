@@ -157,7 +157,7 @@ class RunController:
 
     def __init__(self, cfg: Config, out_path: Path, raw_path: Path | None = None, plan: RunPlan | None = None,
                  telemetry: str | None = None, telemetry_interval_s: float = 1.0, drain_s: float = 0.0,
-                 simulated: bool = False, max_slots: int = 1024) -> None:
+                 simulated: bool = False, max_slots: int = 1024, wait_for_screen_s: float = 0.0) -> None:
         self.cfg = cfg
         self.plan = plan or RunPlan(list(cfg.load.concurrency), cfg.load.requests_per_level,
                                     cfg.load.seconds_per_level)
@@ -165,6 +165,9 @@ class RunController:
         self.telemetry_interval_s = telemetry_interval_s
         self.drain_s = drain_s
         self.simulated = simulated
+        # A monitor's run waits (at most this long) for its viewer's first screen before it sends (ScreenReady).
+        self.wait_for_screen_s = wait_for_screen_s
+        self.screen_ready = threading.Event()
         self.session = Session(cfg, Path(out_path), raw_path,
                                max_slots=max([max_slots, *self.plan.concurrencies]))
         # Events waiting for the publisher, each with its sequence number (a viewer that attaches gets a
@@ -229,6 +232,15 @@ class RunController:
         self.finished.set()
         return code
 
+    async def _wait_for_the_screen(self) -> None:
+        """A monitor's run sends nothing until its viewer has drawn its first screen (`ScreenReady`), or for at
+        most `wait_for_screen_s`: a viewer starting up (its first layout and paint, a few hundred ms of CPU)
+        while the slots opened spread the warm-up sends, and so shaped the wave of requests after them that
+        makes a short level's TTFT p99 (bench/README.md, UI)."""
+        deadline = time.monotonic() + self.wait_for_screen_s
+        while not self.screen_ready.is_set() and not self._stop.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     async def _run(self, session: Session) -> int:
         url = redact_url(self.cfg.endpoint.url)
         # Setup may wait on a server that never answers: a stop must end that wait too, and still save a
@@ -261,6 +273,7 @@ class RunController:
                       "simulated": self.simulated, "wire": wire_note(session.endpoint)}
         self.emit(ev.Ready(**self.ready))
         self._start_telemetry()
+        await self._wait_for_the_screen()
         plan = self.plan
         plan_task = None
         watch = None
@@ -523,6 +536,9 @@ class RunController:
 
     def submit(self, command: Any) -> None:
         """Do what a viewer asks, on the run's loop. Commands after the end are ignored."""
+        if isinstance(command, ev.ScreenReady):
+            self.screen_ready.set()
+            return
         if isinstance(command, ev.Stop):
             self.stop(command.ended_by, command.at_once)
             return

@@ -28,7 +28,8 @@ from befori_tui.core.config import PricingConfig
 from befori_tui.core.records import RequestRecord
 from befori_tui.core.telemetry.readings import TelemetrySample
 
-SCHEMA_VERSION = 2  # 2: a viewer that attaches gets levels as LevelState, not one RequestEnded per request
+SCHEMA_VERSION = 3  # 2: a viewer that attaches gets levels as LevelState, not one RequestEnded per request;
+#                    3: the command ScreenReady
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a bigger length prefix means a broken or hostile peer
 
 
@@ -309,7 +310,14 @@ class FindOptimum(_Message, tag="find_optimum"):
     pass
 
 
-Command = Union[SetConcurrency, NewLevel, Pause, Resume, Save, Stop, FindOptimum, SetRate]
+class ScreenReady(_Message, tag="screen_ready"):
+    """The monitor's viewer has drawn its first screen: a run told to wait for it (RunSpec.wait_for_screen_s)
+    may send its first requests."""
+
+    pass
+
+
+Command = Union[SetConcurrency, NewLevel, Pause, Resume, Save, Stop, FindOptimum, SetRate, ScreenReady]
 
 
 # --- the run → its load processes (core/pool.py, core/worker.py) -------------------------------------------

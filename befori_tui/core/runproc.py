@@ -48,6 +48,8 @@ class RunSpec:
     sim_profile: str | None = None  # start the built-in simulator with this profile (no --url)
     sim_time_scale: float = 1.0
     on_hangup: str = "continue"
+    # The monitor's own run: send nothing until its viewer has drawn its first screen, or this many seconds.
+    wait_for_screen_s: float = 0.0
     log_path: Path | None = None  # the process's stdout and stderr; removed when the run ends as expected
 
 
@@ -130,7 +132,7 @@ def run_spec(spec: RunSpec) -> int:
     """The run process's work: the simulator if asked, the controller, the socket, until the run ends."""
     cfg = spec.cfg
     controller = RunController(cfg, spec.out, spec.raw, spec.plan, telemetry=spec.telemetry, drain_s=spec.drain_s,
-                               simulated=spec.sim_profile is not None)
+                               simulated=spec.sim_profile is not None, wait_for_screen_s=spec.wait_for_screen_s)
     hello = make_hello(spec.run_id, spec.out, controller.session.raw_path, cfg.pricing, spec.on_hangup, cfg.slo)
     server = RunServer(controller, spec.socket_path, hello)
     server.start()  # first, so a viewer connects at once and sees what the run is waiting for

@@ -262,6 +262,14 @@ class MonitorApp(App[int]):
             self._show_summaries(self._compute_summaries())
         self._tick(force=True)
         self.call_after_refresh(self._tick, True)  # again once the layout has sizes (the axis needs a width)
+        if self.link is not None and self.options.owns_run and self.options.live:
+            # The monitor's run sends its first request once this first screen is drawn (its layout and paint
+            # are the viewer's costliest moment): two refreshes on, after the one the layout asks for.
+            self.call_after_refresh(lambda: self.call_after_refresh(self._screen_ready))
+
+    def _screen_ready(self) -> None:
+        if self.link is not None:
+            self.link.send(ev.ScreenReady())
 
     def on_resize(self, event) -> None:
         self._layout_for(event.size.width, event.size.height)

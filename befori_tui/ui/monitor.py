@@ -24,6 +24,8 @@ from befori_tui.ui.model import LiveModel
 
 DEMO_SWEEP = "1,8,32,64,128,256"
 DEMO_SETTLE_CAP_S = 60.0
+# The run sends its first request once the screen is up (ScreenReady), or after this long whatever happens.
+SCREEN_WAIT_S = 10.0
 
 
 def add_monitor_flags(p: argparse.ArgumentParser) -> None:
@@ -144,7 +146,7 @@ def monitor_main(command: str, argv: list[str]) -> int:
     spec = RunSpec(cfg, out, raw, plan, socket_path_for(out, run_id), run_id,
                    telemetry=args.telemetry or cfg.telemetry or None, drain_s=args.drain,
                    sim_profile=None if cfg.endpoint.url else args.profile, sim_time_scale=args.time_scale,
-                   on_hangup=args.on_hangup)
+                   on_hangup=args.on_hangup, wait_for_screen_s=SCREEN_WAIT_S)
     return draw_in_a_session_of_its_own(command, lambda: _start_and_watch(command, args, cfg, spec, ui_options))
 
 
