@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from befori_tui.cliargs import OneLineParser, add_run_flags, config_from_args
+from befori_tui.cliargs import OneLineParser, add_run_flags, config_from_args, run_command
 from befori_tui.core.config import ConfigError
 
 USAGE = """befori-tui — what your self-hosted LLM costs per input and output token, measured live.
@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"befori-tui {befori_tui.__version__}")
         return 0
     command, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("demo", argv)
-    try:
+    unknown = object()
+
+    def dispatch():
         if command == "sim":
             from befori_tui.sim.cli import main as sim_main
 
@@ -60,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             from befori_tui.report import cli as report_cli  # its own front end: reads saved sessions
 
             return getattr(report_cli, f"{command}_main")(rest)
-    except ConfigError as exc:
-        print(f"befori-tui {command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return unknown
+
+    code = run_command(command, dispatch)
+    if code is not unknown:
+        return code
     print(f"befori-tui: unknown command {command!r} (see befori-tui --help)", file=sys.stderr)
     return 2
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from befori_tui.core.config import (
     DEFAULT_GPU_COUNT,
@@ -28,6 +29,17 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         raise SystemExit(2)
+
+
+def run_command(command: str, body: Callable[[], int]) -> int:
+    """A command's exit code: bad input is one line naming what was wrong and exit 2, Ctrl-C is 130."""
+    try:
+        return body()
+    except ConfigError as exc:
+        print(f"befori-tui {command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:

@@ -66,10 +66,7 @@ def _saved_at_end(out: Path) -> bool:
 
 def run_demo(befori: list[str], sweep: str, out: Path, size: tuple[int, int], cap_s: float) -> dict[str, Any]:
     cols, rows = size
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("COLORTERM", "NO_COLOR", "FORCE_COLOR", "TMUX", "COLUMNS", "LINES", "STY")
-           and not k.startswith("TEXTUAL")}
-    env.update(TERM="xterm-256color", LANG=env.get("LANG") or "C.UTF-8")
+    env = ui_pty.terminal_env()
     argv = befori + ["demo", "--sweep", sweep, "--sweep-until-settled", "--seconds-per-level", "60",
                      "--out", str(out)]
     screen = pyte.Screen(cols, rows)

@@ -340,6 +340,15 @@ def _spawn_in_pty(argv: list[str], env: dict[str, str], rows: int, cols: int,
     return pid, master
 
 
+def terminal_env() -> dict[str, str]:
+    """This environment as a 256-colour terminal would give it, without what would change how the app draws."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("COLORTERM", "NO_COLOR", "FORCE_COLOR", "TMUX", "COLUMNS", "LINES", "STY")
+           and not k.startswith("TEXTUAL")}
+    env.update(TERM="xterm-256color", LANG=env.get("LANG") or "C.UTF-8")
+    return env
+
+
 def run_monitor(befori: list[str], url: str, c: int, seconds: float, out: Path, extra: list[str],
                 size: tuple[int, int], quit_timeout_s: float, cpus: set[int] | None,
                 output_tokens: int = OUTPUT_TOKENS) -> dict[str, Any]:
@@ -347,10 +356,7 @@ def run_monitor(befori: list[str], url: str, c: int, seconds: float, out: Path, 
     it; `q` `seconds` after the load's first request, SIGTERM `quit_timeout_s` after that. The records are in
     `out`'s JSONL; returns how it ended, its CPU and the bytes it wrote (see the module's docstring)."""
     cols, rows = size
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("COLORTERM", "NO_COLOR", "FORCE_COLOR", "TMUX", "COLUMNS", "LINES", "STY")
-           and not k.startswith("TEXTUAL")}
-    env.update(TERM="xterm-256color", LANG=env.get("LANG") or "C.UTF-8")
+    env = terminal_env()
     argv = befori + ["monitor"] + _common_flags(url, c, seconds, out, extra, output_tokens)
     jsonl = out.with_suffix(".jsonl")
     t_spawn_ns = time.perf_counter_ns()

@@ -112,11 +112,7 @@ class LoopLagMonitor:
                 self.t_ns.append(now)
 
     def _between(self, t0_ns: int, t1_ns: int | None) -> list[float]:
-        n = min(len(self.t_ns), len(self.lag_ns))
-        times = self.t_ns[:n]
-        i = bisect.bisect_left(times, t0_ns)
-        j = n if t1_ns is None else bisect.bisect_right(times, t1_ns)
-        return sorted(lag / 1e6 for lag in self.lag_ns[i:j])
+        return lags_between_ms(self.t_ns, self.lag_ns, t0_ns, t1_ns)
 
     def summary(self, t0_ns: int, t1_ns: int | None = None) -> dict[str, float | bool]:
         """`client_loop_lag_ms_p50/_p99/_max` and `client_bound` over [t0, t1] (less its first second when it
@@ -131,9 +127,24 @@ class LoopLagMonitor:
                 "client_loop_lag_ms_max": lags[-1], "client_bound": p99 > CLIENT_BOUND_LAG_MS}
 
     def live_p99_ms(self, level_start_ns: int | None) -> float | None:
-        """Lag p99 for the live warning (see live_window_start_ns); None before LIVE_MIN_SAMPLES samples."""
-        lags = self._between(live_window_start_ns(time.perf_counter_ns(), level_start_ns), None)
-        return _pct(lags, 99) if len(lags) >= LIVE_MIN_SAMPLES else None
+        return live_lag_p99_ms(self.t_ns, self.lag_ns, level_start_ns)
+
+
+def lags_between_ms(t_ns, lag_ns, t0_ns: int, t1_ns: int | None) -> list[float]:
+    """The lags (ms, sorted) of the samples taken in [t0, t1]; `t_ns` in time order. Another thread may be
+    appending: only the pairs both arrays hold so far are read."""
+    n = min(len(t_ns), len(lag_ns))
+    times = t_ns[:n]
+    i = bisect.bisect_left(times, t0_ns)
+    j = n if t1_ns is None else bisect.bisect_right(times, t1_ns)
+    return sorted(lag / 1e6 for lag in lag_ns[i:j])
+
+
+def live_lag_p99_ms(t_ns, lag_ns, level_start_ns: int | None) -> float | None:
+    """Lag p99 for the live warning (the run's, or one load process's), over live_window_start_ns on; None
+    before LIVE_MIN_SAMPLES samples."""
+    lags = lags_between_ms(t_ns, lag_ns, live_window_start_ns(time.perf_counter_ns(), level_start_ns), None)
+    return _pct(lags, 99) if len(lags) >= LIVE_MIN_SAMPLES else None
 
 
 def live_window_start_ns(now_ns: int, level_start_ns: int | None, window_s: float = LIVE_WINDOW_S) -> int:

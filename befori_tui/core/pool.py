@@ -27,7 +27,7 @@ from typing import Callable
 from befori_tui.core import events as ev
 from befori_tui.core.childproc import child_env, module_command
 from befori_tui.core.client import ClientSetupError
-from befori_tui.core.health import LIVE_MIN_SAMPLES, LoopLagMonitor, live_window_start_ns
+from befori_tui.core.health import LoopLagMonitor, lags_between_ms, live_lag_p99_ms
 from befori_tui.core.ledger import OccupancyLedger
 from befori_tui.core.levelstats import LevelRecords
 from befori_tui.core.loadgen import RUN_RECENT_KEEP_S, Level, removed_in_flight, wait_level
@@ -97,11 +97,9 @@ class _Process:
     def name(self) -> str:
         return f"{self.worker['host']}:{self.worker['pid']}" if self.worker else f"load process {self.index}"
 
-    def lag_p99_ms(self, t0_ns: int, t1_ns: int | None, min_samples: int = 1) -> float | None:
-        i = bisect.bisect_left(self.lag_t_ns, t0_ns)
-        j = len(self.lag_t_ns) if t1_ns is None else bisect.bisect_right(self.lag_t_ns, t1_ns)
-        lags = sorted(self.lag_ns[i:j])
-        return lags[min(len(lags) - 1, int(0.99 * len(lags)))] / 1e6 if lags and len(lags) >= min_samples else None
+    def lag_p99_ms(self, t0_ns: int, t1_ns: int | None) -> float | None:
+        lags = lags_between_ms(self.lag_t_ns, self.lag_ns, t0_ns, t1_ns)
+        return lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else None
 
     def cpu_pct(self, t0_ns: int, t1_ns: int | None) -> float | None:
         """Its CPU time over wall time between the first and last readings in [t0, t1]; 100 = one core."""
@@ -307,13 +305,12 @@ class LoadPool:
     # --- each load process: where it ran and how it kept up ------------------------------------------------
 
     def worker_health(self, cpu_window_s: float = 10.0) -> list[ev.WorkerHealth]:
-        """Each process's loop-lag p99 over the same span as the run's live warning (health.live_window_start_ns)
+        """Each process's loop-lag p99 over the same span as the run's live warning (health.live_lag_p99_ms)
         and its CPU over the last `cpu_window_s`, for the screen (`Health`)."""
-        now = time.perf_counter_ns()
-        t_lag = live_window_start_ns(now, self.level.t_start_ns if self.levels else None)
-        t_cpu = now - int(cpu_window_s * 1e9)
-        return [ev.WorkerHealth(p.name, p.lag_p99_ms(t_lag, None, LIVE_MIN_SAMPLES), p.cpu_pct(t_cpu, None), p.alive)
-                for p in self.processes]
+        level_start = self.level.t_start_ns if self.levels else None
+        t_cpu = time.perf_counter_ns() - int(cpu_window_s * 1e9)
+        return [ev.WorkerHealth(p.name, live_lag_p99_ms(p.lag_t_ns, p.lag_ns, level_start), p.cpu_pct(t_cpu, None),
+                                p.alive) for p in self.processes]
 
     def worker_summary(self, t0_ns: int, t1_ns: int | None) -> list[dict]:
         """Each process's loop-lag p99 and CPU over a level, for its summary (docs/results.md)."""

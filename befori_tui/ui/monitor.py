@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from befori_tui.cliargs import OneLineParser, add_run_flags, check_output_paths, config_from_args
+from befori_tui.cliargs import OneLineParser, add_run_flags, check_output_paths, config_from_args, run_command
 from befori_tui.core.config import ConfigError, parse_int_list, redact_url
 from befori_tui.core import events as ev
 from befori_tui.core.controller import RunPlan, search_plan
@@ -216,12 +216,7 @@ def draw_in_a_session_of_its_own(command: str, draw: Callable[[], int]) -> int:
         try:
             os.setsid()
             _lower_this_session()
-            code = draw()
-        except ConfigError as exc:
-            print(f"befori-tui {command}: {exc}", file=sys.stderr)
-            code = 2
-        except KeyboardInterrupt:
-            code = 130
+            code = run_command(command, draw)  # as the command's own process would exit (cli.main)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # noqa: BLE001 — a crash: say where, as the interpreter would
