@@ -393,6 +393,66 @@ def test_the_terminal_s_signals_reach_the_viewer_in_its_own_session(sim, tmp_pat
     assert data["ended_by"] == "signal"
 
 
+def _signal_before_the_screen(app: PtyApp, when: str, sig: int) -> int:
+    """Send `sig` to the process the terminal started as soon as its run process exists ("run started": the
+    viewer is still waiting for the run's socket) or as soon as the screen starts to draw ("screen starting":
+    the app is starting, its own handlers not yet in place). Returns the run's pid."""
+    deadline = time.monotonic() + 20
+    runs: list[int] = []
+    while not runs or (when == "screen starting" and not app.output):
+        assert time.monotonic() < deadline, f"{when}: not reached"
+        runs = [run for viewer in _children_of(app.proc.pid) for run in _children_of(viewer)]
+        time.sleep(0.002)
+    app.proc.send_signal(sig)
+    return runs[0]
+
+
+@pytest.mark.parametrize("when", ["run started", "screen starting"])
+def test_a_ctrl_c_before_the_screen_is_up_stops_the_run_too(sim, tmp_path, when):
+    """The run is in a session of its own: a Ctrl-C in the second before the screen was up once ended the
+    viewer alone and left its run going. It must stop the run, which saves (here: nothing measured yet)."""
+    out = tmp_path / "early.toml"
+    app = PtyApp(long_run_args(sim.base_url, out))
+    try:
+        run_pid = _signal_before_the_screen(app, when, signal.SIGINT)
+        t0 = time.monotonic()
+        code = app.wait(STOP_WITHIN_S + 5)
+        elapsed_s = time.monotonic() - t0
+    finally:
+        app.close()
+    gone = not Path(f"/proc/{run_pid}").exists()
+    if not gone:
+        os.kill(run_pid, signal.SIGTERM)  # it would go on after the test
+    assert gone, "the run went on"
+    assert code == 130 and elapsed_s < STOP_WITHIN_S, (code, elapsed_s, app.text[-1500:])
+    assert "Traceback" not in app.text
+    data = tomllib.loads(out.read_text())
+    assert data["ended_by"] == "signal" and data["interrupted"] is True
+
+
+def test_a_hangup_before_the_screen_is_up_leaves_the_run_going(sim, tmp_path):
+    """--on-hangup continue, the terminal gone before the screen was up: the viewer leaves at once, the run
+    starts its load anyway (its wait for the screen is bounded) and `attach` finds it."""
+    from befori_tui.core import events as ev
+    from befori_tui.core.runlink import RunLink, resolve_target
+
+    out = tmp_path / "early-hup.toml"
+    app = PtyApp(long_run_args(sim.base_url, out))
+    try:
+        _signal_before_the_screen(app, "run started", signal.SIGHUP)
+        code = app.wait(STOP_WITHIN_S)
+    finally:
+        app.close()
+    assert code == 129, app.text[-1500:]
+    wait_for_records(out.with_suffix(".jsonl"), min_bytes=1, timeout_s=20)
+    link = RunLink(resolve_target(str(out))[0]["socket"])
+    link.connect()
+    link.send(ev.Stop("quit"))
+    assert link.closed.wait(STOP_WITHIN_S), "the run did not end"
+    wait_for_end(out, STOP_WITHIN_S)
+    assert tomllib.loads(out.read_text())["ended_by"] == "quit"
+
+
 def test_a_monitor_whose_run_has_ended_sends_nothing_more_to_its_terminal(sim, tmp_path):
     """Over SSH every byte drawn crosses the link: once the run has ended the screen stands still (its clock,
     timeline and figures frozen at the end) and nothing is written until a key is pressed."""

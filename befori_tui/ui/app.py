@@ -13,7 +13,7 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from textual import work
@@ -65,6 +65,8 @@ class UiOptions:
     panel: str = "metrics"  # the lower panel shown first on a small terminal
     owns_run: bool = True  # the monitor started this run: q stops it. False (attach): q asks, d detaches
     on_hangup: str = "continue"  # what the run does when this terminal goes away: continue | stop
+    # Signals that came before the screen took them over (ui/monitor.py keeps them): acted on at mount.
+    signals_before_the_screen: list[int] = field(default_factory=list)
 
 
 def _short_path(path: str) -> str:
@@ -258,6 +260,11 @@ class MonitorApp(App[int]):
                     what = ("goes on (befori-tui attach comes back to it)" if self.options.on_hangup == "continue"
                             else "stops and saves")
                     self.notify(f"if this terminal goes away, the run {what}", title="hangup", timeout=6)
+                for signum in self.options.signals_before_the_screen[:1]:
+                    if signum == signal.SIGHUP:
+                        self._on_hangup(signum, None)
+                    else:
+                        self.action_interrupt()
         else:
             self._show_summaries(self._compute_summaries())
         self._tick(force=True)

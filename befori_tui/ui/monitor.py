@@ -154,6 +154,7 @@ def _start_and_watch(command: str, args, cfg, spec: RunSpec, ui_options) -> int:
     if spec.sim_profile is not None:
         print(f"no --url: starting the built-in simulator (profile {args.profile}, simulated GPUs)…",
               file=sys.stderr, flush=True)
+    early = SignalsBeforeTheScreen()
     proc, log = spawn_run(spec)
     try:
         link = connect_to_new_run(spec.socket_path, proc, log)
@@ -163,7 +164,45 @@ def _start_and_watch(command: str, args, cfg, spec: RunSpec, ui_options) -> int:
     model = LiveModel(cfg.pricing, clock=link.clock)
     model.info.update({"url": redact_url(cfg.endpoint.url) if cfg.endpoint.url else "built-in simulator",
                        "api": cfg.endpoint.api, "simulated": spec.sim_profile is not None})
+    if early.received:
+        return _stop_before_the_screen(early.received[0], link, model, proc, ui_options.on_hangup)
+    ui_options.signals_before_the_screen = early.received  # those that come while it starts: its on_mount acts
     return watch(cfg, link, model, ui_options, run_proc=proc)
+
+
+class SignalsBeforeTheScreen:
+    """The terminal's signals from the run's start until the screen takes them over (MonitorApp's on_mount):
+    kept, then acted on as the screen would act on them. The run is in a session of its own, so a Ctrl-C in
+    the second before the screen was up used to end the viewer alone and leave its run going."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._keep)
+
+    def _keep(self, signum: int, _frame) -> None:
+        self.received.append(signum)
+
+
+def _stop_before_the_screen(signum: int, link: RunLink, model, run_proc, on_hangup: str) -> int:
+    """A signal came before there was a screen: a Ctrl-C or a kill stops the run, which saves what it has (if
+    anything), and this exits 130; a hangup does what --on-hangup says, and this exits at once."""
+    from befori_tui.ui.app import EXIT_HANGUP, EXIT_INTERRUPTED
+
+    if signum == signal.SIGHUP and on_hangup == "continue":
+        link.close()
+        return EXIT_HANGUP  # as the screen's own exit on a hangup; the run goes on, `befori-tui attach` finds it
+    link.send(ev.Stop("signal"))
+    if signum == signal.SIGHUP:
+        link.close()
+        return EXIT_HANGUP  # nobody is left to read where it saved
+    _wait_for_end(link, model, run_proc)
+    link.close()
+    if model.last_saved:
+        path, n = model.last_saved
+        print(f"stopped before the screen was up; saved {path} and {model.raw_path} ({n} requests)",
+              file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def connect_to_new_run(socket_path: Path, proc, log: Path, timeout_s: float = 60.0) -> RunLink:
