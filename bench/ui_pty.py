@@ -36,9 +36,12 @@ change, unchanged:
    by default) fills, so a 20 s run's average understates what a long run writes (`--bytes-seconds 70` for
    the plateau). Every monitor run reports the same figures.
 
-Medians over runs are printed as a table; `--json PATH` writes every run (load average before and after
-each, the client's CPU seconds, the CPU other processes took meanwhile — the box may be shared —, the sim's
-late steps, bytes per second second by second) and the medians.
+Medians over runs are printed as a table, and each mode's requests pooled over its runs (TTFT p50 and p99,
+whole, settled and the sim's own) with monitor − headless and a 95% interval from resampling whole runs: at
+c ≥ 256 a 30 s run's p99 moves by more than the goals from run to run, and the interval says whether that
+many runs show a difference at all. `--json PATH` writes every run (load average before and after each, the
+client's CPU seconds, the CPU other processes took meanwhile — the box may be shared —, the sim's late steps,
+bytes per second second by second), the medians and the pooled figures.
 Children run in their own process groups and are killed on any exit.
 
     .venv/bin/python bench/ui_pty.py                                     # c = 1 64 256 512, 3 runs, 15 s
@@ -506,8 +509,8 @@ def _pcts(values, ps=(50, 99)) -> dict[str, float | None]:
     return {f"p{p}": round(float(v), 4) for p, v in zip(ps, np.percentile(np.asarray(values, dtype=float), ps))}
 
 
-def figures(jsonl: Path) -> dict[str, Any]:
-    """Client, truth and excess figures (ms) of the steady ok requests in one run's raw records."""
+def samples(jsonl: Path) -> dict[str, Any]:
+    """The steady ok requests of one run's raw records: client, truth and excess values (ms), and counts."""
     client_ttft, true_ttft, ex_ttft, gaps, true_gap, ex_gap = [], [], [], [], [], []
     # Each slot's first steady request: the wave that leaves together when the warm-up requests (all sent at
     # once, all the same length) end together. Its TTFT measures how fast a client sends c requests at once,
@@ -553,7 +556,21 @@ def figures(jsonl: Path) -> dict[str, Any]:
                 server_gap = (st["t_last_token_ns"] - st["t_first_token_ns"]) / len(itl) / 1e6
                 true_gap.append(server_gap)
                 ex_gap.append(sum(itl) / len(itl) / 1e6 - server_gap)
-    g = np.asarray(gaps, dtype=float) / 1e6
+    return {"counts": counts, "client_ttft": client_ttft, "true_ttft": true_ttft, "ex_ttft": ex_ttft, "gaps": gaps,
+            "true_gap": true_gap, "ex_gap": ex_gap, "first_of_slot": first_of_slot, "settled_ttft": settled_ttft,
+            "settled_ex": settled_ex}
+
+
+def figures(jsonl: Path) -> dict[str, Any]:
+    """Client, truth and excess figures (ms) of the steady ok requests in one run's raw records."""
+    v = samples(jsonl)
+    counts = v["counts"]
+    if "missing" in v:
+        return {"counts": counts, "missing": v["missing"]}
+    client_ttft, true_ttft, ex_ttft, true_gap, ex_gap = (v[k] for k in ("client_ttft", "true_ttft", "ex_ttft",
+                                                                          "true_gap", "ex_gap"))
+    first_of_slot, settled_ttft, settled_ex = v["first_of_slot"], v["settled_ttft"], v["settled_ex"]
+    g = np.asarray(v["gaps"], dtype=float) / 1e6
     return {
         "counts": counts,
         "ttft_ms": _pcts(client_ttft), "ttft_truth_ms": _pcts(true_ttft), "ttft_excess_ms": _pcts(ex_ttft),
@@ -563,6 +580,36 @@ def figures(jsonl: Path) -> dict[str, Any]:
         "wave_ttft_excess_ms": _pcts([v[2] for v in first_of_slot.values() if v[2] is not None], (50, 99, 100)),
         "settled_ttft_ms": _pcts(settled_ttft), "settled_ttft_excess_ms": _pcts(settled_ex),
     }
+
+
+POOLED = (("ttft", "client_ttft", "TTFT"), ("settled_ttft", "settled_ttft", "settled TTFT"),
+          ("ttft_truth", "true_ttft", "the sim's own TTFT"))
+RESAMPLES = 2000
+
+
+def pooled(headless: list[dict], monitor: list[dict], seed: int = 0) -> dict[str, Any]:
+    """Each mode's steady requests over all its runs pooled: TTFT (whole, settled, the sim's own) p50 and p99,
+    and monitor − headless with a 95% interval from resampling whole runs (a cluster bootstrap: from run to
+    run the wave and the box move the tail, so runs, not requests, are the unit that varies). A difference
+    whose interval is wider than the goal is not shown either way by that many runs."""
+    rng = np.random.default_rng(seed)
+    per_run = {kind: [samples(Path(r["toml_path"]).with_suffix(".jsonl")) for r in runs]
+               for kind, runs in (("headless", headless), ("monitor", monitor))}
+    out: dict[str, Any] = {}
+    for name, key, label in POOLED:
+        h = [np.asarray(v.get(key, []), dtype=float) for v in per_run["headless"]]
+        m = [np.asarray(v.get(key, []), dtype=float) for v in per_run["monitor"]]
+        if not h or not m or not sum(a.size for a in h) or not sum(a.size for a in m):
+            continue
+        for q in (50, 99):
+            ph, pm = (float(np.percentile(np.concatenate(x), q)) for x in (h, m))
+            diffs = [np.percentile(np.concatenate([m[j] for j in rng.integers(0, len(m), len(m))]), q)
+                     - np.percentile(np.concatenate([h[j] for j in rng.integers(0, len(h), len(h))]), q)
+                     for _ in range(RESAMPLES)]
+            lo, hi = np.percentile(diffs, [2.5, 97.5])
+            out[f"{name}_p{q}_ms"] = {"label": f"{label} p{q}", "headless": round(ph, 2), "monitor": round(pm, 2),
+                                       "diff": round(pm - ph, 2), "ci95": [round(float(lo), 2), round(float(hi), 2)]}
+    return out
 
 
 TOML_KEYS = ("ended_by", "interrupted")
@@ -691,6 +738,17 @@ def _print_waves(summary: dict) -> None:
         print(f"| {c} | " + " | ".join(f"{_f(h[k], d)} / {_f(m[k], d)}" for k, d in columns) + " |")
 
 
+def _print_pooled(summary: dict, runs: int) -> None:
+    print(f"\nEvery run's steady requests pooled ({runs} run(s) a mode), ms; monitor − headless with a 95% interval "
+          "from resampling whole runs:\n")
+    print("| c | figure | headless | monitor | monitor − headless | 95% interval |")
+    print("|---|---|---|---|---|---|")
+    for c, s in summary.items():
+        for f in s.get("pooled", {}).values():
+            print(f"| {c} | {f['label']} | {f['headless']:.1f} | {f['monitor']:.1f} | {f['diff']:+.1f} "
+                  f"| {f['ci95'][0]:+.1f} to {f['ci95'][1]:+.1f} |")
+
+
 def _print_bytes(bytes_summary: list[dict]) -> None:
     print("\nBytes written to the terminal (monitor only), from the load's start to the q, and over its last 5 s "
           "(the rate rises while the timeline's window fills):\n")
@@ -708,6 +766,7 @@ def print_tables(summary: dict, bytes_summary: list[dict], size: str, runs: int,
     if summary:
         _print_fidelity(summary, size, runs)
         _print_waves(summary)
+        _print_pooled(summary, runs)
     if bytes_summary:
         _print_bytes(bytes_summary)
     if loaded:
@@ -821,6 +880,7 @@ def main() -> int:
                             "ttft_p99_ms": _median(_get(r, "figures.ttft_truth_ms.p99") for r in both),
                             "gap_p50_ms": _median(_get(r, "figures.gap_truth_ms.p50") for r in both),
                             "gap_p99_ms": _median(_get(r, "figures.gap_truth_ms.p99") for r in both)}
+            med["pooled"] = pooled(by_kind["headless"], by_kind["monitor"])
             summary[str(c)] = med
         bytes_summary = []
         for size in args.bytes_size:
