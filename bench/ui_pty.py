@@ -46,6 +46,7 @@ Children run in their own process groups and are killed on any exit.
 
     .venv/bin/python bench/ui_pty.py                                     # c = 1 64 256 512, 3 runs, 15 s
     .venv/bin/python bench/ui_pty.py --concurrency 64 --runs 1 --seconds 10 --bytes-size
+    .venv/bin/python bench/ui_pty.py --concurrency 256 --runs 10 --seconds 30 --bytes-size --warmup-per-slot 2
     .venv/bin/python bench/ui_pty.py --concurrency --bytes-size 160x48 80x24 --bytes-seconds 20
     .venv/bin/python bench/ui_pty.py --befori /work/main/.venv/bin/befori-tui --json after.json
 """
@@ -640,10 +641,13 @@ def one_run(kind: str, purpose: str, c: int, i: int, seconds: float, size: tuple
     tag = {"headless": "h", "monitor": "m"}[kind] + ("" if purpose == "fidelity" else f"-{size[0]}x{size[1]}")
     out = outdir / f"{tag}-{c}-{i}.toml"
     la0, e0, c0 = loadavg(), sim.engine(), cpu_snapshot(sim.proc.pid)
+    extra = list(args.extra)
+    if args.warmup_per_slot:
+        extra += ["--warmup-requests", str(args.warmup_per_slot * c)]
     if kind == "headless":
-        res = run_headless(befori, sim.base_url, c, seconds, out, args.extra, cpus)
+        res = run_headless(befori, sim.base_url, c, seconds, out, extra, cpus)
     else:
-        res = run_monitor(befori, sim.base_url, c, seconds, out, args.extra, size, args.quit_timeout, cpus)
+        res = run_monitor(befori, sim.base_url, c, seconds, out, extra, size, args.quit_timeout, cpus)
     c1, la1, e1 = cpu_snapshot(sim.proc.pid), loadavg(), sim.engine()
     cpu = cpu_delta(c0, c1)
     res.update(cpu_box=cpu, others_busy=cpu["others_pct"] > OTHERS_HIGH_PCT, kind=kind, purpose=purpose,
@@ -811,6 +815,9 @@ def main() -> int:
                    "this Python, else python -m befori_tui)")
     p.add_argument("--profile", default=str(DEFAULT_PROFILE), help="sim profile (default bench/fixed-timing.toml)")
     p.add_argument("--extra", default="", help="more flags for both bench and monitor, e.g. --extra='--telemetry none'")
+    p.add_argument("--warmup-per-slot", type=int, default=0, metavar="K",
+                   help="warm-up requests per slot, in both modes (default: the tool's, one): with 2 the wave after "
+                        "warm-up is warm-up too, and a run's p99 is the steady state's")
     p.add_argument("--pin", action="store_true", help="the sim on the first CPU, the clients on the others")
     p.add_argument("--quit-timeout", type=float, default=30.0, help="seconds from q to SIGTERM (default 30)")
     p.add_argument("--keep", metavar="DIR", help="keep every TOML, JSONL and log here (default: a temp dir)")
@@ -841,7 +848,8 @@ def main() -> int:
     report: dict[str, Any] = {"script": "bench/ui_pty.py", "argv": sys.argv[1:], "machine": facts,
                               "profile": args.profile, "profile_toml": Path(args.profile).read_text(),
                               "seconds": args.seconds, "runs_each": args.runs, "size": "%dx%d" % args.size,
-                              "pinned": args.pin and sim_cpus is not None, "extra_flags": args.extra, "runs": []}
+                              "pinned": args.pin and sim_cpus is not None, "extra_flags": args.extra,
+                              "warmup_per_slot": args.warmup_per_slot, "runs": []}
     sim = None
     try:
         sim = Sim(befori, Path(args.profile), outdir, sim_cpus)
