@@ -140,11 +140,17 @@ def lags_between_ms(t_ns, lag_ns, t0_ns: int, t1_ns: int | None) -> list[float]:
     return sorted(lag / 1e6 for lag in lag_ns[i:j])
 
 
+def lag_p99_ms(t_ns, lag_ns, t0_ns: int, t1_ns: int | None, min_samples: int = 1) -> float | None:
+    """Lag p99 (ms) of the samples taken in [t0, t1]; None with fewer than `min_samples`."""
+    lags = lags_between_ms(t_ns, lag_ns, t0_ns, t1_ns)
+    return _pct(lags, 99) if lags and len(lags) >= min_samples else None
+
+
 def live_lag_p99_ms(t_ns, lag_ns, level_start_ns: int | None) -> float | None:
     """Lag p99 for the live warning (the run's, or one load process's), over live_window_start_ns on; None
     before LIVE_MIN_SAMPLES samples."""
-    lags = lags_between_ms(t_ns, lag_ns, live_window_start_ns(time.perf_counter_ns(), level_start_ns), None)
-    return _pct(lags, 99) if len(lags) >= LIVE_MIN_SAMPLES else None
+    return lag_p99_ms(t_ns, lag_ns, live_window_start_ns(time.perf_counter_ns(), level_start_ns), None,
+                      LIVE_MIN_SAMPLES)
 
 
 def live_window_start_ns(now_ns: int, level_start_ns: int | None, window_s: float = LIVE_WINDOW_S) -> int:

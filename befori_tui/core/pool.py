@@ -27,7 +27,7 @@ from typing import Callable
 from befori_tui.core import events as ev
 from befori_tui.core.childproc import child_env, module_command
 from befori_tui.core.client import ClientSetupError
-from befori_tui.core.health import LoopLagMonitor, lags_between_ms, live_lag_p99_ms
+from befori_tui.core.health import LoopLagMonitor, lag_p99_ms, live_lag_p99_ms
 from befori_tui.core.ledger import OccupancyLedger
 from befori_tui.core.levelstats import LevelRecords
 from befori_tui.core.loadgen import RUN_RECENT_KEEP_S, Level, removed_in_flight, wait_level
@@ -96,10 +96,6 @@ class _Process:
     @property
     def name(self) -> str:
         return f"{self.worker['host']}:{self.worker['pid']}" if self.worker else f"load process {self.index}"
-
-    def lag_p99_ms(self, t0_ns: int, t1_ns: int | None) -> float | None:
-        lags = lags_between_ms(self.lag_t_ns, self.lag_ns, t0_ns, t1_ns)
-        return lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else None
 
     def cpu_pct(self, t0_ns: int, t1_ns: int | None) -> float | None:
         """Its CPU time over wall time between the first and last readings in [t0, t1]; 100 = one core."""
@@ -317,7 +313,7 @@ class LoadPool:
         out = []
         for p in self.processes:
             row = {"worker": p.name}
-            lag, cpu = p.lag_p99_ms(t0_ns, t1_ns), p.cpu_pct(t0_ns, t1_ns)
+            lag, cpu = lag_p99_ms(p.lag_t_ns, p.lag_ns, t0_ns, t1_ns), p.cpu_pct(t0_ns, t1_ns)
             if lag is not None:
                 row["loop_lag_ms_p99"] = lag
             if cpu is not None:

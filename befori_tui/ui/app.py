@@ -260,11 +260,11 @@ class MonitorApp(App[int]):
                     what = ("goes on (befori-tui attach comes back to it)" if self.options.on_hangup == "continue"
                             else "stops and saves")
                     self.notify(f"if this terminal goes away, the run {what}", title="hangup", timeout=6)
-                for signum in self.options.signals_before_the_screen[:1]:
-                    if signum == signal.SIGHUP:
-                        self._on_hangup(signum, None)
-                    else:
-                        self.action_interrupt()
+                early = self.options.signals_before_the_screen
+                if early and early[0] == signal.SIGHUP:
+                    self._on_hangup(signal.SIGHUP, None)
+                elif early:
+                    self.action_interrupt()
         else:
             self._show_summaries(self._compute_summaries())
         self._tick(force=True)

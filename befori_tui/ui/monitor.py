@@ -189,19 +189,15 @@ def _stop_before_the_screen(signum: int, link: RunLink, model, run_proc, on_hang
     anything), and this exits 130; a hangup does what --on-hangup says, and this exits at once."""
     from befori_tui.ui.app import EXIT_HANGUP, EXIT_INTERRUPTED
 
-    if signum == signal.SIGHUP and on_hangup == "continue":
+    if signum == signal.SIGHUP:  # as the screen's own hangup (MonitorApp._on_hangup): nobody is left to tell
+        if on_hangup == "stop":
+            link.send(ev.Stop("signal"))
         link.close()
-        return EXIT_HANGUP  # as the screen's own exit on a hangup; the run goes on, `befori-tui attach` finds it
+        return EXIT_HANGUP
     link.send(ev.Stop("signal"))
-    if signum == signal.SIGHUP:
-        link.close()
-        return EXIT_HANGUP  # nobody is left to read where it saved
     _wait_for_end(link, model, run_proc)
     link.close()
-    if model.last_saved:
-        path, n = model.last_saved
-        print(f"stopped before the screen was up; saved {path} and {model.raw_path} ({n} requests)",
-              file=sys.stderr)
+    _say_where_saved(model, "stopped before the screen was up; ")
     return EXIT_INTERRUPTED
 
 
@@ -340,10 +336,15 @@ def watch(cfg, link: RunLink, model, ui_options, run_proc=None) -> int:
     if app.detached:
         print(f"detached; the run goes on. befori-tui attach {link.socket_path} to watch it again",
               file=sys.stderr)
-    elif model.last_saved:
-        path, n = model.last_saved
-        print(f"saved {path} and {model.raw_path} ({n} requests)", file=sys.stderr)
+    else:
+        _say_where_saved(model)
     return code if isinstance(code, int) else 0
+
+
+def _say_where_saved(model, before: str = "") -> None:
+    if model.last_saved:
+        path, n = model.last_saved
+        print(f"{before}saved {path} and {model.raw_path} ({n} requests)", file=sys.stderr)
 
 
 def _wait_for_end(link: RunLink, model, run_proc, timeout_s: float = 30.0) -> None:
